@@ -1,0 +1,201 @@
+//! Command-line arguments: what was asked, nothing opened yet.
+//!
+//! clap fills these plain structs; `commands/` turns them into a configuration that opens
+//! files and connections. Usage errors exit with status 2 before any work starts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Stream Zephr user exports into typed users, grants and attributes tables (CSV and Parquet).
+#[derive(Debug, Parser)]
+#[command(name = "zephr-etl", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Print no progress or summary on stderr (errors are still printed).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert saved exports (files or `-` for stdin) into tables.
+    Convert(ConvertArgs),
+    /// Fetch an export live from the Zephr Admin API and convert it.
+    Fetch(Box<FetchArgs>),
+    /// Print the output tables' columns and types.
+    Schema(SchemaArgs),
+    /// Write a synthetic export on stdout (for examples, tests and benchmarks).
+    Generate(GenerateArgs),
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Csv,
+    Parquet,
+}
+
+/// What to do with an item that cannot be mapped faithfully.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnErrorArg {
+    /// Stop at the first bad item (exit 1).
+    Fail,
+    /// Leave bad items out of the tables and write them to DIR/rejects.ndjson.
+    Skip,
+}
+
+/// Parquet compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    Zstd,
+    Snappy,
+    None,
+}
+
+/// Options shared by every command that writes tables.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Directory that receives the tables (created if missing).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Formats to write.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "csv,parquet")]
+    pub format: Vec<FormatArg>,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// What to do with a bad item.
+    #[arg(long, value_enum, default_value = "fail")]
+    pub on_error: OnErrorArg,
+    /// With --on-error skip: stop once this many items were rejected.
+    #[arg(long, value_name = "N")]
+    pub max_errors: Option<u64>,
+    /// An item larger than this many bytes is refused instead of filling memory.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_item_bytes: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Items per batch handed to a worker.
+    #[arg(long, value_name = "N", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+    /// Bytes read from the input at a time.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub buffer_size: u32,
+    /// Parquet compression codec.
+    #[arg(long, value_enum, default_value = "zstd")]
+    pub compression: CompressionArg,
+    /// Rows per Parquet row group at most.
+    #[arg(long, value_name = "N", default_value_t = 122_880, value_parser = clap::value_parser!(u32).range(1..))]
+    pub row_group_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Export files (JSON array, paginated envelope or NDJSON; gzip or zstd welcome); `-` is stdin.
+    /// Several inputs are read as one export.
+    #[arg(value_name = "INPUT", required = true)]
+    pub inputs: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Also convert a saved state-events file (CSV, JSON array or NDJSON) into state_events.*.
+    #[arg(long, value_name = "FILE")]
+    pub state_events: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The Zephr tenant (the API is https://TENANT.api.zephr.com unless --base-url says otherwise).
+    #[arg(long)]
+    pub tenant: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Include each user's grants.
+    #[arg(long)]
+    pub grants: bool,
+    /// Include each user's attributes.
+    #[arg(long)]
+    pub attributes: bool,
+    /// Extended-profile app ids to include (comma separated).
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    pub app_ids: Vec<String>,
+    /// Only users with a matching extended profile.
+    #[arg(long)]
+    pub app_ids_restrictive: bool,
+    /// Only users updated after this time (ISO-8601).
+    #[arg(long, value_name = "TS")]
+    pub since: Option<String>,
+    /// Only users registered at or after this time (ISO-8601).
+    #[arg(long, value_name = "TS")]
+    pub registered_since: Option<String>,
+    /// Only users registered before this time (ISO-8601).
+    #[arg(long, value_name = "TS")]
+    pub registered_before: Option<String>,
+    /// Results per page (Zephr's default is 500).
+    #[arg(long, value_name = "N")]
+    pub rpp: Option<u32>,
+    /// Ask for the whole export as one array instead of page by page.
+    #[arg(long)]
+    pub no_paginate: bool,
+    /// Pages fetched at once (tables keep page order).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+    /// Retries of a failed request (429, 5xx, dropped or truncated responses).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// Continue an interrupted fetch into the same DIR with the same arguments.
+    #[arg(long)]
+    pub resume: bool,
+    /// Remember the time of the last successful run here and use it as --since next time.
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Also export state events (needs --events-from and --events-to).
+    #[arg(long, requires_all = ["events_from", "events_to"])]
+    pub state_events: bool,
+    /// Start of the state-events window (ISO-8601).
+    #[arg(long, value_name = "TS")]
+    pub events_from: Option<String>,
+    /// End of the state-events window (ISO-8601).
+    #[arg(long, value_name = "TS")]
+    pub events_to: Option<String>,
+    /// Also keep the raw responses in this file.
+    #[arg(long, value_name = "FILE")]
+    pub save_raw: Option<PathBuf>,
+    /// API root instead of https://TENANT.api.zephr.com (a proxy, or a local test server).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Read the secret key from this file instead of ZEPHR_SECRET_KEY.
+    #[arg(long, value_name = "FILE")]
+    pub secret_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// One table (users, grants, attributes, state_events); all when omitted.
+    #[arg(value_name = "TABLE")]
+    pub table: Option<String>,
+    /// Print the schema files' JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Number of users.
+    #[arg(long, value_name = "N")]
+    pub users: u64,
+    /// Seed of the random generator; the same seed gives the same bytes.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Give users grants.
+    #[arg(long)]
+    pub grants: bool,
+    /// Give users attributes.
+    #[arg(long)]
+    pub attributes: bool,
+    /// Write to this file instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}

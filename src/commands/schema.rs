@@ -1,0 +1,68 @@
+//! `zephr-etl schema [TABLE]`: the output tables' columns and types, from `schemas/`.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use zephr_etl::schema::{self, Table};
+
+use crate::cli::SchemaArgs;
+
+pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
+    let tables: Vec<&str> = match args.table.as_deref() {
+        None => vec!["users", "grants", "attributes", "state_events"],
+        Some(name @ ("users" | "grants" | "attributes" | "state_events")) => vec![name],
+        Some(other) => bail!(
+            "unknown table {other:?}; the tables are users, grants, attributes and state_events"
+        ),
+    };
+    let mut out = String::new();
+    for (i, name) in tables.iter().enumerate() {
+        if args.json {
+            out.push_str(raw_file(name));
+            continue;
+        }
+        if i > 0 {
+            out.push('\n');
+        }
+        render(&mut out, name);
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn raw_file(name: &str) -> &'static str {
+    match name {
+        "users" => schema::USERS_JSON,
+        "grants" => schema::GRANTS_JSON,
+        "attributes" => schema::ATTRIBUTES_JSON,
+        _ => schema::STATE_EVENTS_JSON,
+    }
+}
+
+/// A plain-text table: name, type, nullability and source of every column.
+fn render(out: &mut String, name: &str) {
+    let Some(table) = Table::from_name(name) else {
+        let _ = writeln!(out, "state_events: one row per state event");
+        let _ = writeln!(
+            out,
+            "  (the source's own columns, in source order, every one a nullable string)"
+        );
+        return;
+    };
+    let def = table.def();
+    let _ = writeln!(out, "{}: {}", def.table, def.description);
+    let width = def.columns.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    for column in &def.columns {
+        let kind = serde_json::to_value(column.column_type).ok();
+        let kind = kind.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
+        let null = if column.nullable { "" } else { " not null" };
+        let _ = writeln!(
+            out,
+            "  {:width$}  {:<18}{}",
+            column.name,
+            format!("{kind}{null}"),
+            column.from
+        );
+    }
+}

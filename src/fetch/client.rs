@@ -1,0 +1,772 @@
+//! A signed, retrying HTTP client for the Zephr Admin API, over a blocking ureq agent.
+//!
+//! Every attempt is a new request with a new timestamp, nonce and signature (SPEC section 2).
+//! 429, 5xx, connection errors and truncated bodies are retried with exponential backoff and
+//! full jitter, or after the server's `Retry-After`; 401, 403 and other 4xx are final. A page
+//! is read into memory whole before it is handed out, so a page that broke off mid-body is
+//! fetched again rather than half-committed. The unpaginated export is instead handed out as
+//! a stream once its status is known to be good: it can be tens of gigabytes.
+//!
+//! The signed path is the API path (`/v3/user-export`): a path prefix in the base URL (a
+//! proxy's) is sent but not signed, since the Zephr server behind the proxy sees the bare path.
+//! 408 is retried like 429 and 5xx; 3xx is final, since a redirect changes the signed path.
+//!
+//! No error built here holds the secret or the `Authorization` value: they are never put in
+//! a message, and server text quoted in an error is scrubbed of both.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ureq::http::Response;
+
+use super::secret::Credentials;
+use super::sign::authorization_header;
+
+/// Longest server text quoted in an error, in characters.
+pub const EXCERPT_CHARS: usize = 300;
+
+/// How failed attempts are retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (so `retries + 1` attempts at most).
+    pub retries: u32,
+    /// Backoff before retry `n` is a random delay in `[0, base_delay * 2^n]` ("full jitter")...
+    pub base_delay: Duration,
+    /// ...and never more than this, which also caps a server's `Retry-After`.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            retries: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `retry` (0-based): the server's `Retry-After` when it
+    /// gave one, else full jitter; capped by `max_delay` either way.
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(d) = retry_after {
+            return d.min(self.max_delay);
+        }
+        let ceiling = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(retry.min(31)))
+            .min(self.max_delay);
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        if nanos == 0 {
+            return Duration::ZERO;
+        }
+        // Full jitter spreads the retries of parallel page workers apart.
+        Duration::from_nanos(random_u64() % nanos.saturating_add(1))
+    }
+}
+
+/// Everything a [`Client`] needs.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `https://{tenant}.api.zephr.com` or `--base-url`; request paths are appended to it.
+    pub base_url: String,
+    /// The tenant, named in authentication errors.
+    pub tenant: String,
+    /// The key pair requests are signed with.
+    pub credentials: Credentials,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// Longest wait for a TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for any single read, the response headers included: an export page can
+    /// take the server a while to prepare.
+    pub read_timeout: Duration,
+    /// Largest page body [`Client::fetch_page`] accepts into memory.
+    pub max_page_bytes: u64,
+}
+
+impl ClientConfig {
+    /// A config for `tenant` at `base_url` with the default retry policy and timeouts.
+    pub fn new(
+        base_url: impl Into<String>,
+        tenant: impl Into<String>,
+        credentials: Credentials,
+    ) -> ClientConfig {
+        ClientConfig {
+            base_url: base_url.into(),
+            tenant: tenant.into(),
+            credentials,
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(300),
+            max_page_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The Admin API's address for a tenant.
+pub fn tenant_base_url(tenant: &str) -> String {
+    format!("https://{tenant}.api.zephr.com")
+}
+
+/// A failure that is worth another attempt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransientFailure {
+    /// 429 or 5xx (408 too).
+    #[error("HTTP {status}: {excerpt}")]
+    Status {
+        /// The status code.
+        status: u16,
+        /// The start of the response body, scrubbed.
+        excerpt: String,
+    },
+    /// No response: connection refused or reset, timeout, a broken response.
+    #[error("connection error: {0}")]
+    Transport(String),
+    /// The body ended before its `Content-Length`.
+    #[error("body truncated: got {received} of {expected} bytes")]
+    Truncated {
+        /// Bytes received.
+        received: u64,
+        /// The `Content-Length`.
+        expected: u64,
+    },
+    /// Reading the body failed part way.
+    #[error("error reading the body: {0}")]
+    BodyRead(String),
+}
+
+/// Why a request failed for good.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// 401: the key pair or the signature was refused.
+    #[error(
+        "authentication failed (401): check ZEPHR_ACCESS_KEY and ZEPHR_SECRET_KEY \
+         (or --secret-key-file) for tenant {tenant}, and that this machine's clock is correct"
+    )]
+    Unauthorized {
+        /// The tenant asked.
+        tenant: String,
+    },
+    /// 403: the key pair may not export users.
+    #[error(
+        "permission denied (403): the key pair needs the user-export permission for tenant {tenant}"
+    )]
+    Forbidden {
+        /// The tenant asked.
+        tenant: String,
+    },
+    /// Another status that retrying will not fix (4xx, or an unexpected 1xx/3xx).
+    #[error("HTTP {status} from GET {target}: {excerpt}")]
+    Status {
+        /// The status code.
+        status: u16,
+        /// Path and query of the request.
+        target: String,
+        /// The start of the response body (or the redirect target), scrubbed.
+        excerpt: String,
+    },
+    /// Every attempt failed; the last failure is kept.
+    #[error("GET {target} failed after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// Path and query of the request.
+        target: String,
+        /// Attempts made.
+        attempts: u32,
+        /// What went wrong the last time.
+        last: TransientFailure,
+    },
+    /// The request could not be made at all (bad URL, unknown host, TLS failure, ...).
+    #[error("GET {target}: {source}")]
+    Request {
+        /// Path and query of the request.
+        target: String,
+        /// The transport's error.
+        source: ureq::Error,
+    },
+    /// The page body is larger than `max_page_bytes`.
+    #[error("GET {target}: page body larger than {limit} bytes")]
+    TooLarge {
+        /// Path and query of the request.
+        target: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// The base URL is not an http(s) URL.
+    #[error("invalid base URL {0:?}: expected http://HOST[:PORT] or https://HOST[:PORT]")]
+    BaseUrl(String),
+    /// The caller gave up (another page failed) while this request waited to be retried.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl FetchError {
+    /// The HTTP status behind this error, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            FetchError::Unauthorized { .. } => Some(401),
+            FetchError::Forbidden { .. } => Some(403),
+            FetchError::Status { status, .. } => Some(*status),
+            FetchError::RetriesExhausted {
+                last: TransientFailure::Status { status, .. },
+                ..
+            } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// What one attempt came to.
+enum Attempt<T> {
+    Done(T),
+    Retry(TransientFailure, Option<Duration>),
+    Fatal(FetchError),
+}
+
+/// A signed, retrying client. Share it by reference between threads: it is `Sync`.
+pub struct Client {
+    agent: ureq::Agent,
+    base_url: String,
+    tenant: String,
+    credentials: Credentials,
+    retry: RetryPolicy,
+    max_page_bytes: u64,
+    received: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.base_url)
+            .field("tenant", &self.tenant)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Builds the client. Fails only on a base URL that is not `http(s)://...`.
+    pub fn new(config: ClientConfig) -> Result<Client, FetchError> {
+        let base_url = config.base_url.trim_end_matches('/').to_owned();
+        let rest = base_url
+            .strip_prefix("https://")
+            .or_else(|| base_url.strip_prefix("http://"));
+        if rest.is_none_or(|host| host.is_empty() || host.contains(['?', '#', ' '])) {
+            return Err(FetchError::BaseUrl(config.base_url));
+        }
+        let agent = ureq::Agent::config_builder()
+            // Statuses are ours to judge: 401/403/429/5xx each need their own handling.
+            .http_status_as_error(false)
+            // A redirect changes the path, which is signed, so following one cannot work.
+            .max_redirects(0)
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_per_read(Some(config.read_timeout))
+            .timeout_per_write(Some(config.read_timeout))
+            .user_agent(concat!("zephr-etl/", env!("CARGO_PKG_VERSION")))
+            .accept("application/json")
+            .build()
+            .new_agent();
+        Ok(Client {
+            agent,
+            base_url,
+            tenant: config.tenant,
+            credentials: config.credentials,
+            retry: config.retry,
+            max_page_bytes: config.max_page_bytes,
+            received: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The base URL requests go to (without a trailing `/`).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The retry policy in force.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// Body bytes received so far: whole pages once read, stream bytes as they are read.
+    /// Bodies of failed attempts are not counted; pages the paginator fetched ahead past the
+    /// end and dropped are.
+    pub fn bytes_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// The counter behind [`Client::bytes_received`], for a progress thread to poll.
+    pub fn bytes_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.received)
+    }
+
+    /// GETs `{base_url}{path}?{query}` and reads the whole body, retrying as the policy says.
+    pub fn fetch_page(&self, path: &str, query: &str) -> Result<Vec<u8>, FetchError> {
+        self.fetch_page_cancellable(path, query, &AtomicBool::new(false))
+    }
+
+    /// [`Client::fetch_page`] that gives up with [`FetchError::Cancelled`] when `cancel` is
+    /// set before an attempt or during a backoff wait.
+    pub fn fetch_page_cancellable(
+        &self,
+        path: &str,
+        query: &str,
+        cancel: &AtomicBool,
+    ) -> Result<Vec<u8>, FetchError> {
+        let body = self.with_retries(path, query, cancel, |response, auth| {
+            self.read_page(response, auth, path, query)
+        })?;
+        self.received
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        Ok(body)
+    }
+
+    /// GETs `{base_url}{path}?{query}` and hands out the body as a reader once the status is
+    /// good (statuses are retried as for pages). Failures in the body surface as I/O errors
+    /// from the reader and are not retried: the caller has already consumed part of it.
+    pub fn open_stream(&self, path: &str, query: &str) -> Result<BodyStream, FetchError> {
+        self.with_retries(path, query, &AtomicBool::new(false), |response, _| {
+            let content_length = response.body().content_length();
+            Attempt::Done(BodyStream {
+                reader: Box::new(response.into_body().into_reader()),
+                content_length,
+                read: 0,
+                counter: Arc::clone(&self.received),
+            })
+        })
+    }
+
+    /// The retry loop. `on_ok` turns a 2xx response into the result, or asks for a retry.
+    fn with_retries<T>(
+        &self,
+        path: &str,
+        query: &str,
+        cancel: &AtomicBool,
+        mut on_ok: impl FnMut(Response<ureq::Body>, &str) -> Attempt<T>,
+    ) -> Result<T, FetchError> {
+        let mut retry = 0u32;
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(FetchError::Cancelled);
+            }
+            let outcome = match self.send(path, query) {
+                Ok((response, auth)) => {
+                    if response.status().is_success() {
+                        on_ok(response, &auth)
+                    } else {
+                        self.judge_status(response, &auth, path, query)
+                    }
+                }
+                Err(e) => self.judge_transport(e, path, query),
+            };
+            match outcome {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Fatal(e) => return Err(e),
+                Attempt::Retry(failure, retry_after) => {
+                    if retry >= self.retry.retries {
+                        return Err(FetchError::RetriesExhausted {
+                            target: target(path, query),
+                            attempts: retry + 1,
+                            last: failure,
+                        });
+                    }
+                    let delay = self.retry.delay(retry, retry_after);
+                    if sleep_unless_cancelled(delay, cancel) {
+                        return Err(FetchError::Cancelled);
+                    }
+                    retry += 1;
+                }
+            }
+        }
+    }
+
+    /// One signed attempt; also returns the `Authorization` value, to scrub it from errors.
+    fn send(&self, path: &str, query: &str) -> Result<(Response<ureq::Body>, String), ureq::Error> {
+        let auth = authorization_header(&self.credentials, b"", path, query, "GET");
+        let url = if query.is_empty() {
+            format!("{}{path}", self.base_url)
+        } else {
+            format!("{}{path}?{query}", self.base_url)
+        };
+        let response = self.agent.get(&url).header("Authorization", &auth).call()?;
+        Ok((response, auth))
+    }
+
+    fn read_page(
+        &self,
+        response: Response<ureq::Body>,
+        auth: &str,
+        path: &str,
+        query: &str,
+    ) -> Attempt<Vec<u8>> {
+        let expected = response.body().content_length();
+        let result = response
+            .into_body()
+            .into_with_config()
+            .limit(self.max_page_bytes)
+            .read_to_vec();
+        match result {
+            Ok(body) => match expected {
+                Some(expected) if (body.len() as u64) < expected => Attempt::Retry(
+                    TransientFailure::Truncated {
+                        received: body.len() as u64,
+                        expected,
+                    },
+                    None,
+                ),
+                _ => Attempt::Done(body),
+            },
+            Err(ureq::Error::BodyExceedsLimit(limit)) => Attempt::Fatal(FetchError::TooLarge {
+                target: target(path, query),
+                limit,
+            }),
+            Err(e) => Attempt::Retry(
+                TransientFailure::BodyRead(self.scrub(&e.to_string(), auth)),
+                None,
+            ),
+        }
+    }
+
+    fn judge_status<T>(
+        &self,
+        mut response: Response<ureq::Body>,
+        auth: &str,
+        path: &str,
+        query: &str,
+    ) -> Attempt<T> {
+        match self.status_failure(&mut response, auth, path, query) {
+            Ok((failure, retry_after)) => Attempt::Retry(failure, retry_after),
+            Err(e) => Attempt::Fatal(e),
+        }
+    }
+
+    /// Classifies a non-2xx response: `Ok` is a failure worth retrying, `Err` a final one.
+    fn status_failure(
+        &self,
+        response: &mut Response<ureq::Body>,
+        auth: &str,
+        path: &str,
+        query: &str,
+    ) -> Result<(TransientFailure, Option<Duration>), FetchError> {
+        let status = response.status().as_u16();
+        match status {
+            401 => {
+                return Err(FetchError::Unauthorized {
+                    tenant: self.tenant.clone(),
+                });
+            }
+            403 => {
+                return Err(FetchError::Forbidden {
+                    tenant: self.tenant.clone(),
+                });
+            }
+            _ => {}
+        }
+        if (300..400).contains(&status) {
+            let location = header_str(response, "location").unwrap_or("(no Location)");
+            return Err(FetchError::Status {
+                status,
+                target: target(path, query),
+                excerpt: format!("unexpected redirect to {}", self.scrub(location, auth)),
+            });
+        }
+        let retry_after = header_str(response, "retry-after")
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let excerpt = self.excerpt(response, auth);
+        if status == 408 || status == 429 || status >= 500 {
+            Ok((TransientFailure::Status { status, excerpt }, retry_after))
+        } else {
+            Err(FetchError::Status {
+                status,
+                target: target(path, query),
+                excerpt,
+            })
+        }
+    }
+
+    fn judge_transport<T>(&self, e: ureq::Error, path: &str, query: &str) -> Attempt<T> {
+        match e {
+            ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::Protocol(_)
+            | ureq::Error::BodyStalled
+            | ureq::Error::Decompress(..) => {
+                Attempt::Retry(TransientFailure::Transport(e.to_string()), None)
+            }
+            _ => Attempt::Fatal(FetchError::Request {
+                target: target(path, query),
+                source: e,
+            }),
+        }
+    }
+
+    /// The start of an error body as one scrubbed line of at most [`EXCERPT_CHARS`] chars.
+    fn excerpt(&self, response: &mut Response<ureq::Body>, auth: &str) -> String {
+        let mut raw = Vec::new();
+        // Only the start matters, and an error body is no reason to read megabytes.
+        let _ = response
+            .body_mut()
+            .as_reader()
+            .take(16 * 1024)
+            .read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw);
+        let text = self.scrub(&text, auth);
+        let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let line: String = line.chars().filter(|c| !c.is_control()).collect();
+        if line.is_empty() {
+            return "(empty body)".to_owned();
+        }
+        if line.chars().count() <= EXCERPT_CHARS {
+            line
+        } else {
+            let mut cut: String = line.chars().take(EXCERPT_CHARS - 1).collect();
+            cut.push('…');
+            cut
+        }
+    }
+
+    /// Removes the secret and the `Authorization` value from server text, in case a server or
+    /// proxy echoes the request back.
+    fn scrub(&self, text: &str, auth: &str) -> String {
+        let mut out = text.replace(auth, "[redacted]");
+        let secret = self.credentials.secret.expose();
+        if !secret.is_empty() {
+            out = out.replace(secret, "[redacted]");
+        }
+        out
+    }
+}
+
+fn header_str<'a>(response: &'a Response<ureq::Body>, name: &str) -> Option<&'a str> {
+    response.headers().get(name)?.to_str().ok()
+}
+
+fn target(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+/// Sleeps `d` in short slices; returns true as soon as `cancel` is set.
+fn sleep_unless_cancelled(d: Duration, cancel: &AtomicBool) -> bool {
+    const SLICE: Duration = Duration::from_millis(20);
+    let mut left = d;
+    while !left.is_zero() {
+        if cancel.load(Ordering::Relaxed) {
+            return true;
+        }
+        let step = left.min(SLICE);
+        std::thread::sleep(step);
+        left -= step;
+    }
+    cancel.load(Ordering::Relaxed)
+}
+
+fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        // Jitter only needs to differ between threads and attempts, not to be unpredictable.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos().into())
+            .unwrap_or(0)
+    })
+}
+
+/// The body of a successful response, handed out as a reader.
+///
+/// Counts the bytes read into the client's counter, and reports a body that ends before its
+/// `Content-Length` as [`io::ErrorKind::UnexpectedEof`].
+pub struct BodyStream {
+    reader: Box<dyn Read + Send>,
+    content_length: Option<u64>,
+    read: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl BodyStream {
+    /// The body's size from `Content-Length`, when the server sent one and the body is not
+    /// transfer-compressed (a gzip length would not match the bytes read).
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
+    /// Bytes read from this body so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+}
+
+impl std::fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyStream")
+            .field("content_length", &self.content_length)
+            .field("read", &self.read)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Read for BodyStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let Some(expected) = self.content_length {
+                if self.read < expected {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("body truncated: got {} of {expected} bytes", self.read),
+                    ));
+                }
+            }
+        }
+        self.read += n as u64;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Parses `Retry-After`: delta-seconds, or an IMF-fixdate (`Wed, 21 Oct 2015 07:28:00 GMT`),
+/// which becomes the time left until then (zero if it has passed).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = parse_imf_fixdate(value)?;
+    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(at.saturating_sub(now)))
+}
+
+/// Seconds since the epoch of an IMF-fixdate, e.g. `Wed, 21 Oct 2015 07:28:00 GMT`.
+pub fn parse_imf_fixdate(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 29 || &b[3..5] != b", " || &b[25..] != b" GMT" {
+        return None;
+    }
+    const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
+    const MONTHS: [&[u8]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    if !DAYS.contains(&&b[..3]) {
+        return None;
+    }
+    let num = |from: usize, len: usize| -> Option<u64> {
+        b[from..from + len].iter().try_fold(0u64, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + u64::from(d - b'0'))
+        })
+    };
+    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
+        return None;
+    }
+    let day = num(5, 2)?;
+    let month = MONTHS.iter().position(|m| *m == &b[8..11])? as u64 + 1;
+    let year = num(12, 4)?;
+    let (h, m, sec) = (num(17, 2)?, num(20, 2)?, num(23, 2)?);
+    if !(1..=31).contains(&day) || year < 1970 || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm), for
+/// years from 1970 on.
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imf_fixdate() {
+        assert_eq!(parse_imf_fixdate("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_imf_fixdate("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(1_445_412_480)
+        );
+        assert_eq!(
+            parse_imf_fixdate("Tue, 29 Feb 2000 23:59:59 GMT"),
+            Some(951_868_799)
+        );
+        for bad in [
+            "Wed, 21 Oct 2015 07:28:00 UTC",
+            "Wed, 21 Foo 2015 07:28:00 GMT",
+            "Wednesday, 21-Oct-15 07:28:00 GMT",
+            "Wed, 21 Oct 2015 7:28:00 GMT",
+            "",
+        ] {
+            assert_eq!(parse_imf_fixdate(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_after() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_470);
+        assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        let later = now + Duration::from_secs(100);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", later),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn backoff_is_capped_full_jitter() {
+        let p = RetryPolicy {
+            retries: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(250),
+        };
+        for retry in 0..40 {
+            let d = p.delay(retry, None);
+            let ceiling = Duration::from_millis(100 * (1u64 << retry.min(20))).min(p.max_delay);
+            assert!(d <= ceiling, "{retry}: {d:?}");
+        }
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(60))),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            p.delay(0, Some(Duration::from_millis(5))),
+            Duration::from_millis(5)
+        );
+    }
+
+    #[test]
+    fn base_url_checked() {
+        let creds = Credentials {
+            access_key: "AK".into(),
+            secret: crate::fetch::secret::SecretKey::new("s"),
+        };
+        for bad in ["ftp://x", "https://", "acme.api.zephr.com", "http://a b"] {
+            let e = Client::new(ClientConfig::new(bad, "t", creds.clone())).unwrap_err();
+            assert!(matches!(e, FetchError::BaseUrl(_)), "{bad}");
+        }
+        let c = Client::new(ClientConfig::new("http://127.0.0.1:1/", "t", creds)).unwrap();
+        assert_eq!(c.base_url(), "http://127.0.0.1:1");
+        assert!(!format!("{c:?}").contains("\"s\""));
+    }
+}

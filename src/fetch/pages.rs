@@ -1,0 +1,510 @@
+//! Paginated fetching: what a page says about the pages after it, and a paginator that
+//! fetches pages in parallel but hands them on strictly in order.
+//!
+//! A page ends the export when its envelope says so in any of three ways (SPEC section 1):
+//! `links` is there but `links.next` is missing or null, `page * meta.rpp >= meta.count`, or
+//! its `results` are empty. A body that is a top-level array is the whole, unpaginated export.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::client::{Client, FetchError};
+
+/// The two JSON shapes a page body comes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyShape {
+    /// A top-level array of items: the whole export, unpaginated.
+    Array,
+    /// The paginated envelope `{"results": ..., "meta": ..., "links": ...}`.
+    Envelope,
+}
+
+/// What a page body says about the export's pagination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageInfo {
+    /// `meta.count`: items in the whole export.
+    pub count: Option<u64>,
+    /// `meta.rpp`: results per page.
+    pub rpp: Option<u64>,
+    /// Whether `links.next` is set; `None` when there is no `links` object at all.
+    pub has_next: Option<bool>,
+    /// Items in this page (`[[...]]` counts the inner items).
+    pub results: u64,
+    /// Array or envelope.
+    pub shape: BodyShape,
+}
+
+impl PageInfo {
+    /// Whether page number `page` (1-based), which this info was parsed from, is the last.
+    pub fn is_last(&self, page: u32) -> bool {
+        if self.shape == BodyShape::Array || self.has_next == Some(false) || self.results == 0 {
+            return true;
+        }
+        match (self.count, self.rpp) {
+            (Some(count), Some(rpp)) if rpp > 0 => u64::from(page).saturating_mul(rpp) >= count,
+            _ => false,
+        }
+    }
+
+    /// The last page's number when `meta` gives both count and rpp (1 for an empty export).
+    pub fn last_page(&self) -> Option<u32> {
+        match (self.count, self.rpp) {
+            (Some(count), Some(rpp)) if rpp > 0 => {
+                Some(u32::try_from(count.div_ceil(rpp).max(1)).unwrap_or(u32::MAX))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A page body that is not an export page.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// Neither `[` nor `{` first.
+    #[error("expected a JSON array or object, found {0}")]
+    NotAnExport(String),
+    /// An object without `results`.
+    #[error("expected a JSON object with \"results\" (a paginated export page)")]
+    NoResults,
+    /// Broken JSON, or a field of the wrong type.
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Reads a page body's pagination facts without building its items.
+pub fn parse_page_info(body: &[u8]) -> Result<PageInfo, PageError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'[') => {
+            let Results(n) = serde_json::from_slice(body)?;
+            Ok(PageInfo {
+                count: None,
+                rpp: None,
+                has_next: Some(false),
+                results: n.unwrap_or(0),
+                shape: BodyShape::Array,
+            })
+        }
+        Some(b'{') => {
+            let env: Envelope = serde_json::from_slice(body)?;
+            let results = env.results.0.ok_or(PageError::NoResults)?;
+            let meta = env.meta.unwrap_or_default();
+            Ok(PageInfo {
+                count: meta.count.and_then(|v| lenient_u64(&v)),
+                rpp: meta.rpp.and_then(|v| lenient_u64(&v)),
+                has_next: env.links.map(|l| l.next.is_some()),
+                results,
+                shape: BodyShape::Envelope,
+            })
+        }
+        Some(&b) => Err(PageError::NotAnExport(format!("byte 0x{b:02x}"))),
+        None => Err(PageError::NotAnExport("an empty body".to_owned())),
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    results: Results,
+    #[serde(default)]
+    meta: Option<Meta>,
+    #[serde(default)]
+    links: Option<Links>,
+}
+
+#[derive(Deserialize, Default)]
+struct Meta {
+    #[serde(default)]
+    count: Option<serde_json::Value>,
+    #[serde(default)]
+    rpp: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Links {
+    #[serde(default)]
+    next: Option<IgnoredAny>,
+}
+
+/// `meta` numbers, also when a server sends them as strings.
+fn lenient_u64(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// The number of items in `results`: `None` when the key is missing, 0 for null.
+#[derive(Default)]
+struct Results(Option<u64>);
+
+impl<'de> Deserialize<'de> for Results {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Results;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of items or of arrays of items")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Results, E> {
+                Ok(Results(Some(0)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Results, A::Error> {
+                let mut n = 0u64;
+                while let Some(Items(k)) = seq.next_element()? {
+                    n += k;
+                }
+                Ok(Results(Some(n)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One element of `results`: an item (1), or an inner array of items (its length).
+struct Items(u64);
+
+impl<'de> Deserialize<'de> for Items {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Items;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an item or an array of items")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items, A::Error> {
+                let mut n = 0u64;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Items(n))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Items, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Items(1))
+            }
+            // Anything else is a (bad) item all the same; judging it is the decoder's job.
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Items, E> {
+                Ok(Items(1))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Items, E> {
+                Ok(Items(1))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Items, E> {
+                Ok(Items(1))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Items, E> {
+                Ok(Items(1))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Items, E> {
+                Ok(Items(1))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Items, E> {
+                Ok(Items(1))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// What [`fetch_pages`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PagesSummary {
+    /// Pages handed to `on_page`.
+    pub pages: u32,
+    /// The last page handed on.
+    pub last_page: u32,
+    /// Items in those pages.
+    pub items: u64,
+    /// Body bytes handed on.
+    pub bytes: u64,
+    /// The shape of the first page (an array means the export was not paginated).
+    pub shape: BodyShape,
+}
+
+/// Why [`fetch_pages`] stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum PagesError<E> {
+    /// A page could not be fetched.
+    #[error("page {page}: {source}")]
+    Fetch {
+        /// The page.
+        page: u32,
+        /// Why.
+        source: FetchError,
+    },
+    /// A page is not an export page.
+    #[error("page {page}: {source}")]
+    Page {
+        /// The page.
+        page: u32,
+        /// Why.
+        source: PageError,
+    },
+    /// A worker thread panicked (a bug, e.g. in `query_for_page`).
+    #[error("page {page}: internal error: the fetching thread panicked")]
+    WorkerPanicked {
+        /// The page it was fetching.
+        page: u32,
+    },
+    /// `on_page` failed.
+    #[error("{0}")]
+    Sink(E),
+}
+
+/// What a worker sends back for a page.
+enum Fetched {
+    Body(Vec<u8>),
+    Failed(FetchError),
+    Panicked,
+}
+
+/// Fetches pages `start_page..` of `path` and hands each body to `on_page`, strictly in page
+/// order, until the last page (see the module docs).
+///
+/// Up to `concurrency` requests are in flight, and at most `concurrency` fetched bodies wait
+/// for their turn. Only `start_page` is asked for first; when its `meta` gives the total, no
+/// page past the last is ever requested. Without a total, pages are requested ahead
+/// speculatively, and those that turn out to lie past the end are dropped unseen, failures
+/// included. On return, successful or not, every worker thread has been joined.
+pub fn fetch_pages<Q, F, E>(
+    client: &Client,
+    path: &str,
+    query_for_page: Q,
+    start_page: u32,
+    concurrency: usize,
+    mut on_page: F,
+) -> Result<PagesSummary, PagesError<E>>
+where
+    Q: Fn(u32) -> String + Sync,
+    F: FnMut(u32, Vec<u8>) -> Result<(), E>,
+{
+    let concurrency = concurrency.max(1);
+    let start_page = start_page.max(1);
+    let cancel = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Created inside the scope so that, should `on_page` panic, unwinding drops the job
+        // sender before the scope joins the workers, which then see the channel close.
+        let (job_tx, job_rx) = crossbeam_channel::unbounded::<u32>();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<(u32, Fetched)>();
+        for _ in 0..concurrency {
+            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
+            let (cancel, query_for_page) = (&cancel, &query_for_page);
+            scope.spawn(move || {
+                while let Ok(page) = job_rx.recv() {
+                    if cancel.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let fetched = catch_unwind(AssertUnwindSafe(|| {
+                        client.fetch_page_cancellable(path, &query_for_page(page), cancel)
+                    }));
+                    let fetched = match fetched {
+                        Ok(Ok(body)) => Fetched::Body(body),
+                        Ok(Err(e)) => Fetched::Failed(e),
+                        Err(_) => Fetched::Panicked,
+                    };
+                    if done_tx.send((page, fetched)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((job_rx, done_tx));
+
+        let mut order = Order {
+            job_tx: &job_tx,
+            concurrency,
+            next_dispatch: start_page,
+            outstanding: 0,
+            limit: Some(start_page),
+        };
+        let result = deliver(&mut order, &done_rx, start_page, &mut on_page);
+        // Stop retries and queued pages; results still on their way are dropped unseen.
+        cancel.store(true, Ordering::Relaxed);
+        drop(job_tx);
+        result
+    })
+}
+
+/// The dispatching side of the paginator.
+struct Order<'a> {
+    job_tx: &'a crossbeam_channel::Sender<u32>,
+    concurrency: usize,
+    next_dispatch: u32,
+    /// Pages requested and not yet handed on (in flight or in the reorder buffer).
+    outstanding: usize,
+    /// The highest page that may be requested; `None` once requesting ahead is allowed.
+    limit: Option<u32>,
+}
+
+impl Order<'_> {
+    fn dispatch(&mut self) {
+        while self.outstanding < self.concurrency
+            && self.limit.is_none_or(|l| self.next_dispatch <= l)
+            && self.next_dispatch < u32::MAX
+        {
+            // The workers outlive this loop, so the send cannot fail.
+            let _ = self.job_tx.send(self.next_dispatch);
+            self.next_dispatch += 1;
+            self.outstanding += 1;
+        }
+    }
+}
+
+fn deliver<F, E>(
+    order: &mut Order<'_>,
+    done_rx: &crossbeam_channel::Receiver<(u32, Fetched)>,
+    start_page: u32,
+    on_page: &mut F,
+) -> Result<PagesSummary, PagesError<E>>
+where
+    F: FnMut(u32, Vec<u8>) -> Result<(), E>,
+{
+    let mut buffer: BTreeMap<u32, Fetched> = BTreeMap::new();
+    let mut summary = PagesSummary {
+        pages: 0,
+        last_page: start_page,
+        items: 0,
+        bytes: 0,
+        shape: BodyShape::Envelope,
+    };
+    let mut page = start_page;
+    order.dispatch();
+    loop {
+        let fetched = loop {
+            if let Some(f) = buffer.remove(&page) {
+                break f;
+            }
+            match done_rx.recv() {
+                Ok((p, f)) => {
+                    buffer.insert(p, f);
+                }
+                // Only if every worker died, which catch_unwind rules out; fail, don't hang.
+                Err(_) => return Err(PagesError::WorkerPanicked { page }),
+            }
+        };
+        order.outstanding -= 1;
+        let body = match fetched {
+            Fetched::Body(body) => body,
+            Fetched::Failed(source) => return Err(PagesError::Fetch { page, source }),
+            Fetched::Panicked => return Err(PagesError::WorkerPanicked { page }),
+        };
+        let info = parse_page_info(&body).map_err(|source| PagesError::Page { page, source })?;
+        let last = info.is_last(page);
+        if page == start_page {
+            summary.shape = info.shape;
+            // With the total known, never ask past the end; without it, ask ahead.
+            order.limit = info.last_page();
+        } else if !last && order.limit.is_some_and(|l| page >= l) {
+            // The export grew since the first page (or its meta went missing): follow on.
+            order.limit = Some(info.last_page().unwrap_or(0).max(page + 1));
+        }
+        if !last {
+            order.dispatch();
+        }
+        summary.pages += 1;
+        summary.last_page = page;
+        summary.items += info.results;
+        summary.bytes += body.len() as u64;
+        on_page(page, body).map_err(PagesError::Sink)?;
+        if last {
+            return Ok(summary);
+        }
+        page += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(body: &str) -> PageInfo {
+        parse_page_info(body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn envelope_facts() {
+        let i = info(
+            r#"{"results":[{"user":{}},{"user":{}}],"meta":{"count":7,"rpp":3,"paginated":true},
+               "links":{"first":{"url":"u","page":1},"next":{"url":"u","page":2},"previous":null}}"#,
+        );
+        assert_eq!(
+            i,
+            PageInfo {
+                count: Some(7),
+                rpp: Some(3),
+                has_next: Some(true),
+                results: 2,
+                shape: BodyShape::Envelope
+            }
+        );
+        assert!(!i.is_last(1));
+        assert!(!i.is_last(2));
+        assert!(i.is_last(3));
+        assert_eq!(i.last_page(), Some(3));
+    }
+
+    #[test]
+    fn nested_results_and_missing_parts() {
+        let i = info(r#"{"results":[[{"a":1},{"b":[1,2]}],[{"c":{}}]]}"#);
+        assert_eq!(i.results, 3);
+        assert_eq!((i.count, i.rpp, i.has_next), (None, None, None));
+        assert!(!i.is_last(5));
+        assert_eq!(i.last_page(), None);
+
+        let i = info(r#"{"links":{"next":null},"results":[{}],"meta":null}"#);
+        assert_eq!(i.has_next, Some(false));
+        assert!(i.is_last(1));
+
+        let i = info(r#"{"links":{},"results":[{}]}"#);
+        assert_eq!(i.has_next, Some(false));
+
+        let i = info(r#"{"results":null,"meta":{"count":"10","rpp":"5"}}"#);
+        assert_eq!((i.results, i.count, i.rpp), (0, Some(10), Some(5)));
+        assert!(i.is_last(1));
+
+        let i = info(r#"{"results":[[]],"meta":{"count":0,"rpp":500}}"#);
+        assert_eq!(i.results, 0);
+        assert_eq!(i.last_page(), Some(1));
+    }
+
+    #[test]
+    fn array_is_unpaginated() {
+        let i = info(" \n[{\"user\":{}},{\"user\":{}},{}]");
+        assert_eq!(i.shape, BodyShape::Array);
+        assert_eq!(i.results, 3);
+        assert!(i.is_last(1));
+    }
+
+    #[test]
+    fn not_pages() {
+        assert_eq!(
+            parse_page_info(b"").unwrap_err().to_string(),
+            "expected a JSON array or object, found an empty body"
+        );
+        assert_eq!(
+            parse_page_info(b"<html>").unwrap_err().to_string(),
+            "expected a JSON array or object, found byte 0x3c"
+        );
+        assert_eq!(
+            parse_page_info(br#"{"message":"nope"}"#)
+                .unwrap_err()
+                .to_string(),
+            "expected a JSON object with \"results\" (a paginated export page)"
+        );
+        assert!(matches!(
+            parse_page_info(br#"{"results":[{"a":1}"#),
+            Err(PageError::Json(_))
+        ));
+        assert!(matches!(
+            parse_page_info(br#"{"results":5}"#),
+            Err(PageError::Json(_))
+        ));
+    }
+}

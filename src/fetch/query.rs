@@ -1,0 +1,367 @@
+//! The query strings of the export endpoints, built from the `fetch` flags.
+//!
+//! The string built here is signed byte for byte (SPEC section 2), so it is built once, in
+//! one fixed parameter order, and sent exactly as built. Values are percent-encoded except
+//! for RFC 3986 unreserved characters and `:`, which the query component allows as is: an ISO
+//! timestamp like `2024-01-01T00:00:00Z` then reads the same raw and decoded, so a server that
+//! hashes either form agrees with us. A `+` in an offset is encoded, as it would otherwise
+//! decode to a space.
+
+use std::fmt::Write as _;
+
+/// Highest `rpp` accepted: Zephr documents no maximum, this keeps one page's body (held in
+/// memory whole until committed) within reason.
+pub const MAX_RPP: u32 = 10_000;
+
+/// Parameters of `GET /v3/user-export` (SPEC section 1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportQuery {
+    /// `--grants`: include each user's grants.
+    pub grants: bool,
+    /// `--attributes`: include each user's attributes.
+    pub attributes: bool,
+    /// `--app-ids`: extended-profile app ids.
+    pub app_ids: Vec<String>,
+    /// `--app-ids-restrictive`: only users with a matching extended profile.
+    pub app_ids_restrictive: bool,
+    /// `--since`: users updated after this ISO-8601 time.
+    pub since: Option<String>,
+    /// `--registered-since`: users registered at or after this time.
+    pub registered_since: Option<String>,
+    /// `--registered-before`: users registered before this time.
+    pub registered_before: Option<String>,
+    /// `--rpp`: results per page (the server's default is 500).
+    pub rpp: Option<u32>,
+}
+
+/// Parameters of `GET /v4/user-export?eventsExport=true` (the state events).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventsQuery {
+    /// `--events-from`: start of the window, ISO-8601.
+    pub from: String,
+    /// `--events-to`: end of the window, ISO-8601.
+    pub to: String,
+    /// `--rpp`: results per page.
+    pub rpp: Option<u32>,
+}
+
+/// A flag value the API would not accept. Each message starts with the flag's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// Not an ISO-8601 date or date-time.
+    #[error(
+        "{flag}: expected an ISO-8601 time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]), got {value:?}"
+    )]
+    Timestamp {
+        /// The flag, e.g. `--since`.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// `rpp` outside 1..=MAX_RPP.
+    #[error("--rpp: must be between 1 and {MAX_RPP}, got {0}")]
+    Rpp(u32),
+    /// An empty app id (e.g. `--app-ids a,,b`).
+    #[error("--app-ids: app ids must not be empty")]
+    EmptyAppId,
+    /// An app id holding a comma, which would split it in two on the wire.
+    #[error("--app-ids: app id {0:?} must not contain a comma")]
+    AppIdComma(String),
+}
+
+impl ExportQuery {
+    /// Checks every set flag; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), QueryError> {
+        for id in &self.app_ids {
+            if id.is_empty() {
+                return Err(QueryError::EmptyAppId);
+            }
+            if id.contains(',') {
+                return Err(QueryError::AppIdComma(id.clone()));
+            }
+        }
+        check_time("--since", self.since.as_deref())?;
+        check_time("--registered-since", self.registered_since.as_deref())?;
+        check_time("--registered-before", self.registered_before.as_deref())?;
+        check_rpp(self.rpp)
+    }
+
+    /// The query string (without `?`), with `page` appended when given. Only set flags appear,
+    /// booleans as `true`, in the order: attributes, grants, appIds, appIdsRestrictive, since,
+    /// registeredSince, registeredBefore, rpp, page.
+    pub fn to_query(&self, page: Option<u32>) -> String {
+        let mut q = QueryBuilder::default();
+        if self.attributes {
+            q.raw("attributes", "true");
+        }
+        if self.grants {
+            q.raw("grants", "true");
+        }
+        if !self.app_ids.is_empty() {
+            // The list separator stays a literal comma; each id is encoded on its own.
+            let ids: Vec<String> = self.app_ids.iter().map(|id| encode(id)).collect();
+            q.raw("appIds", &ids.join(","));
+        }
+        if self.app_ids_restrictive {
+            q.raw("appIdsRestrictive", "true");
+        }
+        q.opt("since", self.since.as_deref());
+        q.opt("registeredSince", self.registered_since.as_deref());
+        q.opt("registeredBefore", self.registered_before.as_deref());
+        if let Some(rpp) = self.rpp {
+            q.raw("rpp", &rpp.to_string());
+        }
+        if let Some(page) = page {
+            q.raw("page", &page.to_string());
+        }
+        q.0
+    }
+}
+
+impl EventsQuery {
+    /// Checks `from`, `to` and `rpp`.
+    pub fn validate(&self) -> Result<(), QueryError> {
+        check_time("--events-from", Some(&self.from))?;
+        check_time("--events-to", Some(&self.to))?;
+        check_rpp(self.rpp)
+    }
+
+    /// `eventsExport=true&from=..&to=..[&rpp=..][&page=N]`.
+    pub fn to_query(&self, page: Option<u32>) -> String {
+        let mut q = QueryBuilder::default();
+        q.raw("eventsExport", "true");
+        q.opt("from", Some(&self.from));
+        q.opt("to", Some(&self.to));
+        if let Some(rpp) = self.rpp {
+            q.raw("rpp", &rpp.to_string());
+        }
+        if let Some(page) = page {
+            q.raw("page", &page.to_string());
+        }
+        q.0
+    }
+}
+
+#[derive(Default)]
+struct QueryBuilder(String);
+
+impl QueryBuilder {
+    /// Appends `name=value` with `value` already encoded.
+    fn raw(&mut self, name: &str, value: &str) {
+        if !self.0.is_empty() {
+            self.0.push('&');
+        }
+        self.0.push_str(name);
+        self.0.push('=');
+        self.0.push_str(value);
+    }
+
+    fn opt(&mut self, name: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.raw(name, &encode(v));
+        }
+    }
+}
+
+/// Percent-encodes all but RFC 3986 unreserved characters and `:` (see the module docs).
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+            out.push(char::from(b));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+fn check_rpp(rpp: Option<u32>) -> Result<(), QueryError> {
+    match rpp {
+        Some(n) if !(1..=MAX_RPP).contains(&n) => Err(QueryError::Rpp(n)),
+        _ => Ok(()),
+    }
+}
+
+fn check_time(flag: &'static str, value: Option<&str>) -> Result<(), QueryError> {
+    match value {
+        Some(v) if !is_iso8601(v) => Err(QueryError::Timestamp {
+            flag,
+            value: v.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]`, with real calendar days.
+pub fn is_iso8601(s: &str) -> bool {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<u32> {
+        let digits = b.get(from..from + len)?;
+        digits.iter().try_fold(0u32, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
+        })
+    };
+    let (Some(year), Some(month), Some(day)) = (num(0, 4), num(5, 2), num(8, 2)) else {
+        return false;
+    };
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return false;
+    }
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return false;
+    }
+    if b.len() == 10 {
+        return true;
+    }
+    if b.get(10) != Some(&b'T') || b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+        return false;
+    }
+    let (Some(h), Some(m), Some(sec)) = (num(11, 2), num(14, 2), num(17, 2)) else {
+        return false;
+    };
+    if h > 23 || m > 59 || sec > 59 {
+        return false;
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return false;
+        }
+        i += 1 + digits;
+    }
+    match &b[i..] {
+        [] | [b'Z'] => true,
+        [sign, ..] if (*sign == b'+' || *sign == b'-') && b.len() == i + 6 => {
+            b[i + 3] == b':'
+                && num(i + 1, 2).is_some_and(|oh| oh <= 23)
+                && num(i + 4, 2).is_some_and(|om| om <= 59)
+        }
+        _ => false,
+    }
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        for ok in [
+            "2024-02-29",
+            "2021-02-24T15:43:28Z",
+            "2021-02-24T15:43:28",
+            "2021-02-24T15:43:28.123456Z",
+            "2021-02-24T15:43:28.5+01:00",
+            "2021-02-24T15:43:28-05:30",
+        ] {
+            assert!(is_iso8601(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "2023-02-29",
+            "2021-13-01",
+            "2021-1-01",
+            "2021-02-24 15:43:28",
+            "2021-02-24T25:00:00Z",
+            "2021-02-24T15:43",
+            "2021-02-24T15:43:28.Z",
+            "2021-02-24T15:43:28+0100",
+            "2021-02-24T15:43:28+01:00x",
+            "2021-02-24T15:43:28ZZ",
+            "yesterday",
+            "2021-02-2é",
+        ] {
+            assert!(!is_iso8601(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validate_names_the_flag() {
+        let q = ExportQuery {
+            registered_before: Some("2021-02-30".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            q.validate().unwrap_err().to_string(),
+            "--registered-before: expected an ISO-8601 time (YYYY-MM-DD or \
+             YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]), got \"2021-02-30\""
+        );
+        let q = ExportQuery {
+            rpp: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(
+            q.validate().unwrap_err().to_string(),
+            "--rpp: must be between 1 and 10000, got 0"
+        );
+        let q = ExportQuery {
+            app_ids: vec!["a".into(), String::new()],
+            ..Default::default()
+        };
+        assert_eq!(q.validate().unwrap_err(), QueryError::EmptyAppId);
+        let q = ExportQuery {
+            app_ids: vec!["a,b".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            q.validate().unwrap_err().to_string(),
+            "--app-ids: app id \"a,b\" must not contain a comma"
+        );
+        let e = EventsQuery {
+            from: "2024-01-01".into(),
+            to: "soon".into(),
+            rpp: None,
+        };
+        assert!(
+            e.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("--events-to: ")
+        );
+    }
+
+    #[test]
+    fn query_strings() {
+        assert_eq!(ExportQuery::default().to_query(None), "");
+        assert_eq!(ExportQuery::default().to_query(Some(1)), "page=1");
+        let q = ExportQuery {
+            grants: true,
+            attributes: true,
+            app_ids: vec!["app one".into(), "b&c".into()],
+            app_ids_restrictive: true,
+            since: Some("2021-02-24T15:43:28+01:00".into()),
+            registered_since: Some("2020-01-01".into()),
+            registered_before: Some("2021-01-01T00:00:00Z".into()),
+            rpp: Some(250),
+        };
+        q.validate().unwrap();
+        assert_eq!(
+            q.to_query(Some(3)),
+            "attributes=true&grants=true&appIds=app%20one,b%26c&appIdsRestrictive=true\
+             &since=2021-02-24T15:43:28%2B01:00&registeredSince=2020-01-01\
+             &registeredBefore=2021-01-01T00:00:00Z&rpp=250&page=3"
+        );
+        let e = EventsQuery {
+            from: "2024-01-01T00:00:00Z".into(),
+            to: "2024-02-01".into(),
+            rpp: Some(100),
+        };
+        assert_eq!(
+            e.to_query(Some(2)),
+            "eventsExport=true&from=2024-01-01T00:00:00Z&to=2024-02-01&rpp=100&page=2"
+        );
+        assert_eq!(encode("é"), "%C3%A9");
+    }
+}

@@ -1,0 +1,566 @@
+//! Decoding one raw item into borrowed values, with no intermediate JSON tree.
+//!
+//! serde visitors walk the item's bytes once; every mapped field is taken as a
+//! `&RawValue` (a slice of the source), classified by [`Leaf`], and checked. Strings without
+//! escapes are borrowed, so a typical item allocates only its small vectors. Decoding finishes
+//! before any row is emitted, so a bad item can never leave half its rows in a table.
+//!
+//! Unmapped fields are kept as raw slices in source order and assembled into the `extra`
+//! objects (see `extra.rs`).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::json::Leaf;
+use super::timestamp::parse_timestamp_micros;
+
+/// A key that borrows from the input unless it contains escapes.
+pub struct Key<'a>(pub Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// An unmapped member kept for `extra`: its key and its value exactly as written.
+pub type Member<'a> = (Cow<'a, str>, &'a RawValue);
+
+/// A grant, decoded.
+#[derive(Default)]
+pub struct Grant<'a> {
+    pub grant_id: Option<Cow<'a, str>>,
+    pub account_id: Option<Cow<'a, str>>,
+    pub expiry_state: Option<Cow<'a, str>>,
+    pub entitlement_type: Option<Cow<'a, str>>,
+    pub entitlement_id: Option<Cow<'a, str>>,
+    pub product_id: Option<Cow<'a, str>>,
+    pub start_time: Option<i64>,
+    pub end_time: Option<i64>,
+    pub created_at: Option<i64>,
+    /// The grant's own `user_id`, kept in `extra` only if it differs from the item's.
+    pub user_id: Option<(Option<Cow<'a, str>>, &'a RawValue)>,
+    /// Every member in source order that may go to `extra`, including the snake_case spelling
+    /// when the camelCase one is also present (resolved in `extra.rs`).
+    pub members: Vec<GrantMember<'a>>,
+    pub has_camel_id: bool,
+    pub has_camel_created: bool,
+}
+
+/// A grant member that may belong in `extra`.
+pub enum GrantMember<'a> {
+    Other(Member<'a>),
+    /// `user_id`, kept only when it differs from the item's user id.
+    UserId(&'a RawValue),
+    /// `grant_id` or `created_at`, kept only when the camelCase spelling is present too.
+    SnakeSpelling(Member<'a>),
+}
+
+/// Where `user` and `grants` sit among the item's members, so `extra` keeps source order.
+pub enum ItemMember<'a> {
+    Other(Member<'a>),
+    User,
+    Grants,
+}
+
+/// An item, decoded and checked, borrowing from its raw bytes.
+#[derive(Default)]
+pub struct Item<'a> {
+    pub user_id: Option<Cow<'a, str>>,
+    pub email_address: Option<Cow<'a, str>>,
+    pub username: Option<Cow<'a, str>>,
+    pub email_verified: Option<bool>,
+    pub tracking_id: Option<Cow<'a, str>>,
+    pub registered: Option<i64>,
+    pub registration_tenant: Option<Cow<'a, str>>,
+    pub registration_state: Option<Cow<'a, str>>,
+    pub last_login: Option<i64>,
+    pub seq_no: Option<i64>,
+    pub grants: Vec<Grant<'a>>,
+    pub attributes: Vec<(Cow<'a, str>, Leaf<'a>)>,
+    pub item_members: Vec<ItemMember<'a>>,
+    pub user_members: Vec<Member<'a>>,
+    /// Position of `identifiers` among the user's members, when it has unmapped keys.
+    pub identifiers_at: Option<usize>,
+    pub identifier_members: Vec<Member<'a>>,
+    pub grants_members: Vec<Member<'a>>,
+    pub saw_user: bool,
+}
+
+/// The field being decoded, so a failure can name it (`grants.results[2].startTime`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FieldPath {
+    pub field: &'static str,
+    pub grant: Option<usize>,
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.grant {
+            Some(i) => write!(
+                f,
+                "grants.results[{i}]{}{}",
+                if self.field.is_empty() { "" } else { "." },
+                self.field
+            ),
+            None => f.write_str(self.field),
+        }
+    }
+}
+
+/// Decodes `bytes` (one item, known to start with `{`) into `item`. On failure `path` names
+/// the field that was being read; serde_json's error category tells a bad item (`Data`) from
+/// broken JSON (`Syntax`, `Eof`).
+pub fn decode<'a>(
+    bytes: &'a [u8],
+    item: &mut Item<'a>,
+    path: &mut FieldPath,
+) -> Result<(), serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    deserializer.deserialize_map(ItemVisitor { item, path })?;
+    deserializer.end()?;
+    if item.user_id.is_none() {
+        *path = FieldPath {
+            field: if item.saw_user {
+                "user.user_id"
+            } else {
+                "user"
+            },
+            grant: None,
+        };
+        return Err(de::Error::custom(if item.saw_user {
+            "the item has no user.user_id; every user row needs one"
+        } else {
+            "the item has no `user` object"
+        }));
+    }
+    Ok(())
+}
+
+fn text<'a, E: de::Error>(raw: &'a RawValue) -> Result<Option<Cow<'a, str>>, E> {
+    Leaf::of(raw).into_text().map_err(|kind| {
+        E::custom(format!(
+            "expected text, a number or a boolean, found {kind}"
+        ))
+    })
+}
+
+fn timestamp<E: de::Error>(raw: &RawValue) -> Result<Option<i64>, E> {
+    match Leaf::of(raw) {
+        Leaf::Null => Ok(None),
+        Leaf::String(s) => parse_timestamp_micros(&s).map(Some).ok_or_else(|| {
+            E::custom(format!(
+                "{:?} is not a timestamp; expected ISO-8601 such as 2021-02-24T15:43:28Z or \
+                 2022-06-01 00:00:00",
+                s.as_ref()
+            ))
+        }),
+        other => Err(E::custom(format!(
+            "expected a timestamp string, found {}",
+            other.type_name()
+        ))),
+    }
+}
+
+struct ItemVisitor<'c, 'a> {
+    item: &'c mut Item<'a>,
+    path: &'c mut FieldPath,
+}
+
+impl<'de> Visitor<'de> for ItemVisitor<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an item object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match key.as_ref() {
+                "user" => {
+                    *self.path = FieldPath {
+                        field: "user",
+                        grant: None,
+                    };
+                    self.item.saw_user = true;
+                    map.next_value_seed(UserSeed {
+                        item: self.item,
+                        path: self.path,
+                    })?;
+                    self.item.item_members.push(ItemMember::User);
+                }
+                "seq-no" => {
+                    *self.path = FieldPath {
+                        field: "seq-no",
+                        grant: None,
+                    };
+                    let raw: &RawValue = map.next_value()?;
+                    self.item.seq_no = match Leaf::of(raw) {
+                        Leaf::Null => None,
+                        Leaf::Number(n) => Some(n.parse().map_err(|_| {
+                            de::Error::custom(format!("expected an integer, found {n}"))
+                        })?),
+                        Leaf::String(s) => Some(s.trim().parse().map_err(|_| {
+                            de::Error::custom(format!(
+                                "expected an integer, found the string {:?}",
+                                s.as_ref()
+                            ))
+                        })?),
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "expected an integer, found {}",
+                                other.type_name()
+                            )));
+                        }
+                    };
+                }
+                "grants" => {
+                    *self.path = FieldPath {
+                        field: "grants",
+                        grant: None,
+                    };
+                    map.next_value_seed(GrantsSeed {
+                        item: self.item,
+                        path: self.path,
+                        in_results: false,
+                    })?;
+                    self.item.item_members.push(ItemMember::Grants);
+                }
+                _ => {
+                    let raw: &RawValue = map.next_value()?;
+                    self.item.item_members.push(ItemMember::Other((key, raw)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct UserSeed<'c, 'a> {
+    item: &'c mut Item<'a>,
+    path: &'c mut FieldPath,
+}
+
+impl<'de> DeserializeSeed<'de> for UserSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UserSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("the user object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let item = self.item;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let field: &'static str = match key.as_ref() {
+                "user_id" => "user.user_id",
+                "identifiers" => "user.identifiers",
+                "email_verified" => "user.email_verified",
+                "tracking_id" => "user.tracking_id",
+                "registered" => "user.registered",
+                "registration_tenant" => "user.registration_tenant",
+                "registration_state" => "user.registration_state",
+                "last_login" => "user.last_login",
+                "attributes" => "user.attributes",
+                _ => {
+                    let raw: &RawValue = map.next_value()?;
+                    item.user_members.push((key, raw));
+                    continue;
+                }
+            };
+            *self.path = FieldPath { field, grant: None };
+            match field {
+                "user.identifiers" => {
+                    map.next_value_seed(IdentifiersSeed {
+                        item,
+                        path: self.path,
+                    })?;
+                    continue;
+                }
+                "user.attributes" => {
+                    map.next_value_seed(AttributesSeed { item })?;
+                    continue;
+                }
+                _ => {}
+            }
+            let raw: &'de RawValue = map.next_value()?;
+            match field {
+                "user.user_id" => {
+                    item.user_id = text(raw)?;
+                    if item.user_id.is_none() {
+                        return Err(de::Error::custom(
+                            "user_id is null; every user row needs one",
+                        ));
+                    }
+                }
+                "user.email_verified" => {
+                    item.email_verified = match Leaf::of(raw) {
+                        Leaf::Null => None,
+                        Leaf::Bool(b) => Some(b),
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "expected true, false or null, found {} {}",
+                                other.type_name(),
+                                raw.get()
+                            )));
+                        }
+                    };
+                }
+                "user.tracking_id" => item.tracking_id = text(raw)?,
+                "user.registered" => item.registered = timestamp(raw)?,
+                "user.registration_tenant" => item.registration_tenant = text(raw)?,
+                "user.registration_state" => item.registration_state = text(raw)?,
+                "user.last_login" => item.last_login = timestamp(raw)?,
+                _ => unreachable!("every mapped user field is handled above"),
+            }
+        }
+        Ok(())
+    }
+}
+
+struct IdentifiersSeed<'c, 'a> {
+    item: &'c mut Item<'a>,
+    path: &'c mut FieldPath,
+}
+
+impl<'de> DeserializeSeed<'de> for IdentifiersSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IdentifiersSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an identifiers object or null")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let item = self.item;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            match key.as_ref() {
+                "email_address" => {
+                    *self.path = FieldPath {
+                        field: "user.identifiers.email_address",
+                        grant: None,
+                    };
+                    item.email_address = text(raw)?;
+                }
+                "username" => {
+                    *self.path = FieldPath {
+                        field: "user.identifiers.username",
+                        grant: None,
+                    };
+                    item.username = text(raw)?;
+                }
+                _ => {
+                    if item.identifiers_at.is_none() {
+                        item.identifiers_at = Some(item.user_members.len());
+                    }
+                    item.identifier_members.push((key, raw));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct AttributesSeed<'c, 'a> {
+    item: &'c mut Item<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for AttributesSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AttributesSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an attributes object or null")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            self.item.attributes.push((key, Leaf::of(raw)));
+        }
+        Ok(())
+    }
+}
+
+struct GrantsSeed<'c, 'a> {
+    item: &'c mut Item<'a>,
+    path: &'c mut FieldPath,
+    /// Inside `grants.results` (an object there is an error, not an envelope).
+    in_results: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for GrantsSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for GrantsSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.in_results {
+            f.write_str("grants.results to be an array of grants or null")
+        } else {
+            f.write_str("grants to be an object with `results`, an array of grants, or null")
+        }
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        loop {
+            let index = self.item.grants.len();
+            *self.path = FieldPath {
+                field: "",
+                grant: Some(index),
+            };
+            let mut grant = Grant::default();
+            if seq
+                .next_element_seed(GrantSeed {
+                    grant: &mut grant,
+                    path: self.path,
+                })?
+                .is_none()
+            {
+                return Ok(());
+            }
+            self.item.grants.push(grant);
+        }
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if self.in_results {
+            return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
+        }
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if key == "results" {
+                *self.path = FieldPath {
+                    field: "grants.results",
+                    grant: None,
+                };
+                map.next_value_seed(GrantsSeed {
+                    item: self.item,
+                    path: self.path,
+                    in_results: true,
+                })?;
+            } else {
+                let raw: &RawValue = map.next_value()?;
+                self.item.grants_members.push((key, raw));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct GrantSeed<'c, 'a> {
+    grant: &'c mut Grant<'a>,
+    path: &'c mut FieldPath,
+}
+
+impl<'de> DeserializeSeed<'de> for GrantSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for GrantSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a grant object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let grant = self.grant;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            let field: &'static str = match key.as_ref() {
+                "grantId" => "grantId",
+                "grant_id" => "grant_id",
+                "account_id" => "account_id",
+                "expiry_state" => "expiry_state",
+                "entitlement_type" => "entitlement_type",
+                "entitlement_id" => "entitlement_id",
+                "product_id" => "product_id",
+                "startTime" => "startTime",
+                "endTime" => "endTime",
+                "createdAt" => "createdAt",
+                "created_at" => "created_at",
+                "user_id" => "user_id",
+                _ => {
+                    grant.members.push(GrantMember::Other((key, raw)));
+                    continue;
+                }
+            };
+            self.path.field = field;
+            match field {
+                "grantId" => {
+                    grant.grant_id = text(raw)?;
+                    grant.has_camel_id = true;
+                }
+                "grant_id" => {
+                    if !grant.has_camel_id {
+                        grant.grant_id = text(raw)?;
+                    }
+                    grant.members.push(GrantMember::SnakeSpelling((key, raw)));
+                }
+                "account_id" => grant.account_id = text(raw)?,
+                "expiry_state" => grant.expiry_state = text(raw)?,
+                "entitlement_type" => grant.entitlement_type = text(raw)?,
+                "entitlement_id" => grant.entitlement_id = text(raw)?,
+                "product_id" => grant.product_id = text(raw)?,
+                "startTime" => grant.start_time = timestamp(raw)?,
+                "endTime" => grant.end_time = timestamp(raw)?,
+                "createdAt" => {
+                    grant.created_at = timestamp(raw)?;
+                    grant.has_camel_created = true;
+                }
+                "created_at" => {
+                    let value = timestamp(raw)?;
+                    if !grant.has_camel_created {
+                        grant.created_at = value;
+                    }
+                    grant.members.push(GrantMember::SnakeSpelling((key, raw)));
+                }
+                "user_id" => {
+                    grant.user_id = Some((text(raw)?, raw));
+                    grant.members.push(GrantMember::UserId(raw));
+                }
+                _ => unreachable!("every mapped grant field is handled above"),
+            }
+        }
+        Ok(())
+    }
+}

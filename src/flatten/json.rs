@@ -1,0 +1,186 @@
+//! Leaf values of an item, read from the raw JSON text.
+//!
+//! The flattener keeps every value it does not decode as the exact text of the source
+//! (`serde_json::value::RawValue`), so numbers keep the digits they were written with
+//! (`1.50` stays `1.50`) and nothing passes through a float. This module turns such raw text
+//! into what a cell needs: the unescaped string, the kind of value, or compact JSON.
+
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+
+/// A JSON value seen through its raw text, classified by its first byte.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Leaf<'a> {
+    Null,
+    Bool(bool),
+    /// The number's text exactly as written.
+    Number(&'a str),
+    /// The unescaped string.
+    String(Cow<'a, str>),
+    /// The raw text of an object or array (not yet compacted).
+    Object(&'a str),
+    Array(&'a str),
+}
+
+impl<'a> Leaf<'a> {
+    /// Classifies a raw value. The text was validated by serde_json when it was framed as a
+    /// `RawValue`, so the first byte decides the kind.
+    pub fn of(raw: &'a RawValue) -> Leaf<'a> {
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'"') => Leaf::String(unescape(text)),
+            Some(b'n') => Leaf::Null,
+            Some(b't') => Leaf::Bool(true),
+            Some(b'f') => Leaf::Bool(false),
+            Some(b'{') => Leaf::Object(text),
+            Some(b'[') => Leaf::Array(text),
+            _ => Leaf::Number(text),
+        }
+    }
+
+    /// The `value_type` name used by the attributes table.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Leaf::Null => "null",
+            Leaf::Bool(_) => "boolean",
+            Leaf::Number(_) => "number",
+            Leaf::String(_) => "string",
+            Leaf::Object(_) => "object",
+            Leaf::Array(_) => "array",
+        }
+    }
+
+    /// The value as the text of a string cell: strings unescaped, numbers as written,
+    /// `true`/`false`; `None` for null. Objects and arrays give `Err(kind)`: a string column
+    /// cannot hold them faithfully, so the caller reports a bad item.
+    pub fn into_text(self) -> Result<Option<Cow<'a, str>>, &'static str> {
+        match self {
+            Leaf::Null => Ok(None),
+            Leaf::Bool(true) => Ok(Some(Cow::Borrowed("true"))),
+            Leaf::Bool(false) => Ok(Some(Cow::Borrowed("false"))),
+            Leaf::Number(n) => Ok(Some(Cow::Borrowed(n))),
+            Leaf::String(s) => Ok(Some(s)),
+            Leaf::Object(_) => Err("an object"),
+            Leaf::Array(_) => Err("an array"),
+        }
+    }
+}
+
+/// Unescapes the raw text of a JSON string (quotes included). Borrows when there is no escape,
+/// which is nearly always, so the hot path does not allocate.
+fn unescape(raw: &str) -> Cow<'_, str> {
+    let inner = &raw[1..raw.len() - 1];
+    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
+        return Cow::Borrowed(inner);
+    }
+    // The text was already validated as a JSON string, so this cannot fail; fall back to the
+    // raw text rather than panic if it somehow does.
+    match serde_json::from_str::<String>(raw) {
+        Ok(s) => Cow::Owned(s),
+        Err(_) => Cow::Borrowed(inner),
+    }
+}
+
+/// Appends `raw` with every whitespace byte outside strings removed: compact JSON that keeps
+/// numbers, escapes and key order exactly as written.
+pub fn push_compact(out: &mut String, raw: &str) {
+    let bytes = raw.as_bytes();
+    if !bytes
+        .iter()
+        .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+    {
+        out.push_str(raw);
+        return;
+    }
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut kept_from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            out.push_str(&raw[kept_from..i]);
+            kept_from = i + 1;
+        }
+    }
+    out.push_str(&raw[kept_from..]);
+}
+
+/// Compact JSON text of a raw value, borrowing when it is already compact.
+pub fn compact(raw: &str) -> Cow<'_, str> {
+    if !raw
+        .bytes()
+        .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+    {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    push_compact(&mut out, raw);
+    Cow::Owned(out)
+}
+
+/// Appends `key` as a JSON string (quoted and escaped).
+pub fn push_json_key(out: &mut String, key: &str) {
+    if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(key);
+        out.push('"');
+    } else {
+        // serde_json escapes exactly as JSON requires; a String cannot fail to serialise.
+        out.push_str(&serde_json::to_string(key).unwrap_or_default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_string()).unwrap()
+    }
+
+    #[test]
+    fn classifies_and_keeps_numbers_as_written() {
+        assert_eq!(Leaf::of(&raw("1.50")), Leaf::Number("1.50"));
+        assert_eq!(Leaf::of(&raw("-0e10")), Leaf::Number("-0e10"));
+        assert_eq!(Leaf::of(&raw("null")), Leaf::Null);
+        assert_eq!(Leaf::of(&raw("false")), Leaf::Bool(false));
+        assert_eq!(
+            Leaf::of(&raw(r#""a\"b\u00e9\n""#)),
+            Leaf::String(Cow::Owned("a\"bé\n".into()))
+        );
+        assert!(matches!(
+            Leaf::of(&raw(r#""plain""#)),
+            Leaf::String(Cow::Borrowed("plain"))
+        ));
+        assert_eq!(Leaf::of(&raw("[1]")).type_name(), "array");
+        assert_eq!(Leaf::of(&raw("{}")).into_text(), Err("an object"));
+    }
+
+    #[test]
+    fn compacts_outside_strings_only() {
+        assert_eq!(
+            compact("{ \"a b\" : [1, 2.50 ,\n\t\"x \\\" y\"] }"),
+            "{\"a b\":[1,2.50,\"x \\\" y\"]}"
+        );
+        assert!(matches!(compact("[1,2]"), Cow::Borrowed("[1,2]")));
+        assert_eq!(compact("\"\\\\\" , 1"), "\"\\\\\",1");
+    }
+
+    #[test]
+    fn escapes_keys() {
+        let mut out = String::new();
+        push_json_key(&mut out, "plain");
+        push_json_key(&mut out, "q\"uote\n");
+        assert_eq!(out, "\"plain\"\"q\\\"uote\\n\"");
+    }
+}

@@ -1,0 +1,231 @@
+//! Flattening: a batch of raw items becomes one column batch per table.
+//!
+//! This is the work the rayon workers do in parallel. Each item is decoded completely
+//! (`item.rs`) before its rows are emitted, so a bad item is either rejected whole or stops the
+//! run; it never leaves part of its rows behind. Rows keep the order of the export.
+
+pub mod extra;
+pub mod item;
+pub mod json;
+pub mod timestamp;
+
+use serde::de::IgnoredAny;
+
+use crate::error::{BadItem, InputError, Location};
+use crate::schema::Table;
+use crate::source::framer::RawBatch;
+use crate::table::{ColumnBatch, CsvDialect, Formats, TableBuilder};
+use item::{FieldPath, Item};
+use json::{Leaf, compact};
+
+/// What to do with a bad item (SPEC section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Stop the run at the first bad item.
+    #[default]
+    Fail,
+    /// Leave it out of the tables and write it to `rejects.ndjson`.
+    Skip,
+}
+
+/// How items are flattened.
+#[derive(Debug, Clone, Copy)]
+pub struct FlattenOptions {
+    pub formats: Formats,
+    pub dialect: CsvDialect,
+    pub on_error: OnError,
+}
+
+/// A rejected item: why, and its bytes exactly as they were.
+#[derive(Debug)]
+pub struct Reject {
+    pub bad: BadItem,
+    pub raw: Vec<u8>,
+}
+
+/// The tables' rows from one batch of items.
+#[derive(Debug)]
+pub struct FlatBatch {
+    /// One batch per table, in [`Table::ALL`] order.
+    pub tables: Vec<ColumnBatch>,
+    pub rejects: Vec<Reject>,
+    pub items: u64,
+    /// Input bytes consumed up to the end of this batch.
+    pub input_bytes: u64,
+}
+
+/// Why a batch could not be flattened.
+#[derive(Debug, thiserror::Error)]
+pub enum FlattenError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("bad item: {0}")]
+    BadItem(BadItem),
+}
+
+fn builder(table: Table, opts: &FlattenOptions) -> TableBuilder {
+    let def = table.def();
+    TableBuilder::new(
+        def.arrow_schema(),
+        &def.column_types(),
+        opts.formats,
+        opts.dialect,
+    )
+}
+
+/// Flattens every item of `batch`.
+pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatch, FlattenError> {
+    let mut users = builder(Table::Users, opts);
+    let mut grants = builder(Table::Grants, opts);
+    let mut attributes = builder(Table::Attributes, opts);
+    let mut rejects = Vec::new();
+    for index in 0..batch.items.len() {
+        let bytes = batch.item_bytes(index);
+        let mut item = Item::default();
+        let mut path = FieldPath::default();
+        let outcome = if bytes.first() == Some(&b'{') {
+            item::decode(bytes, &mut item, &mut path)
+        } else {
+            Err(not_an_object(bytes))
+        };
+        match outcome {
+            Ok(()) => emit(&item, &mut users, &mut grants, &mut attributes),
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                let known_id = item.user_id.as_deref().map(str::to_owned);
+                let bad = BadItem {
+                    number: batch.items[index].number,
+                    location: batch.location(index),
+                    user_id: known_id.or_else(|| user_id_of(bytes)),
+                    field: (!path.field.is_empty() || path.grant.is_some())
+                        .then(|| path.to_string()),
+                    problem: strip_position(&e.to_string()),
+                };
+                match opts.on_error {
+                    OnError::Fail => return Err(FlattenError::BadItem(bad)),
+                    OnError::Skip => rejects.push(Reject {
+                        bad,
+                        raw: bytes.to_vec(),
+                    }),
+                }
+            }
+            Err(e) => return Err(FlattenError::Input(syntax_in_item(batch, index, &e))),
+        }
+    }
+    Ok(FlatBatch {
+        tables: vec![users.finish(), grants.finish(), attributes.finish()],
+        rejects,
+        items: batch.items.len() as u64,
+        input_bytes: batch.input_bytes,
+    })
+}
+
+fn emit(
+    item: &Item<'_>,
+    users: &mut TableBuilder,
+    grants: &mut TableBuilder,
+    attributes: &mut TableBuilder,
+) {
+    let user_id = item.user_id.as_deref().unwrap_or_default();
+    users.text(Some(user_id));
+    users.text(item.email_address.as_deref());
+    users.text(item.username.as_deref());
+    users.boolean(item.email_verified);
+    users.text(item.tracking_id.as_deref());
+    users.timestamp(item.registered);
+    users.text(item.registration_tenant.as_deref());
+    users.text(item.registration_state.as_deref());
+    users.timestamp(item.last_login);
+    users.int64(item.seq_no);
+    users.text(extra::user_extra(item).as_deref());
+    users.end_row();
+
+    for grant in &item.grants {
+        grants.text(Some(user_id));
+        grants.text(grant.grant_id.as_deref());
+        grants.text(grant.account_id.as_deref());
+        grants.text(grant.expiry_state.as_deref());
+        grants.text(grant.entitlement_type.as_deref());
+        grants.text(grant.entitlement_id.as_deref());
+        grants.text(grant.product_id.as_deref());
+        grants.timestamp(grant.start_time);
+        grants.timestamp(grant.end_time);
+        grants.timestamp(grant.created_at);
+        grants.text(extra::grant_extra(grant, user_id).as_deref());
+        grants.end_row();
+    }
+
+    for (key, leaf) in &item.attributes {
+        attributes.text(Some(user_id));
+        attributes.text(Some(key));
+        match leaf {
+            Leaf::Object(raw) | Leaf::Array(raw) => attributes.text(Some(&compact(raw))),
+            other => attributes.text(other.clone().into_text().ok().flatten().as_deref()),
+        }
+        attributes.text(Some(leaf.type_name()));
+        attributes.end_row();
+    }
+}
+
+/// An item that is not an object is a bad item if it is valid JSON, broken JSON otherwise.
+fn not_an_object(bytes: &[u8]) -> serde_json::Error {
+    match serde_json::from_slice::<IgnoredAny>(bytes) {
+        Err(e) => e,
+        Ok(_) => {
+            let shown: String = String::from_utf8_lossy(&bytes[..bytes.len().min(40)]).into_owned();
+            serde::de::Error::custom(format!("the item is not an object (found {shown})"))
+        }
+    }
+}
+
+/// Best effort at the user id of an item that failed to decode, for the error message.
+fn user_id_of(bytes: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    match value.get("user")?.get("user_id")? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// serde_json appends " at line L column C" relative to the item; the caller reports the
+/// item's own place instead.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Translates serde_json's line and column within an item into the input's coordinates.
+fn syntax_in_item(batch: &RawBatch, index: usize, error: &serde_json::Error) -> InputError {
+    let span = &batch.items[index];
+    let bytes = batch.item_bytes(index);
+    let (line, column) = (error.line().max(1), error.column().max(1));
+    // Byte offset within the item of (line, column), found by walking its newlines.
+    let mut line_offset = 0usize;
+    for _ in 1..line {
+        match memchr::memchr(b'\n', &bytes[line_offset..]) {
+            Some(k) => line_offset += k + 1,
+            None => break,
+        }
+    }
+    let within = (line_offset + column - 1).min(bytes.len());
+    let location = Location {
+        input: batch.input.clone(),
+        offset: span.offset + within as u64,
+        line: span.line + line as u64 - 1,
+        column: if line == 1 {
+            span.column + column as u64 - 1
+        } else {
+            column as u64
+        },
+    };
+    let mut problem = strip_position(&error.to_string());
+    if error.classify() == serde_json::error::Category::Eof {
+        problem = format!("{problem} (the item ends early)");
+    }
+    InputError::Syntax {
+        location,
+        problem: format!("invalid JSON in item {}: {problem}", span.number),
+    }
+}

@@ -1,0 +1,21 @@
+//! zephr-etl: stream Zephr user exports into typed users, grants and attributes tables.
+//!
+//! The pipeline, stage by stage:
+//! - [`source`]: bytes from files, stdin or HTTP, decompressed; [`source::framer`] cuts them
+//!   into batches of raw items without parsing them;
+//! - [`flatten`]: rayon workers decode each item and emit rows into [`table`] column batches;
+//! - [`sink`]: CSV and Parquet writers behind one trait, in an all-or-nothing output directory;
+//! - [`pipeline`] wires the stages with bounded channels; [`schema`] holds the tables'
+//!   definitions from `schemas/`.
+
+pub mod error;
+pub mod fetch;
+pub mod flatten;
+pub mod generate;
+pub mod pipeline;
+pub mod progress;
+pub mod schema;
+pub mod signal;
+pub mod sink;
+pub mod source;
+pub mod table;

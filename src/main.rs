@@ -1,0 +1,23 @@
+//! The `zephr-etl` binary: parse arguments, run one command, print one error, exit.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match commands::run(args) {
+        Ok(code) => code,
+        Err(error) => {
+            // One message with its context chain; broken pipes (`| head`) end quietly.
+            if commands::is_broken_pipe(&error) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("zephr-etl: {error:#}");
+            ExitCode::from(commands::EXIT_FAILED)
+        }
+    }
+}

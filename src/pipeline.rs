@@ -1,0 +1,356 @@
+//! The pipeline: reader → rayon workers → one writer thread per table.
+//!
+//! ```text
+//!  sources ──▶ framer (reader thread) ──RawBatch──▶ rayon pool: flatten_batch ──FlatBatch──▶
+//!  reorder by sequence (this thread) ──ColumnBatch──▶ users / grants / attributes writer threads
+//! ```
+//!
+//! The reader frames batches of raw items and hands each to the rayon pool; workers finish in
+//! any order, and this thread puts batches back in input order before the writers see them, so
+//! every table follows the export. A fixed number of permits bounds the batches in flight, and
+//! the channels to the writers are bounded, so memory stays flat whatever the input size.
+//! Errors travel in sequence too: the first problem in input order is the one reported.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+
+use crate::error::{BadItem, InputError};
+use crate::flatten::json::push_compact;
+use crate::flatten::{FlatBatch, FlattenError, FlattenOptions, Reject, flatten_batch};
+use crate::schema::Table;
+use crate::signal;
+use crate::sink::{TableWriter, WriteError, WrittenFile};
+use crate::source::framer::{Framer, FramerOptions, RawBatch};
+use crate::table::ColumnBatch;
+
+/// One input stream and its name for messages.
+pub struct Source {
+    pub name: Arc<str>,
+    pub reader: Box<dyn Read + Send>,
+}
+
+/// The inputs of a run, opened lazily in order (a file, stdin, or one fetched page each).
+pub type Sources = Box<dyn Iterator<Item = Result<Source, InputError>> + Send>;
+
+/// Tuning and behaviour of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineOptions {
+    /// Rayon worker threads.
+    pub threads: usize,
+    pub framer: FramerOptions,
+    pub flatten: FlattenOptions,
+    /// Stop a `--on-error skip` run once this many items were rejected.
+    pub max_errors: Option<u64>,
+}
+
+/// Counts of a run, also passed to the progress callback as the run goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub items: u64,
+    /// Rows per table, in [`Table::ALL`] order.
+    pub rows: [u64; 3],
+    pub rejects: u64,
+    /// Bytes framed so far (decompressed).
+    pub input_bytes: u64,
+    /// Every file written, at its temporary path (filled in at the end).
+    pub files: Vec<(Table, WrittenFile)>,
+}
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(
+        "bad item: {0}\n(pass --on-error skip to write such items to rejects.ndjson and go on)"
+    )]
+    BadItem(BadItem),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("cannot write rejects.ndjson: {0}")]
+    Rejects(std::io::Error),
+    #[error(
+        "stopped after {0} rejected items (--max-errors); see rejects.ndjson for what was wrong"
+    )]
+    TooManyRejects(u64),
+    #[error("interrupted; no output file of this run was kept")]
+    Interrupted,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+enum Message {
+    Batch(u64, Result<FlatBatch, FlattenError>),
+    Failed(u64, InputError),
+    Finished(u64),
+}
+
+/// Runs the pipeline over `sources`, writing through `writers` (one list per table, in
+/// [`Table::ALL`] order) and `rejects`. `on_progress` is called after each batch is written.
+pub fn run(
+    sources: Sources,
+    writers: Vec<Vec<Box<dyn TableWriter>>>,
+    mut rejects: Option<&mut (dyn Write + Send)>,
+    opts: PipelineOptions,
+    on_progress: &mut dyn FnMut(&RunStats),
+) -> Result<RunStats, PipelineError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.max(1))
+        .thread_name(|i| format!("zephr-etl-worker-{i}"))
+        .build()
+        .map_err(|e| PipelineError::Internal(format!("cannot start worker threads: {e}")))?;
+    let in_flight = opts.threads.max(1) * 2 + 2;
+    let (permit_tx, permit_rx) = bounded::<()>(in_flight);
+    for _ in 0..in_flight {
+        let _ = permit_tx.send(());
+    }
+    let (result_tx, result_rx) = unbounded::<Message>();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let reader = {
+        let (stop, permit_tx) = (stop.clone(), permit_tx.clone());
+        let pool = Arc::new(pool);
+        thread::Builder::new()
+            .name("zephr-etl-reader".into())
+            .spawn(move || {
+                read_batches(
+                    sources, opts, &pool, &permit_rx, &permit_tx, &result_tx, &stop,
+                )
+            })
+            .map_err(|e| PipelineError::Internal(format!("cannot start the reader thread: {e}")))?
+    };
+
+    let abort = Arc::new(AtomicBool::new(false));
+    let mut table_senders = Vec::new();
+    let mut table_threads = Vec::new();
+    for (table, table_writers) in Table::ALL.into_iter().zip(writers) {
+        let (tx, rx) = bounded::<ColumnBatch>(4);
+        let abort = abort.clone();
+        let handle = thread::Builder::new()
+            .name(format!("zephr-etl-{}", table.name()))
+            .spawn(move || write_table(table_writers, &rx, &abort))
+            .map_err(|e| PipelineError::Internal(format!("cannot start a writer thread: {e}")))?;
+        table_senders.push(tx);
+        table_threads.push(handle);
+    }
+
+    let mut stats = RunStats::default();
+    let outcome = reorder_and_dispatch(
+        &result_rx,
+        &permit_tx,
+        &table_senders,
+        &mut rejects,
+        opts,
+        &mut stats,
+        on_progress,
+    );
+    if outcome.is_err() {
+        stop.store(true, Ordering::SeqCst);
+        abort.store(true, Ordering::SeqCst);
+    }
+    drop(table_senders);
+    let mut write_error = None;
+    for (table, handle) in Table::ALL.into_iter().zip(table_threads) {
+        match handle.join() {
+            Ok(Ok(files)) => stats.files.extend(files.into_iter().map(|f| (table, f))),
+            Ok(Err(e)) => write_error = write_error.or(Some(e)),
+            Err(_) => return Err(PipelineError::Internal("a writer thread panicked".into())),
+        }
+    }
+    match outcome {
+        // A writer that failed closed its channel; its own error says more than "send failed".
+        Err(_) | Ok(()) if write_error.is_some() => {
+            Err(PipelineError::Write(write_error.expect("checked")))
+        }
+        Err(e) => Err(e),
+        Ok(()) => {
+            // The reader has sent `Finished`; it is done or about to be.
+            let _ = reader.join();
+            Ok(stats)
+        }
+    }
+}
+
+/// The reader thread: frames every source into batches and hands them to the pool.
+fn read_batches(
+    sources: Sources,
+    opts: PipelineOptions,
+    pool: &Arc<rayon::ThreadPool>,
+    permits: &Receiver<()>,
+    permit_back: &Sender<()>,
+    results: &Sender<Message>,
+    stop: &AtomicBool,
+) {
+    let mut seq = 0u64;
+    let mut next_number = 1u64;
+    for source in sources {
+        let source = match source {
+            Ok(source) => source,
+            Err(e) => {
+                let _ = results.send(Message::Failed(seq, e));
+                return;
+            }
+        };
+        let mut framer = Framer::new(source.reader, source.name, opts.framer, next_number);
+        loop {
+            if stop.load(Ordering::Relaxed) || permits.recv().is_err() {
+                return;
+            }
+            let mut batch = RawBatch::default();
+            let more = match framer.next_batch(&mut batch) {
+                Ok(more) => more,
+                Err(e) => {
+                    let _ = results.send(Message::Failed(seq, e));
+                    return;
+                }
+            };
+            if batch.items.is_empty() {
+                let _ = permit_back.send(());
+            } else {
+                let (results, flatten) = (results.clone(), opts.flatten);
+                let this = seq;
+                pool.spawn(move || {
+                    let outcome =
+                        catch_unwind(AssertUnwindSafe(|| flatten_batch(&batch, &flatten)))
+                            .unwrap_or_else(|_| Err(FlattenError::Input(internal_error(&batch))));
+                    let _ = results.send(Message::Batch(this, outcome));
+                });
+                seq += 1;
+            }
+            if !more {
+                break;
+            }
+        }
+        next_number = framer.next_number();
+    }
+    let _ = results.send(Message::Finished(seq));
+}
+
+fn internal_error(batch: &RawBatch) -> InputError {
+    InputError::Syntax {
+        location: batch.location(0),
+        problem: "internal error while flattening this batch; please report it with the input"
+            .into(),
+    }
+}
+
+/// This thread: puts flattened batches back in order and feeds the writer threads.
+fn reorder_and_dispatch(
+    results: &Receiver<Message>,
+    permit_back: &Sender<()>,
+    tables: &[Sender<ColumnBatch>],
+    rejects: &mut Option<&mut (dyn Write + Send)>,
+    opts: PipelineOptions,
+    stats: &mut RunStats,
+    on_progress: &mut dyn FnMut(&RunStats),
+) -> Result<(), PipelineError> {
+    let mut waiting: BTreeMap<u64, Result<FlatBatch, PipelineError>> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut total = None;
+    loop {
+        if signal::interrupted() {
+            return Err(PipelineError::Interrupted);
+        }
+        if total == Some(next) {
+            return Ok(());
+        }
+        match results.recv_timeout(Duration::from_millis(100)) {
+            Ok(Message::Batch(seq, outcome)) => {
+                let outcome = outcome.map_err(|e| match e {
+                    FlattenError::Input(e) => PipelineError::Input(e),
+                    FlattenError::BadItem(bad) => PipelineError::BadItem(bad),
+                });
+                waiting.insert(seq, outcome);
+            }
+            Ok(Message::Failed(seq, e)) => {
+                waiting.insert(seq, Err(PipelineError::Input(e)));
+            }
+            Ok(Message::Finished(count)) => total = Some(count),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => {
+                if total.is_none() {
+                    return Err(PipelineError::Internal(
+                        "the reader stopped without a word".into(),
+                    ));
+                }
+            }
+        }
+        while let Some(outcome) = waiting.remove(&next) {
+            let flat = outcome?;
+            write_rejects(&flat.rejects, rejects)?;
+            stats.items += flat.items;
+            stats.rejects += flat.rejects.len() as u64;
+            stats.input_bytes = stats.input_bytes.max(flat.input_bytes);
+            for ((rows, tx), batch) in stats.rows.iter_mut().zip(tables).zip(flat.tables) {
+                *rows += batch.rows as u64;
+                if tx.send(batch).is_err() {
+                    return Err(PipelineError::Internal("a writer stopped".into()));
+                }
+            }
+            let _ = permit_back.send(());
+            next += 1;
+            if let Some(limit) = opts.max_errors
+                && stats.rejects >= limit
+            {
+                return Err(PipelineError::TooManyRejects(stats.rejects));
+            }
+            on_progress(stats);
+        }
+    }
+}
+
+/// Writes rejected items as `{"item":N,"offset":B,"error":"...","raw":<item>}` lines.
+fn write_rejects(
+    list: &[Reject],
+    out: &mut Option<&mut (dyn Write + Send)>,
+) -> Result<(), PipelineError> {
+    let Some(out) = out.as_mut() else {
+        return Ok(());
+    };
+    for reject in list {
+        let mut line = format!(
+            "{{\"item\":{},\"offset\":{},\"error\":{},\"raw\":",
+            reject.bad.number,
+            reject.bad.location.offset,
+            serde_json::to_string(&reject.bad.to_string()).unwrap_or_default()
+        );
+        // The raw item is valid JSON (it parsed); compacting only drops line breaks and
+        // indentation, so the line stays one NDJSON record.
+        push_compact(&mut line, &String::from_utf8_lossy(&reject.raw));
+        line.push_str("}\n");
+        out.write_all(line.as_bytes())
+            .map_err(PipelineError::Rejects)?;
+    }
+    Ok(())
+}
+
+/// A writer thread: writes every batch of one table, then finishes its writers.
+fn write_table(
+    mut writers: Vec<Box<dyn TableWriter>>,
+    batches: &Receiver<ColumnBatch>,
+    abort: &AtomicBool,
+) -> Result<Vec<WrittenFile>, WriteError> {
+    for batch in batches {
+        if abort.load(Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
+        for writer in &mut writers {
+            writer.write(&batch)?;
+        }
+    }
+    if abort.load(Ordering::Relaxed) {
+        return Ok(Vec::new());
+    }
+    let mut files = Vec::new();
+    for writer in writers {
+        files.extend(writer.finish()?);
+    }
+    Ok(files)
+}

@@ -1,0 +1,47 @@
+//! Writers: column batches to files.
+//!
+//! Every output format implements [`TableWriter`]. A writer must be finished explicitly:
+//! the Parquet footer and the final flush and fsync happen in [`TableWriter::finish`], never in
+//! `Drop`, so a failed run cannot leave a file that looks complete.
+
+pub mod csv;
+pub mod output_dir;
+pub mod parquet;
+
+use std::path::PathBuf;
+
+use crate::table::ColumnBatch;
+
+/// A writer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write Parquet file {path}: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: ::parquet::errors::ParquetError,
+    },
+}
+
+/// What a finished writer produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// The temporary path the bytes were written to (renamed into place on commit).
+    pub path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Consumes one table's batches in order and writes them to a file.
+pub trait TableWriter: Send {
+    /// Appends the rows of `batch`.
+    fn write(&mut self, batch: &ColumnBatch) -> Result<(), WriteError>;
+    /// Flushes, writes any footer, syncs the file to disk, and reports what was written.
+    fn finish(self: Box<Self>) -> Result<Vec<WrittenFile>, WriteError>;
+}

@@ -1,0 +1,193 @@
+//! The Parquet writer: Arrow batches to zstd (or snappy, or plain) Parquet.
+//!
+//! arrow-rs's `ArrowWriter` keeps the row group in progress in memory, so the writer closes a
+//! row group when it reaches a row count or an in-memory size, whichever comes first; that is
+//! what keeps a writer's memory flat however long the table is. Statistics stay on, which is
+//! what lets warehouses skip row groups.
+
+use std::fs::File;
+use std::io::BufWriter;
+
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::csv::CreateFile;
+use super::{TableWriter, WriteError, WrittenFile};
+use crate::table::ColumnBatch;
+
+/// Parquet compression codecs the tool offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParquetCompression {
+    #[default]
+    Zstd,
+    Snappy,
+    None,
+}
+
+/// How Parquet files are laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct ParquetOptions {
+    pub compression: ParquetCompression,
+    /// Rows per row group at most.
+    pub row_group_rows: usize,
+    /// Bytes of buffered row group at most; the group is closed early when it grows past this.
+    pub row_group_bytes: usize,
+    /// Split the table into part files of at most this many rows.
+    pub max_rows_per_file: Option<u64>,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        ParquetOptions {
+            compression: ParquetCompression::Zstd,
+            row_group_rows: 122_880,
+            row_group_bytes: 16 << 20,
+            max_rows_per_file: None,
+        }
+    }
+}
+
+impl ParquetOptions {
+    fn properties(&self) -> WriterProperties {
+        let compression = match self.compression {
+            // Level 1: Parquet's own encodings already shrink the data; higher levels cost a
+            // lot of CPU for a few percent and would put the writers on the critical path.
+            ParquetCompression::Zstd => {
+                Compression::ZSTD(ZstdLevel::try_new(1).expect("1 is a valid zstd level"))
+            }
+            ParquetCompression::Snappy => Compression::SNAPPY,
+            ParquetCompression::None => Compression::UNCOMPRESSED,
+        };
+        WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_created_by(format!("zephr-etl version {}", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+}
+
+type Open = (ArrowWriter<BufWriter<File>>, WrittenFile);
+
+/// Writes one table as Parquet.
+pub struct ParquetWriter {
+    schema: SchemaRef,
+    opts: ParquetOptions,
+    create: CreateFile,
+    current: Option<Open>,
+    done: Vec<WrittenFile>,
+}
+
+impl ParquetWriter {
+    /// A writer of `schema`; `create(part)` opens part number `part`.
+    pub fn new(
+        schema: SchemaRef,
+        opts: ParquetOptions,
+        create: CreateFile,
+    ) -> Result<Self, WriteError> {
+        let mut writer = ParquetWriter {
+            schema,
+            opts,
+            create,
+            current: None,
+            done: Vec::new(),
+        };
+        writer.open_part()?;
+        Ok(writer)
+    }
+
+    fn open_part(&mut self) -> Result<(), WriteError> {
+        if let Some(previous) = self.current.take() {
+            self.done.push(close(previous)?);
+        }
+        let (file, path) = (self.create)(self.done.len())?;
+        let writer = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            self.schema.clone(),
+            Some(self.opts.properties()),
+        )
+        .map_err(|source| WriteError::Parquet {
+            path: path.clone(),
+            source,
+        })?;
+        self.current = Some((
+            writer,
+            WrittenFile {
+                path,
+                rows: 0,
+                bytes: 0,
+            },
+        ));
+        Ok(())
+    }
+}
+
+fn close((writer, mut info): Open) -> Result<WrittenFile, WriteError> {
+    let buffered = writer.into_inner().map_err(|source| WriteError::Parquet {
+        path: info.path.clone(),
+        source,
+    })?;
+    let file = buffered.into_inner().map_err(|e| WriteError::Io {
+        path: info.path.clone(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(|source| WriteError::Io {
+        path: info.path.clone(),
+        source,
+    })?;
+    info.bytes = file
+        .metadata()
+        .map_err(|source| WriteError::Io {
+            path: info.path.clone(),
+            source,
+        })?
+        .len();
+    Ok(info)
+}
+
+impl TableWriter for ParquetWriter {
+    fn write(&mut self, batch: &ColumnBatch) -> Result<(), WriteError> {
+        let Some(record_batch) = &batch.arrow else {
+            return Ok(());
+        };
+        let mut offset = 0;
+        while offset < record_batch.num_rows() {
+            let (writer, info) = self
+                .current
+                .as_mut()
+                .expect("a part is always open until finish");
+            let room = self
+                .opts
+                .max_rows_per_file
+                .map_or(u64::MAX, |limit| limit - info.rows);
+            if room == 0 {
+                self.open_part()?;
+                continue;
+            }
+            let take = (record_batch.num_rows() - offset).min(room.min(usize::MAX as u64) as usize);
+            let slice = record_batch.slice(offset, take);
+            writer.write(&slice).map_err(|source| WriteError::Parquet {
+                path: info.path.clone(),
+                source,
+            })?;
+            if writer.in_progress_size() > self.opts.row_group_bytes {
+                writer.flush().map_err(|source| WriteError::Parquet {
+                    path: info.path.clone(),
+                    source,
+                })?;
+            }
+            info.rows += take as u64;
+            offset += take;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Vec<WrittenFile>, WriteError> {
+        if let Some(current) = self.current.take() {
+            self.done.push(close(current)?);
+        }
+        Ok(std::mem::take(&mut self.done))
+    }
+}

@@ -1,0 +1,749 @@
+//! Framing: from a stream of bytes to batches of raw items.
+//!
+//! The framer finds where each item of an export starts and ends without parsing it: it scans
+//! structure only (brackets, strings, separators), copies each item's bytes into a
+//! [`RawBatch`], and leaves the real parsing to the workers, so that parsing runs in parallel.
+//! It reads through a buffer of fixed size, keeping only the item in progress, so memory does
+//! not grow with the export. Nesting is tracked with a counter, never recursion, so no input
+//! can exhaust the stack here.
+//!
+//! It recognises every shape of SPEC section 1 by the first non-blank byte and the first key:
+//! a top-level array of items, the paginated envelope `{"results": [...], "meta": ...}` (flat
+//! or nested results), and a stream of items (NDJSON). Whitespace is counted as it is skipped,
+//! so every item knows its line and column at no extra cost.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use crate::error::{InputError, Location};
+
+/// One framed item: its bytes in [`RawBatch::data`] and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemSpan {
+    pub start: usize,
+    pub end: usize,
+    /// 1-based number of the item in the whole export.
+    pub number: u64,
+    /// Byte offset of the item's first byte in its input.
+    pub offset: u64,
+    pub line: u64,
+    pub column: u64,
+}
+
+/// A batch of raw items, their bytes stored back to back.
+#[derive(Debug, Default)]
+pub struct RawBatch {
+    pub input: Arc<str>,
+    pub data: Vec<u8>,
+    pub items: Vec<ItemSpan>,
+    /// Input bytes consumed up to the end of this batch (for progress).
+    pub input_bytes: u64,
+}
+
+impl RawBatch {
+    /// The raw bytes of item `index`.
+    pub fn item_bytes(&self, index: usize) -> &[u8] {
+        let span = &self.items[index];
+        &self.data[span.start..span.end]
+    }
+
+    /// The location of item `index`.
+    pub fn location(&self, index: usize) -> Location {
+        let span = &self.items[index];
+        Location {
+            input: self.input.clone(),
+            offset: span.offset,
+            line: span.line,
+            column: span.column,
+        }
+    }
+}
+
+/// Sizes that bound the framer's memory and shape its batches.
+#[derive(Debug, Clone, Copy)]
+pub struct FramerOptions {
+    /// Items per batch at most.
+    pub batch_items: usize,
+    /// Bytes of items per batch at most (a single larger item still makes a batch).
+    pub batch_bytes: usize,
+    /// Bytes asked of the reader at a time.
+    pub buffer_size: usize,
+    /// An item larger than this stops the run instead of filling memory.
+    pub max_item_bytes: usize,
+}
+
+impl Default for FramerOptions {
+    fn default() -> Self {
+        FramerOptions {
+            batch_items: 2048,
+            batch_bytes: 4 << 20,
+            buffer_size: 1 << 20,
+            max_item_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Where the framer is inside a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Just after the opening bracket: a value or the closing bracket may follow.
+    Open,
+    /// After a value: `,` or the closing bracket.
+    AfterValue,
+    /// After `,`: a value must follow.
+    AfterComma,
+}
+
+/// What the framer is inside of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    /// An array whose elements are items; when `allow_nested`, arrays inside it hold items
+    /// too (the published envelope schema has `"results": [[item, ...]]`).
+    Items { slot: Slot, allow_nested: bool },
+    /// The paginated envelope object.
+    Envelope { slot: Slot },
+    /// Items one after another (NDJSON).
+    Stream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Start,
+    Running,
+    /// The export's top-level value is closed; only whitespace may follow.
+    End,
+    Done,
+}
+
+/// Turns bytes from `R` into [`RawBatch`]es.
+pub struct Framer<R> {
+    reader: R,
+    input: Arc<str>,
+    opts: FramerOptions,
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+    eof: bool,
+    /// Input offset of `buf[0]`.
+    base: u64,
+    line: u64,
+    /// Input offset where the current line starts.
+    line_start: u64,
+    stack: Vec<Context>,
+    phase: Phase,
+    next_number: u64,
+    /// `meta.count` of an envelope, when seen before the results (for progress).
+    pub declared_count: Option<u64>,
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+}
+
+fn describe(b: Option<u8>) -> String {
+    match b {
+        None => "the end of the input".to_string(),
+        Some(b) if b.is_ascii_graphic() => format!("`{}`", b as char),
+        Some(b) => format!("byte 0x{b:02x}"),
+    }
+}
+
+impl<R: Read> Framer<R> {
+    /// A framer over `reader`, named `input` in errors; items are numbered from `first_number`.
+    pub fn new(reader: R, input: Arc<str>, opts: FramerOptions, first_number: u64) -> Self {
+        let capacity = opts.buffer_size.clamp(1, 1 << 24);
+        Framer {
+            reader,
+            input,
+            opts,
+            buf: vec![0; capacity],
+            pos: 0,
+            len: 0,
+            eof: false,
+            base: 0,
+            line: 1,
+            line_start: 0,
+            stack: Vec::new(),
+            phase: Phase::Start,
+            next_number: first_number,
+            declared_count: None,
+        }
+    }
+
+    /// The number the next item will get.
+    pub fn next_number(&self) -> u64 {
+        self.next_number
+    }
+
+    /// Bytes consumed so far.
+    pub fn consumed(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    fn location_at(&self, index: usize) -> Location {
+        let offset = self.base + index as u64;
+        Location {
+            input: self.input.clone(),
+            offset,
+            line: self.line,
+            column: offset - self.line_start + 1,
+        }
+    }
+
+    fn syntax(&self, index: usize, problem: impl Into<String>) -> InputError {
+        InputError::Syntax {
+            location: self.location_at(index),
+            problem: problem.into(),
+        }
+    }
+
+    /// Reads more bytes, keeping `buf[keep..]`. Returns how far the kept bytes moved left
+    /// (callers shift their indices) and whether anything new arrived.
+    fn fill(&mut self, keep: usize) -> Result<(usize, bool), InputError> {
+        if self.eof {
+            return Ok((0, false));
+        }
+        let shift = keep;
+        if shift > 0 {
+            self.buf.copy_within(keep..self.len, 0);
+            self.len -= shift;
+            self.pos -= shift;
+            self.base += shift as u64;
+        }
+        let want = self.opts.buffer_size.max(1);
+        if self.buf.len() < self.len + want {
+            self.buf.resize(self.len + want, 0);
+        }
+        loop {
+            match self.reader.read(&mut self.buf[self.len..self.len + want]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok((shift, false));
+                }
+                Ok(n) => {
+                    self.len += n;
+                    return Ok((shift, true));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(InputError::Io {
+                        input: self.input.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Skips whitespace (counting lines) and returns the next byte without consuming it.
+    fn peek_non_ws(&mut self) -> Result<Option<u8>, InputError> {
+        loop {
+            while self.pos < self.len {
+                let b = self.buf[self.pos];
+                if !is_ws(b) {
+                    return Ok(Some(b));
+                }
+                if b == b'\n' {
+                    self.line += 1;
+                    self.line_start = self.base + self.pos as u64 + 1;
+                }
+                self.pos += 1;
+            }
+            let keep = self.pos;
+            if !self.fill(keep)?.1 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Fills `batch` with up to a batch of items. Returns `false` once the export is complete
+    /// (the batch may still hold items then).
+    pub fn next_batch(&mut self, batch: &mut RawBatch) -> Result<bool, InputError> {
+        batch.input = self.input.clone();
+        batch.data.clear();
+        batch.items.clear();
+        while batch.items.len() < self.opts.batch_items && batch.data.len() < self.opts.batch_bytes
+        {
+            if !self.step(batch)? {
+                batch.input_bytes = self.consumed();
+                return Ok(false);
+            }
+        }
+        batch.input_bytes = self.consumed();
+        Ok(true)
+    }
+
+    /// Advances by one token or item. Returns `false` when the input is complete.
+    fn step(&mut self, batch: &mut RawBatch) -> Result<bool, InputError> {
+        if self.phase == Phase::Start {
+            self.skip_bom()?;
+        }
+        let next = self.peek_non_ws()?;
+        match self.phase {
+            Phase::Done => return Ok(false),
+            Phase::End => {
+                return match next {
+                    None => {
+                        self.phase = Phase::Done;
+                        Ok(false)
+                    }
+                    Some(b) => Err(self.syntax(
+                        self.pos,
+                        format!(
+                            "unexpected {} after the end of the export; expected nothing more \
+                             (is this two exports in one file? give them as separate inputs)",
+                            describe(Some(b))
+                        ),
+                    )),
+                };
+            }
+            Phase::Start => return self.start(next),
+            Phase::Running => {}
+        }
+        let Some(context) = self.stack.last().copied() else {
+            self.phase = Phase::End;
+            return Ok(true);
+        };
+        match context {
+            Context::Stream => match next {
+                None => {
+                    self.phase = Phase::Done;
+                    Ok(false)
+                }
+                Some(_) => {
+                    self.frame_item(batch)?;
+                    Ok(true)
+                }
+            },
+            Context::Items { slot, allow_nested } => self.in_items(batch, next, slot, allow_nested),
+            Context::Envelope { slot } => self.in_envelope(next, slot),
+        }
+    }
+
+    fn skip_bom(&mut self) -> Result<(), InputError> {
+        while self.len - self.pos < 3 && !self.eof {
+            let keep = self.pos;
+            self.fill(keep)?;
+        }
+        if self.buf[self.pos..self.len].starts_with(b"\xEF\xBB\xBF") {
+            self.pos += 3;
+            self.line_start += 3;
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, next: Option<u8>) -> Result<bool, InputError> {
+        self.phase = Phase::Running;
+        match next {
+            None => Err(self.syntax(
+                self.pos,
+                "the input is empty; expected a Zephr export (a JSON array, a paginated \
+                 `{\"results\": ...}` object or NDJSON)",
+            )),
+            Some(b'[') => {
+                self.pos += 1;
+                self.stack.push(Context::Items {
+                    slot: Slot::Open,
+                    allow_nested: true,
+                });
+                Ok(true)
+            }
+            Some(b'{') => {
+                if self.first_key_is_envelope()? {
+                    self.pos += 1;
+                    self.stack.push(Context::Envelope { slot: Slot::Open });
+                } else {
+                    self.stack.push(Context::Stream);
+                }
+                Ok(true)
+            }
+            Some(b) => Err(self.syntax(
+                self.pos,
+                format!(
+                    "expected `[` or `{{` at the start of a Zephr export, found {}; this input \
+                     is not JSON, or a single value rather than an export",
+                    describe(Some(b))
+                ),
+            )),
+        }
+    }
+
+    /// Looks past `{` at the first key without consuming anything: `results`, `meta` and
+    /// `links` begin a paginated envelope; anything else begins an item of an NDJSON stream.
+    fn first_key_is_envelope(&mut self) -> Result<bool, InputError> {
+        let mark = self.pos;
+        let mut i = mark + 1;
+        let mut key_start = None;
+        loop {
+            if i >= self.len {
+                let (shift, more) = self.fill(mark.min(self.pos))?;
+                i -= shift;
+                if let Some(k) = key_start.as_mut() {
+                    *k -= shift;
+                }
+                if !more {
+                    return Ok(false);
+                }
+                continue;
+            }
+            let b = self.buf[i];
+            match key_start {
+                None if is_ws(b) => i += 1,
+                None if b == b'"' => {
+                    key_start = Some(i + 1);
+                    i += 1;
+                }
+                None => return Ok(false),
+                Some(k) => {
+                    if b == b'"' {
+                        let key = &self.buf[k..i];
+                        return Ok(matches!(key, b"results" | b"meta" | b"links"));
+                    }
+                    if b == b'\\' || i - k > 16 {
+                        return Ok(false);
+                    }
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    fn set_top(&mut self, context: Context) {
+        if let Some(top) = self.stack.last_mut() {
+            *top = context;
+        }
+    }
+
+    /// Pops a closed container and marks its parent as having just read a value.
+    fn close_container(&mut self) {
+        self.stack.pop();
+        match self.stack.last_mut() {
+            Some(Context::Items { slot, .. }) | Some(Context::Envelope { slot }) => {
+                *slot = Slot::AfterValue
+            }
+            Some(Context::Stream) => {}
+            None => self.phase = Phase::End,
+        }
+    }
+
+    fn in_items(
+        &mut self,
+        batch: &mut RawBatch,
+        next: Option<u8>,
+        slot: Slot,
+        allow_nested: bool,
+    ) -> Result<bool, InputError> {
+        let Some(b) = next else {
+            return Err(self.syntax(
+                self.pos,
+                format!(
+                    "the input ends inside the array of items (expected {}); the export is \
+                     truncated: download it again or check the disk was not full",
+                    if slot == Slot::AfterValue {
+                        "`,` or `]`"
+                    } else {
+                        "an item or `]`"
+                    }
+                ),
+            ));
+        };
+        match (slot, b) {
+            (Slot::AfterValue, b',') => {
+                self.pos += 1;
+                self.set_top(Context::Items {
+                    slot: Slot::AfterComma,
+                    allow_nested,
+                });
+            }
+            (Slot::AfterValue | Slot::Open, b']') => {
+                self.pos += 1;
+                self.close_container();
+            }
+            (Slot::AfterValue, other) => {
+                return Err(self.syntax(
+                    self.pos,
+                    format!(
+                        "expected `,` or `]` after an item, found {}",
+                        describe(Some(other))
+                    ),
+                ));
+            }
+            (_, b']') => {
+                return Err(self.syntax(
+                    self.pos,
+                    "expected an item after `,`, found `]` (a trailing comma)",
+                ));
+            }
+            (_, b',') => return Err(self.syntax(self.pos, "expected an item, found `,`")),
+            (_, b'[') if allow_nested => {
+                self.pos += 1;
+                self.set_top(Context::Items {
+                    slot: Slot::AfterValue,
+                    allow_nested,
+                });
+                self.stack.push(Context::Items {
+                    slot: Slot::Open,
+                    allow_nested: false,
+                });
+            }
+            _ => {
+                self.frame_item(batch)?;
+                self.set_top(Context::Items {
+                    slot: Slot::AfterValue,
+                    allow_nested,
+                });
+            }
+        }
+        Ok(true)
+    }
+
+    fn in_envelope(&mut self, next: Option<u8>, slot: Slot) -> Result<bool, InputError> {
+        let Some(b) = next else {
+            return Err(self.syntax(
+                self.pos,
+                "the input ends inside the `{\"results\": ...}` envelope; the export is truncated: \
+                 download it again",
+            ));
+        };
+        match (slot, b) {
+            (Slot::AfterValue, b',') => {
+                self.pos += 1;
+                self.set_top(Context::Envelope {
+                    slot: Slot::AfterComma,
+                });
+                return Ok(true);
+            }
+            (Slot::AfterValue | Slot::Open, b'}') => {
+                self.pos += 1;
+                self.close_container();
+                return Ok(true);
+            }
+            (Slot::AfterValue, other) => {
+                return Err(self.syntax(
+                    self.pos,
+                    format!(
+                        "expected `,` or `}}` in the envelope, found {}",
+                        describe(Some(other))
+                    ),
+                ));
+            }
+            (_, b'"') => {}
+            (_, other) => {
+                return Err(self.syntax(
+                    self.pos,
+                    format!(
+                        "expected a key in the envelope, found {}",
+                        describe(Some(other))
+                    ),
+                ));
+            }
+        }
+        let (start, end) = self.scan_value(self.pos, 1 << 20)?;
+        let key = String::from_utf8_lossy(&self.buf[start + 1..end - 1]).into_owned();
+        self.pos = end;
+        match self.peek_non_ws()? {
+            Some(b':') => self.pos += 1,
+            other => {
+                return Err(self.syntax(
+                    self.pos,
+                    format!(
+                        "expected `:` after the key {key:?}, found {}",
+                        describe(other)
+                    ),
+                ));
+            }
+        }
+        let value_byte = self.peek_non_ws()?;
+        self.set_top(Context::Envelope {
+            slot: Slot::AfterValue,
+        });
+        if key == "results" {
+            match value_byte {
+                Some(b'[') => {
+                    self.pos += 1;
+                    self.stack.push(Context::Items {
+                        slot: Slot::Open,
+                        allow_nested: true,
+                    });
+                    return Ok(true);
+                }
+                Some(b'n') => {} // `"results": null` is an empty page; checked below.
+                other => {
+                    return Err(self.syntax(
+                        self.pos,
+                        format!(
+                            "expected the envelope's `results` to be an array, found {}",
+                            describe(other)
+                        ),
+                    ));
+                }
+            }
+        }
+        if value_byte.is_none() {
+            return Err(self.syntax(
+                self.pos,
+                format!("the input ends after the envelope key {key:?}"),
+            ));
+        }
+        // Any other member (meta, links, ...) is small: frame it and check it is valid JSON.
+        let value_at = self.pos;
+        let (start, end) = self.scan_value(self.pos, self.opts.max_item_bytes)?;
+        match serde_json::from_slice::<serde_json::Value>(&self.buf[start..end]) {
+            Ok(v) => {
+                if key == "meta"
+                    && let Some(count) = v.get("count").and_then(serde_json::Value::as_u64)
+                {
+                    self.declared_count = Some(count);
+                }
+                if key == "results" && !v.is_null() {
+                    return Err(
+                        self.syntax(value_at, "expected the envelope's `results` to be an array")
+                    );
+                }
+            }
+            Err(e) => {
+                return Err(self.syntax(
+                    value_at,
+                    format!("invalid JSON in the envelope's {key:?}: {e}"),
+                ));
+            }
+        }
+        self.pos = end;
+        Ok(true)
+    }
+
+    /// Frames one item starting at `pos` and copies it into `batch`.
+    fn frame_item(&mut self, batch: &mut RawBatch) -> Result<(), InputError> {
+        let offset = self.base + self.pos as u64;
+        let (line, column) = (self.line, offset - self.line_start + 1);
+        let (start, end) = self
+            .scan_value(self.pos, self.opts.max_item_bytes)
+            .map_err(|e| match e {
+                InputError::Syntax { location, problem }
+                    if problem.starts_with("the input ends") =>
+                {
+                    InputError::Syntax {
+                        location,
+                        problem: format!(
+                            "{problem} (in item {}, which starts at byte {offset})",
+                            self.next_number
+                        ),
+                    }
+                }
+                other => other,
+            })?;
+        let from = batch.data.len();
+        batch.data.extend_from_slice(&self.buf[start..end]);
+        batch.items.push(ItemSpan {
+            start: from,
+            end: batch.data.len(),
+            number: self.next_number,
+            offset,
+            line,
+            column,
+        });
+        self.next_number += 1;
+        self.pos = end;
+        Ok(())
+    }
+
+    /// Finds the end of the JSON value starting at `at`, reading more input as needed.
+    /// Returns the value's range in `buf` (valid until the next fill). Counts lines inside it.
+    fn scan_value(&mut self, at: usize, limit: usize) -> Result<(usize, usize), InputError> {
+        let mut start = at;
+        let mut i = at;
+        let mut depth: u64 = 0;
+        let mut in_string = false;
+        let first = self.buf[at];
+        let scalar = !matches!(first, b'{' | b'[' | b'"');
+        loop {
+            if i >= self.len {
+                if i - start > limit {
+                    return Err(self.too_large(start, limit));
+                }
+                let (shift, more) = self.fill(start)?;
+                start -= shift;
+                i -= shift;
+                if !more {
+                    if scalar {
+                        return Ok((start, i));
+                    }
+                    let what = if in_string {
+                        "a string"
+                    } else {
+                        "an unclosed object or array"
+                    };
+                    return Err(self.syntax(
+                        i,
+                        format!(
+                            "the input ends inside {what}; the export is truncated: download it \
+                             again or check the disk was not full"
+                        ),
+                    ));
+                }
+                continue;
+            }
+            if in_string {
+                // Strings are most of an export: jump to the next quote or backslash.
+                match memchr::memchr2(b'"', b'\\', &self.buf[i..self.len]) {
+                    None => i = self.len,
+                    Some(k) => {
+                        let j = i + k;
+                        if self.buf[j] == b'\\' {
+                            // Skip the escaped byte; if it has not arrived yet, the refill
+                            // at the top of the loop fetches it.
+                            i = j + 2;
+                        } else {
+                            in_string = false;
+                            i = j + 1;
+                            if depth == 0 {
+                                return Ok((start, i));
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            let b = self.buf[i];
+            if scalar {
+                if is_ws(b) || matches!(b, b',' | b']' | b'}' | b'[' | b'{' | b'"') {
+                    return Ok((start, i));
+                }
+                i += 1;
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        return Ok((start, i + 1));
+                    }
+                }
+                b'\n' => {
+                    self.line += 1;
+                    self.line_start = self.base + i as u64 + 1;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+
+    fn too_large(&self, start: usize, limit: usize) -> InputError {
+        InputError::Syntax {
+            location: Location {
+                input: self.input.clone(),
+                offset: self.base + start as u64,
+                line: self.line,
+                column: self.base + start as u64 - self.line_start + 1,
+            },
+            problem: format!(
+                "item {} is larger than --max-item-bytes ({limit} bytes); raise the limit if the \
+                 item is genuine",
+                self.next_number
+            ),
+        }
+    }
+}

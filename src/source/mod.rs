@@ -1,0 +1,138 @@
+//! Sources of export bytes: files, stdin, and (in `fetch`) HTTP responses.
+//!
+//! Compression is recognised by magic bytes, never by file name, because exports get renamed
+//! and piped. Every source counts the raw bytes it hands out, so progress can show how far
+//! through a file or a download the run is.
+
+pub mod framer;
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::InputError;
+
+/// One input as named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSpec {
+    Stdin,
+    Path(PathBuf),
+}
+
+impl InputSpec {
+    /// `-` is stdin; anything else a path.
+    pub fn parse(arg: &str) -> InputSpec {
+        if arg == "-" {
+            InputSpec::Stdin
+        } else {
+            InputSpec::Path(PathBuf::from(arg))
+        }
+    }
+
+    /// The name used in messages.
+    pub fn display_name(&self) -> Arc<str> {
+        match self {
+            InputSpec::Stdin => Arc::from("<stdin>"),
+            InputSpec::Path(p) => Arc::from(p.display().to_string()),
+        }
+    }
+
+    /// The size on disk, when known (for progress).
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            InputSpec::Stdin => None,
+            InputSpec::Path(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+        }
+    }
+}
+
+/// Counts bytes read through it into a shared counter.
+pub struct Counting<R> {
+    inner: R,
+    counter: Arc<AtomicU64>,
+}
+
+impl<R> Counting<R> {
+    pub fn new(inner: R, counter: Arc<AtomicU64>) -> Self {
+        Counting { inner, counter }
+    }
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The compression of a stream, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// Recognises gzip (`1f 8b`) and zstd (`28 b5 2f fd`) frames.
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+/// Wraps `reader` in the decompressor its first bytes call for.
+pub fn decompress<R: Read + Send + 'static>(
+    reader: R,
+    name: &Arc<str>,
+) -> Result<Box<dyn Read + Send>, InputError> {
+    let mut buffered = BufReader::with_capacity(256 << 10, reader);
+    let io_error = |source| InputError::Io {
+        input: name.clone(),
+        source,
+    };
+    // A head shorter than a magic number simply is not compressed.
+    let head = buffered.fill_buf().map_err(io_error)?;
+    Ok(match Compression::sniff(head) {
+        Compression::None => Box::new(buffered),
+        // Multi-member gzip: `cat a.gz b.gz` is a valid gzip stream of both.
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(io_error)?)
+        }
+    })
+}
+
+/// Opens an input for reading, decompressing as needed; raw bytes read are added to `counter`.
+pub fn open_input(
+    spec: &InputSpec,
+    counter: Arc<AtomicU64>,
+) -> Result<Box<dyn Read + Send>, InputError> {
+    let name = spec.display_name();
+    match spec {
+        InputSpec::Stdin => decompress(Counting::new(io::stdin(), counter), &name),
+        InputSpec::Path(path) => {
+            let file = open_file(path).map_err(|source| InputError::Io {
+                input: name.clone(),
+                source,
+            })?;
+            decompress(Counting::new(file, counter), &name)
+        }
+    }
+}
+
+fn open_file(path: &Path) -> io::Result<File> {
+    let file = File::open(path)?;
+    if file.metadata()?.is_dir() {
+        return Err(io::Error::other("is a directory, not an export file"));
+    }
+    Ok(file)
+}

@@ -1,0 +1,276 @@
+//! Column batches: the unit that moves from the flattening workers to the writers.
+//!
+//! A worker fills one [`TableBuilder`] per table for a whole batch of items, cell by cell in
+//! column order. The builder encodes each cell at once into what the enabled formats need: CSV
+//! bytes and/or Arrow column builders. [`TableBuilder::finish`] hands out a [`ColumnBatch`];
+//! writers then only copy bytes or encode pages, so the parallel part of the work is as large
+//! as it can be.
+
+pub mod csv_text;
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::SchemaRef;
+
+use crate::flatten::timestamp::write_timestamp;
+use crate::schema::ColumnType;
+pub use csv_text::CsvDialect;
+
+/// Which encodings a run produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Formats {
+    pub csv: bool,
+    pub parquet: bool,
+}
+
+/// One table's rows from one batch of items.
+#[derive(Debug)]
+pub struct ColumnBatch {
+    pub rows: usize,
+    /// CSV records (no header), when CSV is written.
+    pub csv: Vec<u8>,
+    /// The Arrow columns, when Parquet is written.
+    pub arrow: Option<RecordBatch>,
+}
+
+enum ColumnBuilder {
+    Text(StringBuilder),
+    Boolean(BooleanBuilder),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(column_type: ColumnType) -> ColumnBuilder {
+        match column_type {
+            ColumnType::String | ColumnType::Json => ColumnBuilder::Text(StringBuilder::new()),
+            ColumnType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::new()),
+            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
+            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
+            ColumnType::Date => ColumnBuilder::Date(Date32Builder::new()),
+            ColumnType::Timestamp => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Text(b) => Arc::new(b.finish()),
+            ColumnBuilder::Boolean(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Date(b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Builds one table's [`ColumnBatch`], one cell at a time in column order.
+///
+/// Cells must be pushed for every column of a row, in schema order, then [`end_row`] called.
+/// A push whose type does not match the column is a programming error and panics in debug
+/// builds; input can never cause one, because the flatteners decide the types.
+///
+/// [`end_row`]: TableBuilder::end_row
+pub struct TableBuilder {
+    schema: SchemaRef,
+    dialect: CsvDialect,
+    csv_enabled: bool,
+    csv: Vec<u8>,
+    columns: Option<Vec<ColumnBuilder>>,
+    column: usize,
+    rows: usize,
+}
+
+impl TableBuilder {
+    /// A builder for `schema`, encoding what `formats` asks for.
+    pub fn new(
+        schema: SchemaRef,
+        types: &[ColumnType],
+        formats: Formats,
+        dialect: CsvDialect,
+    ) -> Self {
+        let columns = formats
+            .parquet
+            .then(|| types.iter().map(|&t| ColumnBuilder::new(t)).collect());
+        TableBuilder {
+            schema,
+            dialect,
+            csv_enabled: formats.csv,
+            csv: Vec::new(),
+            columns,
+            column: 0,
+            rows: 0,
+        }
+    }
+
+    /// Rows pushed since the last finish.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn separate(&mut self) {
+        if self.csv_enabled && self.column > 0 {
+            self.csv.push(b',');
+        }
+    }
+
+    fn builder(&mut self) -> Option<&mut ColumnBuilder> {
+        let column = self.column;
+        self.columns.as_mut().map(|c| &mut c[column])
+    }
+
+    /// Pushes a text cell (string or JSON columns).
+    pub fn text(&mut self, value: Option<&str>) {
+        self.separate();
+        if self.csv_enabled
+            && let Some(v) = value
+        {
+            csv_text::push_text_cell(&mut self.csv, v, self.dialect);
+        }
+        if let Some(ColumnBuilder::Text(b)) = self.builder() {
+            b.append_option(value);
+        } else {
+            debug_assert!(self.columns.is_none(), "column {} is not text", self.column);
+        }
+        self.column += 1;
+    }
+
+    /// Pushes a boolean cell.
+    pub fn boolean(&mut self, value: Option<bool>) {
+        self.separate();
+        if self.csv_enabled
+            && let Some(v) = value
+        {
+            self.csv
+                .extend_from_slice(if v { b"true" } else { b"false" });
+        }
+        if let Some(ColumnBuilder::Boolean(b)) = self.builder() {
+            b.append_option(value);
+        } else {
+            debug_assert!(
+                self.columns.is_none(),
+                "column {} is not boolean",
+                self.column
+            );
+        }
+        self.column += 1;
+    }
+
+    /// Pushes an int64 cell.
+    pub fn int64(&mut self, value: Option<i64>) {
+        self.separate();
+        if self.csv_enabled
+            && let Some(v) = value
+        {
+            self.csv
+                .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        }
+        if let Some(ColumnBuilder::Int64(b)) = self.builder() {
+            b.append_option(value);
+        } else {
+            debug_assert!(
+                self.columns.is_none(),
+                "column {} is not int64",
+                self.column
+            );
+        }
+        self.column += 1;
+    }
+
+    /// Pushes a float64 cell; `text` is the value as written in the source, which the CSV keeps.
+    pub fn float64(&mut self, value: Option<(f64, &str)>) {
+        self.separate();
+        if self.csv_enabled
+            && let Some((_, text)) = value
+        {
+            self.csv.extend_from_slice(text.as_bytes());
+        }
+        if let Some(ColumnBuilder::Float64(b)) = self.builder() {
+            b.append_option(value.map(|(v, _)| v));
+        } else {
+            debug_assert!(
+                self.columns.is_none(),
+                "column {} is not float64",
+                self.column
+            );
+        }
+        self.column += 1;
+    }
+
+    /// Pushes a date cell: days since the epoch and the `YYYY-MM-DD` text.
+    pub fn date(&mut self, value: Option<(i32, &str)>) {
+        self.separate();
+        if self.csv_enabled
+            && let Some((_, text)) = value
+        {
+            self.csv.extend_from_slice(text.as_bytes());
+        }
+        if let Some(ColumnBuilder::Date(b)) = self.builder() {
+            b.append_option(value.map(|(v, _)| v));
+        } else {
+            debug_assert!(
+                self.columns.is_none(),
+                "column {} is not a date",
+                self.column
+            );
+        }
+        self.column += 1;
+    }
+
+    /// Pushes a timestamp cell in UTC microseconds.
+    pub fn timestamp(&mut self, micros: Option<i64>) {
+        self.separate();
+        if self.csv_enabled
+            && let Some(v) = micros
+        {
+            write_timestamp(&mut self.csv, v);
+        }
+        if let Some(ColumnBuilder::Timestamp(b)) = self.builder() {
+            b.append_option(micros);
+        } else {
+            debug_assert!(
+                self.columns.is_none(),
+                "column {} is not a timestamp",
+                self.column
+            );
+        }
+        self.column += 1;
+    }
+
+    /// Ends the current row.
+    pub fn end_row(&mut self) {
+        debug_assert_eq!(
+            self.column,
+            self.schema.fields().len(),
+            "a row must fill every column"
+        );
+        if self.csv_enabled {
+            self.csv.extend_from_slice(self.dialect.line_end());
+        }
+        self.column = 0;
+        self.rows += 1;
+    }
+
+    /// Hands out the rows built so far and starts afresh.
+    pub fn finish(&mut self) -> ColumnBatch {
+        let arrow = self.columns.as_mut().map(|columns| {
+            let arrays: Vec<ArrayRef> = columns.iter_mut().map(ColumnBuilder::finish).collect();
+            // The builders follow the schema's types by construction, so this only fails on a
+            // programming error such as a row that was not ended.
+            RecordBatch::try_new(self.schema.clone(), arrays)
+                .expect("column builders match the schema")
+        });
+        let csv = std::mem::take(&mut self.csv);
+        let rows = std::mem::replace(&mut self.rows, 0);
+        ColumnBatch { rows, csv, arrow }
+    }
+}
