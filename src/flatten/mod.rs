@@ -9,11 +9,10 @@ pub mod item;
 pub mod json;
 pub mod timestamp;
 
-use serde::de::IgnoredAny;
-
 use crate::error::{BadItem, InputError, Location};
 use crate::schema::Table;
 use crate::source::framer::RawBatch;
+use crate::source::syntax::{self, SyntaxError};
 use crate::table::{ColumnBatch, CsvDialect, Formats, TableBuilder};
 use item::{FieldPath, Item};
 use json::{Leaf, compact};
@@ -40,7 +39,8 @@ pub struct FlattenOptions {
 #[derive(Debug)]
 pub struct Reject {
     pub bad: BadItem,
-    pub raw: Vec<u8>,
+    /// `None` when the item was larger than `--max-item-bytes` and its bytes were not kept.
+    pub raw: Option<Vec<u8>>,
 }
 
 /// The tables' rows from one batch of items.
@@ -79,36 +79,54 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
     let mut grants = builder(Table::Grants, opts);
     let mut attributes = builder(Table::Attributes, opts);
     let mut rejects = Vec::new();
-    for index in 0..batch.items.len() {
+    for (index, span) in batch.items.iter().enumerate() {
         let bytes = batch.item_bytes(index);
         let mut item = Item::default();
         let mut path = FieldPath::default();
-        let outcome = if bytes.first() == Some(&b'{') {
-            item::decode(bytes, &mut item, &mut path)
-        } else {
-            Err(not_an_object(bytes))
-        };
-        match outcome {
-            Ok(()) => emit(&item, &mut users, &mut grants, &mut attributes),
-            Err(e) if e.classify() == serde_json::error::Category::Data => {
-                let known_id = item.user_id.as_deref().map(str::to_owned);
-                let bad = BadItem {
-                    number: batch.items[index].number,
-                    location: batch.location(index),
-                    user_id: known_id.or_else(|| user_id_of(bytes)),
-                    field: (!path.field.is_empty() || path.grant.is_some())
-                        .then(|| path.to_string()),
-                    problem: strip_position(&e.to_string()),
-                };
-                match opts.on_error {
-                    OnError::Fail => return Err(FlattenError::BadItem(bad)),
-                    OnError::Skip => rejects.push(Reject {
-                        bad,
-                        raw: bytes.to_vec(),
-                    }),
-                }
+        let bad = if let Some(size) = span.too_large {
+            BadItem {
+                number: span.number,
+                location: batch.location(index),
+                user_id: None,
+                field: None,
+                problem: format!(
+                    "the item is {size} bytes, more than --max-item-bytes allows; raise the \
+                     limit if the item is genuine"
+                ),
             }
-            Err(e) => return Err(FlattenError::Input(syntax_in_item(batch, index, &e))),
+        } else {
+            let outcome = if bytes.first() == Some(&b'{') {
+                item::decode(bytes, &mut item, &mut path)
+            } else {
+                Err(not_an_object(bytes))
+            };
+            let Err(e) = outcome else {
+                emit(&item, &mut users, &mut grants, &mut attributes);
+                continue;
+            };
+            // Decoding stops at the first problem, which may come before broken JSON further
+            // on; broken JSON stops the run whatever --on-error says, so check the whole item.
+            if let Err(broken) = syntax::check(bytes) {
+                return Err(FlattenError::Input(broken_item(batch, index, &broken)));
+            }
+            if e.classify() != serde_json::error::Category::Data {
+                return Err(FlattenError::Input(syntax_in_item(batch, index, &e)));
+            }
+            let known_id = item.user_id.as_deref().map(str::to_owned);
+            BadItem {
+                number: span.number,
+                location: batch.location(index),
+                user_id: known_id.or_else(|| user_id_of(bytes)),
+                field: (!path.field.is_empty() || path.grant.is_some()).then(|| path.to_string()),
+                problem: plain_message(&e.to_string()),
+            }
+        };
+        match opts.on_error {
+            OnError::Fail => return Err(FlattenError::BadItem(bad)),
+            OnError::Skip => rejects.push(Reject {
+                bad,
+                raw: span.too_large.is_none().then(|| bytes.to_vec()),
+            }),
         }
     }
     Ok(FlatBatch {
@@ -166,15 +184,22 @@ fn emit(
     }
 }
 
-/// An item that is not an object is a bad item if it is valid JSON, broken JSON otherwise.
+/// The error for an item that is not an object (a bad item if it is valid JSON, which the
+/// caller checks).
 fn not_an_object(bytes: &[u8]) -> serde_json::Error {
-    match serde_json::from_slice::<IgnoredAny>(bytes) {
-        Err(e) => e,
-        Ok(_) => {
-            let shown: String = String::from_utf8_lossy(&bytes[..bytes.len().min(40)]).into_owned();
-            serde::de::Error::custom(format!("the item is not an object (found {shown})"))
-        }
-    }
+    let found = match bytes.first() {
+        Some(b'[') => "an array".to_string(),
+        Some(b'"') => "a string".to_string(),
+        Some(b't' | b'f') => "a boolean".to_string(),
+        Some(b'n') => "null".to_string(),
+        _ => format!(
+            "the number {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+        ),
+    };
+    serde::de::Error::custom(format!(
+        "expected the item to be an object with a `user`, found {found}"
+    ))
 }
 
 /// Best effort at the user id of an item that failed to decode, for the error message.
@@ -196,9 +221,62 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// Translates serde_json's line and column within an item into the input's coordinates.
-fn syntax_in_item(batch: &RawBatch, index: usize, error: &serde_json::Error) -> InputError {
+/// serde's "invalid type: map, expected X" in the order a user reads it: "expected X, found
+/// an object".
+fn plain_message(message: &str) -> String {
+    let message = strip_position(message);
+    let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once(", expected "))
+    else {
+        return message;
+    };
+    let found = if let Some(n) = found
+        .strip_prefix("integer ")
+        .or_else(|| found.strip_prefix("floating point "))
+    {
+        format!("the number {}", n.trim_matches('`'))
+    } else if let Some(b) = found.strip_prefix("boolean ") {
+        b.to_string()
+    } else if found.starts_with("string ") {
+        format!("the {found}")
+    } else {
+        match found {
+            "map" => "an object".to_string(),
+            "sequence" => "an array".to_string(),
+            other => other.to_string(),
+        }
+    };
+    format!("expected {expected}, found {found}")
+}
+
+/// A syntax error `error.offset` bytes into item `index`, located in the input.
+fn broken_item(batch: &RawBatch, index: usize, error: &SyntaxError) -> InputError {
     let span = &batch.items[index];
+    let bytes = batch.item_bytes(index);
+    let within = error.offset.min(bytes.len());
+    let before = &bytes[..within];
+    let (line, column) = match memchr::memrchr(b'\n', before) {
+        Some(last) => (
+            span.line + memchr::memchr_iter(b'\n', before).count() as u64,
+            (within - last) as u64,
+        ),
+        None => (span.line, span.column + within as u64),
+    };
+    InputError::Syntax {
+        location: Location {
+            input: batch.input.clone(),
+            offset: span.offset + within as u64,
+            line,
+            column,
+        },
+        problem: format!("invalid JSON in item {}: {}", span.number, error.problem),
+    }
+}
+
+/// serde_json found broken JSON that [`syntax::check`] accepts (a lone surrogate escape in a
+/// key): its line and column within the item, translated to the input's coordinates.
+fn syntax_in_item(batch: &RawBatch, index: usize, error: &serde_json::Error) -> InputError {
     let bytes = batch.item_bytes(index);
     let (line, column) = (error.line().max(1), error.column().max(1));
     // Byte offset within the item of (line, column), found by walking its newlines.
@@ -209,23 +287,13 @@ fn syntax_in_item(batch: &RawBatch, index: usize, error: &serde_json::Error) -> 
             None => break,
         }
     }
-    let within = (line_offset + column - 1).min(bytes.len());
-    let location = Location {
-        input: batch.input.clone(),
-        offset: span.offset + within as u64,
-        line: span.line + line as u64 - 1,
-        column: if line == 1 {
-            span.column + column as u64 - 1
-        } else {
-            column as u64
+    let offset = line_offset + column - 1;
+    broken_item(
+        batch,
+        index,
+        &SyntaxError {
+            offset,
+            problem: strip_position(&error.to_string()),
         },
-    };
-    let mut problem = strip_position(&error.to_string());
-    if error.classify() == serde_json::error::Category::Eof {
-        problem = format!("{problem} (the item ends early)");
-    }
-    InputError::Syntax {
-        location,
-        problem: format!("invalid JSON in item {}: {problem}", span.number),
-    }
+    )
 }
