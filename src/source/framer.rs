@@ -693,8 +693,9 @@ impl<R: Read> Framer<R> {
                     InputError::Syntax {
                         location,
                         problem: format!(
-                            "{problem} (in item {}, which starts at byte {offset})",
-                            self.next_number
+                            "{problem} (in item {}, which starts at byte {offset}, line {}, \
+                             column {})",
+                            self.next_number, at.line, at.column
                         ),
                     }
                 }
@@ -764,8 +765,9 @@ impl<R: Read> Framer<R> {
                     } else {
                         "an unclosed object or array"
                     };
+                    // `i` is one past the end when the input ends just after a backslash.
                     return Err(self.syntax(
-                        i,
+                        i.min(self.len),
                         format!(
                             "the input ends inside {what}; the export is truncated: download it \
                              again or check the disk was not full"
