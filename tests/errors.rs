@@ -1302,3 +1302,179 @@ fn mutated_exports_convert_or_fail_cleanly() {
         panic!("{e}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Secrets: no error of the HTTP client carries the secret or the Authorization header
+
+mod secrets {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use zephr_etl::fetch::{
+        Client, ClientConfig, Credentials, FetchError, RetryPolicy, SecretKey, USER_EXPORT_PATH,
+    };
+
+    const SECRET: &str = "s3cr3t-never-printed-7f1e";
+    const SCHEME: &str = "ZEPHR-HMAC-SHA256";
+
+    /// How the one-shot test server misbehaves.
+    #[derive(Clone, Copy)]
+    enum Misbehaviour {
+        /// Reads the request, then hangs up without a response.
+        HangUp,
+        /// 400 with the whole request (Authorization included) echoed in the body.
+        EchoRequest,
+        /// A redirect whose Location carries the Authorization value.
+        RedirectWithAuth,
+        /// 200 promising 1000 bytes and sending 10.
+        ShortBody,
+    }
+
+    /// Serves `connections` requests on 127.0.0.1 as `mode` says; returns the base URL and the
+    /// Authorization values it received.
+    fn serve(mode: Misbehaviour, connections: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(connections) {
+                let mut stream = stream.unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut request = String::new();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line
+                        .strip_prefix("authorization: ")
+                        .or_else(|| line.strip_prefix("Authorization: "))
+                    {
+                        record.lock().unwrap().push(v.trim().to_string());
+                    }
+                    request.push_str(&line);
+                }
+                let auth = record.lock().unwrap().last().cloned().unwrap_or_default();
+                let response = match mode {
+                    Misbehaviour::HangUp => continue,
+                    Misbehaviour::EchoRequest => format!(
+                        "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{request}",
+                        request.len()
+                    ),
+                    Misbehaviour::RedirectWithAuth => format!(
+                        "HTTP/1.1 302 Found\r\nLocation: /login?auth={}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        auth.replace(' ', "%20")
+                    ),
+                    Misbehaviour::ShortBody => {
+                        "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n[{\"user\":"
+                            .to_string()
+                    }
+                };
+                let _ = stream.write_all(response.as_bytes());
+                let _ = stream.flush();
+                // Drain whatever the client still sends, then close.
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+                let _ = stream.read(&mut [0u8; 1024]);
+            }
+        });
+        (base, seen)
+    }
+
+    fn client(base: &str, retries: u32) -> Client {
+        let credentials = Credentials {
+            access_key: "AK-secrets-test".into(),
+            secret: SecretKey::new(SECRET),
+        };
+        let mut config = ClientConfig::new(base, "acme", credentials);
+        config.retry = RetryPolicy {
+            retries,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        config.connect_timeout = Duration::from_secs(5);
+        config.read_timeout = Duration::from_secs(5);
+        Client::new(config).unwrap()
+    }
+
+    /// Every way the error can be printed: Display, Debug, pretty Debug, and the source chain.
+    fn renderings(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut out = vec![e.to_string(), format!("{e:?}"), format!("{e:#?}")];
+        let mut source = e.source();
+        while let Some(s) = source {
+            out.push(s.to_string());
+            out.push(format!("{s:?}"));
+            source = s.source();
+        }
+        out
+    }
+
+    /// Neither the secret nor any Authorization value, whole or re-encoded (its signature is
+    /// what makes it a credential), shows in any rendering of the error.
+    fn assert_clean(e: &FetchError, seen: &[String]) {
+        for text in renderings(e) {
+            assert!(!text.contains(SECRET), "{text}");
+            for auth in seen {
+                let hash = auth.rsplit(':').next().unwrap();
+                assert_eq!(hash.len(), 64, "{auth}");
+                assert!(!text.contains(auth.as_str()), "{text}");
+                assert!(!text.contains(hash), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn client_and_config_debug_hide_the_secret() {
+        let c = client("http://127.0.0.1:9", 0);
+        for text in [format!("{c:?}"), format!("{c:#?}")] {
+            assert!(!text.contains(SECRET), "{text}");
+        }
+        let credentials = Credentials {
+            access_key: "AK".into(),
+            secret: SecretKey::new(SECRET),
+        };
+        let config = ClientConfig::new("http://x", "acme", credentials);
+        for text in [format!("{config:?}"), format!("{config:#?}")] {
+            assert!(!text.contains(SECRET), "{text}");
+            assert!(text.contains("SecretKey(***)"), "{text}");
+        }
+    }
+
+    #[test]
+    fn refused_connection() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = client(&format!("http://127.0.0.1:{port}"), 1)
+            .fetch_page(USER_EXPORT_PATH, "page=1")
+            .unwrap_err();
+        assert!(matches!(e, FetchError::RetriesExhausted { .. }), "{e:?}");
+        assert_clean(&e, &[]);
+    }
+
+    #[test]
+    fn misbehaving_servers() {
+        for (mode, retries) in [
+            (Misbehaviour::HangUp, 1),
+            (Misbehaviour::EchoRequest, 0),
+            (Misbehaviour::RedirectWithAuth, 0),
+            (Misbehaviour::ShortBody, 1),
+        ] {
+            let (base, seen) = serve(mode, retries as usize + 1);
+            let e = client(&base, retries)
+                .fetch_page(USER_EXPORT_PATH, "rpp=3&page=1")
+                .unwrap_err();
+            let seen = seen.lock().unwrap().clone();
+            assert_eq!(seen.len(), retries as usize + 1, "{e}");
+            assert!(seen.iter().all(|a| a.starts_with(SCHEME)), "{seen:?}");
+            assert_clean(&e, &seen);
+        }
+    }
+}
