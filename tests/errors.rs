@@ -930,9 +930,16 @@ fn a_live_lock_keeps_a_second_run_out_and_a_stale_one_is_taken_over() {
     let dead = child.id();
     child.wait().unwrap();
     std::fs::write(&lock, format!("{dead}\n")).unwrap();
+    // Its temporary files go with it; another live run's would stay.
+    let leftover = format!(".users.csv.zephr-etl-tmp-{dead}");
+    let other = format!(".users.csv.zephr-etl-tmp-{me}");
+    std::fs::write(dir.join(&leftover), "half a table").unwrap();
+    std::fs::write(dir.join(&other), "someone else's").unwrap();
     let out = run_in(tmp.path(), &["convert", "-q", "in.json", "-o", "out"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(listing(&dir), TABLE_FILES);
+    let mut expected = vec![other];
+    expected.extend(TABLE_FILES.map(String::from));
+    assert_eq!(listing(&dir), expected);
 }
 
 /// A generated export of `users` users as bytes.
