@@ -709,7 +709,8 @@ fn max_errors_stops_at_the_nth_reject_and_keeps_nothing() {
 fn with_big_item() -> (String, usize) {
     let big = format!(
         "{{\"user\":{{\"user_id\":\"big\",\n\"note\":\"{}\\n\"}},\n\"list\":[1,\n2]}}",
-        "x".repeat(5000)
+        // Escaped quotes and backslashes throughout, so some refill lands inside an escape.
+        "ab\\\"c\\\\".repeat(700)
     );
     let input = format!(
         "[\n{{\"user\":{{\"user_id\":\"a\"}}}},\n{big},\n{{\"user\":{{\"user_id\":\"c\",\"last_login\":\"soon\"}}}},\n{{\"user\":{{\"user_id\":\"d\"}}}}\n]\n"
@@ -729,7 +730,7 @@ fn an_item_over_max_item_bytes_is_a_bad_item() {
         "the item is {big_len} bytes, more than --max-item-bytes allows; raise the limit if the item is genuine"
     );
     // A small read buffer makes the framer drop the big item's bytes as it reads past them.
-    for buffer in ["65536", "64"] {
+    for buffer in ["65536", "64", "1", "2", "3", "5", "7"] {
         let common = ["--max-item-bytes", "1000", "--buffer-size", buffer];
 
         let mut args = vec!["convert", "-q", "big.json", "-o", "fail"];
@@ -1228,6 +1229,33 @@ struct Case {
     seed: u64,
     mutations: Vec<Mutation>,
     buffer_size: Option<u32>,
+    /// `--on-error skip`.
+    skip: bool,
+    /// `--max-item-bytes`: small enough to reject some generated items.
+    max_item_bytes: Option<u32>,
+}
+
+/// Checks every line of a rejects.ndjson: its fields, and that its error names the place its
+/// offset points at.
+fn check_rejects(rejects: &str, input: &[u8]) -> Result<(), String> {
+    for line in rejects.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line}"))?;
+        let item = value["item"].as_u64().ok_or("no item number")?;
+        let offset = value["offset"].as_u64().ok_or("no offset")? as usize;
+        let error = value["error"].as_str().ok_or("no error")?;
+        if value.get("raw").is_none() {
+            return Err(format!("no raw: {line}"));
+        }
+        let expected = format!(
+            "item {item} (in.json: {}",
+            place(input, offset.min(input.len()))
+        );
+        if !error.starts_with(&expected) {
+            return Err(format!("{error:?} does not start with {expected:?}"));
+        }
+    }
+    Ok(())
 }
 
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
@@ -1247,6 +1275,12 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     if let Some(size) = case.buffer_size {
         args.extend(["--buffer-size".into(), size.to_string()]);
     }
+    if let Some(limit) = case.max_item_bytes {
+        args.extend(["--max-item-bytes".into(), limit.to_string()]);
+    }
+    if case.skip {
+        args.extend(["--on-error".into(), "skip".into()]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run_in(tmp.path(), &args);
     let err = stderr(&out);
@@ -1256,7 +1290,16 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     match out.status.code() {
         Some(0) => {
             prop_assert_eq!(&err, "", "input: {}", shown);
-            prop_assert_eq!(listing(&dir), TABLE_FILES, "input: {}", shown);
+            let mut expected: Vec<String> = TABLE_FILES.map(String::from).to_vec();
+            if case.skip {
+                expected.push("rejects.ndjson".into());
+                expected.sort();
+                let rejects = read(dir.join("rejects.ndjson"));
+                if let Err(why) = check_rejects(&rejects, &input) {
+                    return Err(TestCaseError::fail(format!("{why}\ninput: {shown}")));
+                }
+            }
+            prop_assert_eq!(listing(&dir), expected, "input: {}", shown);
         }
         Some(1) => {
             prop_assert!(
@@ -1297,14 +1340,20 @@ fn mutated_exports_convert_or_fail_cleanly() {
         0..1000u64,
         prop::collection::vec(mutation(), 1..=3),
         prop::sample::select(vec![None, Some(1), Some(7), Some(64)]),
+        any::<bool>(),
+        prop::sample::select(vec![None, Some(600)]),
     )
-        .prop_map(|(shape, users, seed, mutations, buffer_size)| Case {
-            shape,
-            users,
-            seed,
-            mutations,
-            buffer_size,
-        });
+        .prop_map(
+            |(shape, users, seed, mutations, buffer_size, skip, max_item_bytes)| Case {
+                shape,
+                users,
+                seed,
+                mutations,
+                buffer_size,
+                skip,
+                max_item_bytes,
+            },
+        );
     if let Err(e) = runner.run(&strategy, |case| run_case(&case)) {
         panic!("{e}");
     }

@@ -675,7 +675,9 @@ impl<R: Read> Framer<R> {
     /// Frames one item starting at `pos` and copies it into `batch`. An item larger than
     /// `max_item_bytes` is read past and recorded without its bytes.
     fn frame_item(&mut self, batch: &mut RawBatch) -> Result<(), InputError> {
-        let at = self.location_at(self.pos);
+        // `line` and `line_start` describe `pos` (no newline to count, no `Location` to build).
+        let offset = self.base + self.pos as u64;
+        let (line, column) = (self.line, offset - self.line_start + 1);
         // These cannot start a value; scanning them would frame an empty item.
         if let b @ (b']' | b'}' | b',' | b':') = self.buf[self.pos] {
             return Err(self.syntax(
@@ -683,7 +685,6 @@ impl<R: Read> Framer<R> {
                 format!("expected an item, found {}", describe(Some(b))),
             ));
         }
-        let offset = at.offset;
         let scanned = self
             .scan_value(self.pos, self.opts.max_item_bytes)
             .map_err(|e| match e {
@@ -695,7 +696,7 @@ impl<R: Read> Framer<R> {
                         problem: format!(
                             "{problem} (in item {}, which starts at byte {offset}, line {}, \
                              column {})",
-                            self.next_number, at.line, at.column
+                            self.next_number, line, column
                         ),
                     }
                 }
@@ -714,8 +715,8 @@ impl<R: Read> Framer<R> {
             end: batch.data.len(),
             number: self.next_number,
             offset,
-            line: at.line,
-            column: at.column,
+            line,
+            column,
             too_large,
         });
         self.next_number += 1;
@@ -750,8 +751,10 @@ impl<R: Read> Framer<R> {
                     dropping = true;
                 }
                 if dropping {
-                    self.advance_to(i);
-                    start = i;
+                    // `i` is one past the end when the buffer ends just after a backslash.
+                    let cut = i.min(self.len);
+                    self.advance_to(cut);
+                    start = cut;
                 }
                 let (shift, more) = self.fill(start)?;
                 start -= shift;
