@@ -10,7 +10,9 @@ use std::path::Path;
 
 use arrow_schema::{DataType, TimeUnit};
 use serde_json::value::RawValue;
-use support::harness::{csv_table, csv_tables, dir_listing, generated, parquet_cells, write_file, zephr};
+use support::harness::{
+    csv_table, csv_tables, dir_listing, generated, parquet_cells, write_file, zephr,
+};
 use support::reference;
 use tempfile::TempDir;
 
@@ -33,13 +35,21 @@ fn items_of(export: &[u8]) -> Vec<Box<RawValue>> {
 }
 
 fn join(items: &[Box<RawValue>], separator: &str) -> String {
-    items.iter().map(|i| i.get()).collect::<Vec<_>>().join(separator)
+    items
+        .iter()
+        .map(|i| i.get())
+        .collect::<Vec<_>>()
+        .join(separator)
 }
 
 /// Asserts two output directories hold the same tables, cell for cell, in both formats.
 fn assert_same_tables(left: &Path, right: &Path) {
     for table in TABLES {
-        assert_eq!(csv_table(left, table), csv_table(right, table), "{table}.csv differs");
+        assert_eq!(
+            csv_table(left, table),
+            csv_table(right, table),
+            "{table}.csv differs"
+        );
         let (lf, lr) = parquet_cells(&left.join(format!("{table}.parquet")));
         let (rf, rr) = parquet_cells(&right.join(format!("{table}.parquet")));
         assert_eq!(lf, rf, "{table}.parquet schema differs");
@@ -56,10 +66,16 @@ fn every_cell_equals_an_independent_flattening() {
     let stderr = convert_ok(&[&input], &out, &[]);
 
     let expected = reference::flatten_export(&export);
-    assert!(expected.grants.len() > 100 && expected.attributes.len() > 1000, "the sample exercises every table");
+    assert!(
+        expected.grants.len() > 100 && expected.attributes.len() > 1000,
+        "the sample exercises every table"
+    );
     assert_eq!(csv_table(&out, "users").0, reference::USERS_COLUMNS);
     assert_eq!(csv_table(&out, "grants").0, reference::GRANTS_COLUMNS);
-    assert_eq!(csv_table(&out, "attributes").0, reference::ATTRIBUTES_COLUMNS);
+    assert_eq!(
+        csv_table(&out, "attributes").0,
+        reference::ATTRIBUTES_COLUMNS
+    );
     let actual = csv_tables(&out);
     for (name, want, got) in [
         ("users", &expected.users, &actual.users),
@@ -76,7 +92,10 @@ fn every_cell_equals_an_independent_flattening() {
         expected.grants.len(),
         expected.attributes.len()
     );
-    assert!(stderr.contains("Export complete!") && stderr.contains(&summary), "summary: {stderr}");
+    assert!(
+        stderr.contains("Export complete!") && stderr.contains(&summary),
+        "summary: {stderr}"
+    );
 }
 
 #[test]
@@ -92,29 +111,54 @@ fn tricky_values_survive_the_csv_round_trip() {
     let users = csv_table(&out, "users").1;
     let cell = |s: &str| Some(s.to_string());
     assert_eq!(users[0][1], cell("zoë@example.com"));
-    assert_eq!(users[0][2], cell(""), "an empty username stays an empty string");
+    assert_eq!(
+        users[0][2],
+        cell(""),
+        "an empty username stays an empty string"
+    );
     assert_eq!(users[0][4], None, "a null tracking_id is NULL");
     assert_eq!(users[0][5], cell("2021-02-24T15:43:28.500Z"));
     assert_eq!(users[0][9], cell("17"), "\"17\" is a lossless seq-no");
     assert_eq!(
         users[0][10],
-        cell(r#"{"user":{"identifiers":{"phone":"+44 20"},"nickname":"Say \"hi\", then\nleave\r\n"},"grants":{"meta":{"count":2}},"extended_profiles":{"app":{"x":1}}}"#)
+        cell(
+            r#"{"user":{"identifiers":{"phone":"+44 20"},"nickname":"Say \"hi\", then\nleave\r\n"},"grants":{"meta":{"count":2}},"extended_profiles":{"app":{"x":1}}}"#
+        )
     );
-    assert_eq!(users[1][0], cell("12345"), "a numeric user_id is kept as written");
+    assert_eq!(
+        users[1][0],
+        cell("12345"),
+        "a numeric user_id is kept as written"
+    );
     assert_eq!(users[1][5], cell("2020-01-01T00:00:00Z"));
     assert_eq!(users[1][10], None);
     let grants = csv_table(&out, "grants").1;
     assert_eq!(grants.len(), 3);
-    assert_eq!(grants[0][10], None, "a grant user_id equal to the item's is mapped");
+    assert_eq!(
+        grants[0][10], None,
+        "a grant user_id equal to the item's is mapped"
+    );
     assert_eq!(grants[1][1], cell("g-2"));
     assert_eq!(grants[1][7], cell("2022-06-01T00:00:00.123456Z"));
     assert_eq!(grants[1][9], cell("2022-05-31T23:59:59Z"));
-    assert_eq!(grants[1][10], cell(r#"{"user_id":"someone-else","note":{"k":"v"}}"#));
+    assert_eq!(
+        grants[1][10],
+        cell(r#"{"user_id":"someone-else","note":{"k":"v"}}"#)
+    );
     assert_eq!(grants[2][8], None, "a null endTime never ends");
     let attributes = csv_table(&out, "attributes").1;
-    let find = |key: &str| attributes.iter().find(|r| r[1].as_deref() == Some(key)).unwrap().clone();
+    let find = |key: &str| {
+        attributes
+            .iter()
+            .find(|r| r[1].as_deref() == Some(key))
+            .unwrap()
+            .clone()
+    };
     assert_eq!(find("score")[2..], [cell("1.50"), cell("number")]);
-    assert_eq!(find("prefs")[2..], [cell(r#"{"a":[1,2.0,"x y"]}"#), cell("object")]);
+    assert_eq!(
+        find("prefs")[2..],
+        [cell(r#"{"a":[1,2.0,"x y"]}"#), cell("object")]
+    );
     assert_eq!(find("nothing")[2..], [None, cell("null")]);
     assert_eq!(find("empty")[2..], [cell(""), cell("string")]);
     assert_eq!(find("escaped")[2], cell("tab\thereé"));
@@ -128,7 +172,11 @@ fn every_input_shape_gives_identical_tables() {
     let items = items_of(&export);
     let dir = tmp.path();
     let array = write_file(dir, "array.json", &export);
-    let pretty = write_file(dir, "pretty.json", &serde_json::to_vec_pretty(&items).unwrap());
+    let pretty = write_file(
+        dir,
+        "pretty.json",
+        &serde_json::to_vec_pretty(&items).unwrap(),
+    );
     let envelope = format!(
         r#"{{"results": [{}], "meta": {{"count": {}, "rpp": 500, "paginated": true}}, "links": {{"first": {{"url": "u", "page": 1}}, "next": null}}}}"#,
         join(&items, ","),
@@ -146,9 +194,21 @@ fn every_input_shape_gives_identical_tables() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&export).unwrap();
     let gzip = write_file(dir, "export.bin", &gz.finish().unwrap());
-    let zstd = write_file(dir, "export.zst", &zstd::encode_all(ndjson_text.as_bytes(), 3).unwrap());
-    let part1 = write_file(dir, "part1.json", format!("[{}]", join(&items[..40], ",")).as_bytes());
-    let part2 = write_file(dir, "part2.json", format!(r#"{{"results": [{}]}}"#, join(&items[40..80], ",")).as_bytes());
+    let zstd = write_file(
+        dir,
+        "export.zst",
+        &zstd::encode_all(ndjson_text.as_bytes(), 3).unwrap(),
+    );
+    let part1 = write_file(
+        dir,
+        "part1.json",
+        format!("[{}]", join(&items[..40], ",")).as_bytes(),
+    );
+    let part2 = write_file(
+        dir,
+        "part2.json",
+        format!(r#"{{"results": [{}]}}"#, join(&items[40..80], ",")).as_bytes(),
+    );
     let part3 = write_file(dir, "part3.ndjson", join(&items[80..], "\n").as_bytes());
 
     let baseline = dir.join("out-array");
@@ -161,7 +221,10 @@ fn every_input_shape_gives_identical_tables() {
         ("ndjson", vec![ndjson.as_path()]),
         ("gzip", vec![gzip.as_path()]),
         ("zstd", vec![zstd.as_path()]),
-        ("several", vec![part1.as_path(), part2.as_path(), part3.as_path()]),
+        (
+            "several",
+            vec![part1.as_path(), part2.as_path(), part3.as_path()],
+        ),
     ] {
         let out = dir.join(format!("out-{name}"));
         convert_ok(&inputs, &out, &[]);
@@ -169,8 +232,17 @@ fn every_input_shape_gives_identical_tables() {
     }
     // stdin as `-`
     let out = dir.join("out-stdin");
-    let output = zephr().args(["convert", "-", "-o"]).arg(&out).write_stdin(export.clone()).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = zephr()
+        .args(["convert", "-", "-o"])
+        .arg(&out)
+        .write_stdin(export.clone())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_same_tables(&baseline, &out);
 }
 
@@ -183,28 +255,60 @@ fn parquet_has_the_spec_types_and_the_csv_values() {
     convert_ok(&[&input], &out, &[]);
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let expected_types: [(&str, Vec<(&str, DataType, bool)>); 3] = [
-        ("users", vec![
-            ("user_id", DataType::Utf8, false), ("email_address", DataType::Utf8, true), ("username", DataType::Utf8, true),
-            ("email_verified", DataType::Boolean, true), ("tracking_id", DataType::Utf8, true), ("registered", ts.clone(), true),
-            ("registration_tenant", DataType::Utf8, true), ("registration_state", DataType::Utf8, true),
-            ("last_login", ts.clone(), true), ("seq_no", DataType::Int64, true), ("extra", DataType::Utf8, true),
-        ]),
-        ("grants", vec![
-            ("user_id", DataType::Utf8, false), ("grant_id", DataType::Utf8, true), ("account_id", DataType::Utf8, true),
-            ("expiry_state", DataType::Utf8, true), ("entitlement_type", DataType::Utf8, true),
-            ("entitlement_id", DataType::Utf8, true), ("product_id", DataType::Utf8, true), ("start_time", ts.clone(), true),
-            ("end_time", ts.clone(), true), ("created_at", ts.clone(), true), ("extra", DataType::Utf8, true),
-        ]),
-        ("attributes", vec![
-            ("user_id", DataType::Utf8, false), ("key", DataType::Utf8, false), ("value", DataType::Utf8, true),
-            ("value_type", DataType::Utf8, false),
-        ]),
+        (
+            "users",
+            vec![
+                ("user_id", DataType::Utf8, false),
+                ("email_address", DataType::Utf8, true),
+                ("username", DataType::Utf8, true),
+                ("email_verified", DataType::Boolean, true),
+                ("tracking_id", DataType::Utf8, true),
+                ("registered", ts.clone(), true),
+                ("registration_tenant", DataType::Utf8, true),
+                ("registration_state", DataType::Utf8, true),
+                ("last_login", ts.clone(), true),
+                ("seq_no", DataType::Int64, true),
+                ("extra", DataType::Utf8, true),
+            ],
+        ),
+        (
+            "grants",
+            vec![
+                ("user_id", DataType::Utf8, false),
+                ("grant_id", DataType::Utf8, true),
+                ("account_id", DataType::Utf8, true),
+                ("expiry_state", DataType::Utf8, true),
+                ("entitlement_type", DataType::Utf8, true),
+                ("entitlement_id", DataType::Utf8, true),
+                ("product_id", DataType::Utf8, true),
+                ("start_time", ts.clone(), true),
+                ("end_time", ts.clone(), true),
+                ("created_at", ts.clone(), true),
+                ("extra", DataType::Utf8, true),
+            ],
+        ),
+        (
+            "attributes",
+            vec![
+                ("user_id", DataType::Utf8, false),
+                ("key", DataType::Utf8, false),
+                ("value", DataType::Utf8, true),
+                ("value_type", DataType::Utf8, false),
+            ],
+        ),
     ];
     for (table, types) in expected_types {
         let (fields, rows) = parquet_cells(&out.join(format!("{table}.parquet")));
-        let want: Vec<(String, DataType, bool)> = types.into_iter().map(|(n, t, null)| (n.to_string(), t, null)).collect();
+        let want: Vec<(String, DataType, bool)> = types
+            .into_iter()
+            .map(|(n, t, null)| (n.to_string(), t, null))
+            .collect();
         assert_eq!(fields, want, "{table} schema");
-        assert_eq!(rows, csv_table(&out, table).1, "{table}: Parquet and CSV hold the same values");
+        assert_eq!(
+            rows,
+            csv_table(&out, table).1,
+            "{table}: Parquet and CSV hold the same values"
+        );
     }
     // The physical layout a warehouse relies on: zstd, INT64 micros adjusted to UTC.
     let file = std::fs::File::open(out.join("users.parquet")).unwrap();
@@ -212,13 +316,20 @@ fn parquet_has_the_spec_types_and_the_csv_values() {
     use parquet::file::reader::FileReader;
     let meta = reader.metadata();
     let column = meta.row_group(0).column(5);
-    assert_eq!(column.compression(), parquet::basic::Compression::ZSTD(Default::default()));
+    assert_eq!(
+        column.compression(),
+        parquet::basic::Compression::ZSTD(Default::default())
+    );
     let descr = meta.file_metadata().schema_descr().column(5);
     assert_eq!(descr.physical_type(), parquet::basic::Type::INT64);
     match descr.logical_type_ref() {
         Some(parquet::basic::LogicalType::Timestamp(t)) => {
             assert!(t.is_adjusted_to_u_t_c, "timestamps are adjusted to UTC");
-            assert!(matches!(t.unit, parquet::basic::TimeUnit::MICROS), "microseconds: {:?}", t.unit);
+            assert!(
+                matches!(t.unit, parquet::basic::TimeUnit::MICROS),
+                "microseconds: {:?}",
+                t.unit
+            );
         }
         other => panic!("registered is not a timestamp: {other:?}"),
     }
@@ -231,12 +342,34 @@ fn batch_and_buffer_sizes_do_not_change_a_byte() {
     let input = write_file(tmp.path(), "export.json", &export);
     let baseline = tmp.path().join("default");
     convert_ok(&[&input], &baseline, &[]);
-    for (batch, buffer) in [("1", "1"), ("3", "3"), ("1", "1048576"), ("2048", "1"), ("3", "7"), ("2048", "3")] {
+    for (batch, buffer) in [
+        ("1", "1"),
+        ("3", "3"),
+        ("1", "1048576"),
+        ("2048", "1"),
+        ("3", "7"),
+        ("2048", "3"),
+    ] {
         let out = tmp.path().join(format!("b{batch}-{buffer}"));
-        convert_ok(&[&input], &out, &["--batch-size", batch, "--buffer-size", buffer, "--threads", "3"]);
+        convert_ok(
+            &[&input],
+            &out,
+            &[
+                "--batch-size",
+                batch,
+                "--buffer-size",
+                buffer,
+                "--threads",
+                "3",
+            ],
+        );
         for table in TABLES {
             let name = format!("{table}.csv");
-            assert_eq!(std::fs::read(baseline.join(&name)).unwrap(), std::fs::read(out.join(&name)).unwrap(), "{name} batch {batch} buffer {buffer}");
+            assert_eq!(
+                std::fs::read(baseline.join(&name)).unwrap(),
+                std::fs::read(out.join(&name)).unwrap(),
+                "{name} batch {batch} buffer {buffer}"
+            );
         }
         assert_same_tables(&baseline, &out);
     }
@@ -245,16 +378,32 @@ fn batch_and_buffer_sizes_do_not_change_a_byte() {
 #[test]
 fn an_export_of_no_items_gives_headers_and_no_rows() {
     let tmp = TempDir::new().unwrap();
-    for (name, text) in [("array", "[]"), ("envelope", r#"{"results": [], "meta": {"count": 0}}"#), ("nested", r#"{"results": [[]]}"#)] {
+    for (name, text) in [
+        ("array", "[]"),
+        ("envelope", r#"{"results": [], "meta": {"count": 0}}"#),
+        ("nested", r#"{"results": [[]]}"#),
+    ] {
         let input = write_file(tmp.path(), &format!("{name}.json"), text.as_bytes());
         let out = tmp.path().join(name);
         let stderr = convert_ok(&[&input], &out, &[]);
-        assert!(stderr.contains("users: 0 rows, grants: 0 rows, attributes: 0 rows"), "{stderr}");
-        assert_eq!(std::fs::read_to_string(out.join("users.csv")).unwrap(), reference::USERS_COLUMNS.join(",") + "\n");
-        assert_eq!(std::fs::read_to_string(out.join("attributes.csv")).unwrap(), "user_id,key,value,value_type\n");
+        assert!(
+            stderr.contains("users: 0 rows, grants: 0 rows, attributes: 0 rows"),
+            "{stderr}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("users.csv")).unwrap(),
+            reference::USERS_COLUMNS.join(",") + "\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("attributes.csv")).unwrap(),
+            "user_id,key,value,value_type\n"
+        );
         for table in TABLES {
             let (fields, rows) = parquet_cells(&out.join(format!("{table}.parquet")));
-            assert!(rows.is_empty() && !fields.is_empty(), "{table}.parquet has its schema and no rows");
+            assert!(
+                rows.is_empty() && !fields.is_empty(),
+                "{table}.parquet has its schema and no rows"
+            );
         }
     }
 }
@@ -264,13 +413,28 @@ fn format_picks_the_files_and_quiet_prints_nothing() {
     let tmp = TempDir::new().unwrap();
     let input = write_file(tmp.path(), "export.json", &generated(5, 1));
     let out = tmp.path().join("csv-only");
-    let output = zephr().args(["convert", "--quiet", "--format", "csv"]).arg(&input).arg("-o").arg(&out).output().unwrap();
+    let output = zephr()
+        .args(["convert", "--quiet", "--format", "csv"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(output.status.success());
-    assert!(output.stderr.is_empty() && output.stdout.is_empty(), "--quiet prints nothing");
-    assert_eq!(dir_listing(&out), ["attributes.csv", "grants.csv", "users.csv"]);
+    assert!(
+        output.stderr.is_empty() && output.stdout.is_empty(),
+        "--quiet prints nothing"
+    );
+    assert_eq!(
+        dir_listing(&out),
+        ["attributes.csv", "grants.csv", "users.csv"]
+    );
     let out = tmp.path().join("parquet-only");
     convert_ok(&[&input], &out, &["--format", "parquet"]);
-    assert_eq!(dir_listing(&out), ["attributes.parquet", "grants.parquet", "users.parquet"]);
+    assert_eq!(
+        dir_listing(&out),
+        ["attributes.parquet", "grants.parquet", "users.parquet"]
+    );
 }
 
 #[test]
@@ -282,19 +446,31 @@ fn progress_shows_the_console_phases() {
     assert_eq!(lines[0], "Preparing user export...");
     assert!(lines.contains(&"Export complete!"), "{stderr}");
     let last = lines.last().unwrap();
-    assert!(last.starts_with("users: 10 rows, grants: ") && last.contains("MB/s)"), "{last}");
+    assert!(
+        last.starts_with("users: 10 rows, grants: ") && last.contains("MB/s)"),
+        "{last}"
+    );
 }
 
 #[test]
 fn schema_prints_the_schema_files() {
-    let output = zephr().args(["schema", "--json", "users"]).output().unwrap();
+    let output = zephr()
+        .args(["schema", "--json", "users"])
+        .output()
+        .unwrap();
     assert!(output.status.success());
-    let on_disk = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/users.json")).unwrap();
+    let on_disk =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/users.json"))
+            .unwrap();
     assert_eq!(String::from_utf8(output.stdout).unwrap(), on_disk);
     let output = zephr().args(["schema", "grants"]).output().unwrap();
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.starts_with("grants: One row per grant"), "{text}");
-    assert!(text.lines().any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["end_time", "timestamp"]), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["end_time", "timestamp"]),
+        "{text}"
+    );
     let output = zephr().args(["schema", "nope"]).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown table \"nope\""));
@@ -302,8 +478,30 @@ fn schema_prints_the_schema_files() {
 
 #[test]
 fn generate_is_deterministic_and_valid() {
-    let first = zephr().args(["generate", "--users", "25", "--seed", "9", "--grants", "--attributes"]).output().unwrap();
-    let second = zephr().args(["generate", "--users", "25", "--seed", "9", "--grants", "--attributes"]).output().unwrap();
+    let first = zephr()
+        .args([
+            "generate",
+            "--users",
+            "25",
+            "--seed",
+            "9",
+            "--grants",
+            "--attributes",
+        ])
+        .output()
+        .unwrap();
+    let second = zephr()
+        .args([
+            "generate",
+            "--users",
+            "25",
+            "--seed",
+            "9",
+            "--grants",
+            "--attributes",
+        ])
+        .output()
+        .unwrap();
     assert!(first.status.success());
     assert_eq!(first.stdout, second.stdout);
     assert_eq!(first.stdout, generated(25, 9));
@@ -314,6 +512,9 @@ fn generate_is_deterministic_and_valid() {
 fn usage_errors_exit_with_2() {
     let output = zephr().args(["convert", "-o", "x"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
-    let output = zephr().args(["convert", "a.json", "-o", "x", "--format", "xml"]).output().unwrap();
+    let output = zephr()
+        .args(["convert", "a.json", "-o", "x", "--format", "xml"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }

@@ -20,14 +20,20 @@ use super::reference;
 /// The binary under test.
 pub fn zephr() -> Command {
     let mut cmd = Command::cargo_bin("zephr-etl").expect("the binary builds");
-    cmd.env_remove("ZEPHR_ACCESS_KEY").env_remove("ZEPHR_SECRET_KEY");
+    cmd.env_remove("ZEPHR_ACCESS_KEY")
+        .env_remove("ZEPHR_SECRET_KEY");
     cmd
 }
 
 /// A generated export (top-level array) with grants and attributes.
 pub fn generated(users: u64, seed: u64) -> Vec<u8> {
     let mut out = Vec::new();
-    let spec = zephr_etl::generate::GenerateSpec { users, seed, grants: true, attributes: true };
+    let spec = zephr_etl::generate::GenerateSpec {
+        users,
+        seed,
+        grants: true,
+        attributes: true,
+    };
     zephr_etl::generate::write_export(&spec, &mut out).expect("generation into memory cannot fail");
     out
 }
@@ -59,7 +65,10 @@ pub fn csv_tables(dir: &Path) -> reference::Tables {
 /// Reads every record batch of a Parquet file.
 pub fn parquet_batches(path: &Path) -> Vec<RecordBatch> {
     let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).expect("valid parquet").build().expect("reader");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("valid parquet")
+        .build()
+        .expect("reader");
     reader.map(|b| b.expect("readable batch")).collect()
 }
 
@@ -77,7 +86,11 @@ pub fn parquet_cells(path: &Path) -> (Vec<(String, DataType, bool)>, Vec<Vec<Opt
     let mut rows = Vec::new();
     for batch in &batches {
         for row in 0..batch.num_rows() {
-            let cells = batch.columns().iter().map(|column| cell_text(column.as_ref(), row)).collect();
+            let cells = batch
+                .columns()
+                .iter()
+                .map(|column| cell_text(column.as_ref(), row))
+                .collect();
             rows.push(cells);
         }
     }
@@ -115,7 +128,12 @@ fn micros_to_text(micros: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut text = format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", rest / 3600, rest / 60 % 60, rest % 60);
+    let mut text = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    );
     if fraction != 0 {
         text = reference::normalise_timestamp(&format!("{text}.{fraction:06}Z"));
         return text;
@@ -127,7 +145,9 @@ fn micros_to_text(micros: i64) -> String {
 /// Every file name in `dir`, hidden ones included, sorted.
 pub fn dir_listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect(),
+        Ok(entries) => entries
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect(),
         Err(_) => Vec::new(),
     };
     names.sort();
