@@ -9,6 +9,8 @@ pub mod item;
 pub mod json;
 pub mod timestamp;
 
+use std::cell::RefCell;
+
 use serde::de::IgnoredAny;
 
 use crate::error::{BadItem, InputError, Location};
@@ -63,21 +65,43 @@ pub enum FlattenError {
     BadItem(BadItem),
 }
 
-fn builder(table: Table, opts: &FlattenOptions) -> TableBuilder {
-    let def = table.def();
-    TableBuilder::new(
-        def.arrow_schema(),
-        &def.column_types(),
-        opts.formats,
-        opts.dialect,
-    )
+thread_local! {
+    /// Each worker keeps its table builders between batches: their buffers are then allocated
+    /// at the size the last batch needed instead of growing from empty every time.
+    static BUILDERS: RefCell<Vec<TableBuilder>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes this worker's builders for the three tables, or makes new ones.
+fn take_builders(opts: &FlattenOptions) -> Vec<TableBuilder> {
+    let cached = BUILDERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let fits = cached.len() == 3
+        && Table::ALL
+            .iter()
+            .zip(&cached)
+            .all(|(t, b)| b.fits(&t.def().arrow_schema_ref(), opts.formats, opts.dialect));
+    if fits {
+        return cached;
+    }
+    Table::ALL
+        .iter()
+        .map(|t| {
+            let def = t.def();
+            TableBuilder::new(
+                def.arrow_schema_ref(),
+                &def.column_types(),
+                opts.formats,
+                opts.dialect,
+            )
+        })
+        .collect()
 }
 
 /// Flattens every item of `batch`.
 pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatch, FlattenError> {
-    let mut users = builder(Table::Users, opts);
-    let mut grants = builder(Table::Grants, opts);
-    let mut attributes = builder(Table::Attributes, opts);
+    let mut builders = take_builders(opts);
+    let [users, grants, attributes] = &mut builders[..] else {
+        unreachable!("take_builders returns one builder per table");
+    };
     let mut rejects = Vec::new();
     // One UTF-8 check for the whole batch is much cheaper than serde_json checking every
     // string and raw value on its own.
@@ -96,7 +120,7 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
             Err(not_an_object(bytes))
         };
         match outcome {
-            Ok(()) => emit(&item, &mut users, &mut grants, &mut attributes),
+            Ok(()) => emit(&item, users, grants, attributes),
             Err(e) if e.classify() == serde_json::error::Category::Data => {
                 let known_id = item.user_id.as_deref().map(str::to_owned);
                 let bad = BadItem {
@@ -118,8 +142,10 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
             Err(e) => return Err(FlattenError::Input(syntax_in_item(batch, index, &e))),
         }
     }
+    let tables = builders.iter_mut().map(TableBuilder::finish).collect();
+    BUILDERS.with(|b| *b.borrow_mut() = builders);
     Ok(FlatBatch {
-        tables: vec![users.finish(), grants.finish(), attributes.finish()],
+        tables,
         rejects,
         items: batch.items.len() as u64,
         input_bytes: batch.input_bytes,
