@@ -18,4 +18,5 @@ pub mod schema;
 pub mod signal;
 pub mod sink;
 pub mod source;
+pub mod state_events;
 pub mod table;

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("zephr-etl: {error:#}");
-            ExitCode::from(commands::EXIT_FAILED)
+            ExitCode::from(commands::exit_status(&error))
         }
     }
 }

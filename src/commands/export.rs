@@ -63,6 +63,7 @@ impl ExportConfig {
                 on_error,
             },
             max_errors: args.max_errors,
+            first_item: 1,
         };
         let parquet = ParquetOptions {
             compression: match args.compression {
@@ -164,6 +165,20 @@ impl ExportConfig {
         raw_bytes: &AtomicU64,
         total: Option<u64>,
     ) -> anyhow::Result<RunStats> {
+        let mut on_progress = |stats: &RunStats| {
+            let rows = stats.rows.iter().sum();
+            progress.downloading(raw_bytes.load(Ordering::Relaxed), total, rows);
+        };
+        self.run_with(sources, &mut on_progress)
+    }
+
+    /// [`ExportConfig::run`] with the progress callback given: `fetch` runs the pipeline once
+    /// per segment of pages and reports rows across all of them.
+    pub fn run_with(
+        &self,
+        sources: Sources,
+        on_progress: &mut dyn FnMut(&RunStats),
+    ) -> anyhow::Result<RunStats> {
         let writers = self.writers()?;
         let mut rejects = match self.pipeline.flatten.on_error {
             OnError::Skip => {
@@ -172,16 +187,12 @@ impl ExportConfig {
             }
             OnError::Fail => None,
         };
-        let mut on_progress = |stats: &RunStats| {
-            let rows = stats.rows.iter().sum();
-            progress.downloading(raw_bytes.load(Ordering::Relaxed), total, rows);
-        };
         let stats = pipeline::run(
             sources,
             writers,
             rejects.as_mut().map(|w| w as &mut (dyn Write + Send)),
             self.pipeline,
-            &mut on_progress,
+            on_progress,
         )?;
         if let Some(mut rejects) = rejects {
             rejects.flush().context("cannot write rejects.ndjson")?;

@@ -10,8 +10,10 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
-/// Exit status of a failed run (usage errors exit with 2, through clap).
+/// Exit status of a failed run.
 pub const EXIT_FAILED: u8 = 1;
+/// Exit status of bad usage: clap's own errors, and [`UsageError`]s found after parsing.
+pub const EXIT_USAGE: u8 = 2;
 /// Exit status when the user tables were written but the state-events phase failed.
 pub const EXIT_STATE_EVENTS_FAILED: u8 = 3;
 
@@ -22,6 +24,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fetch(args) => fetch::run(*args, cli.quiet),
         Command::Schema(args) => schema::run(&args),
         Command::Generate(args) => generate::run(&args),
+    }
+}
+
+/// A usage problem found after clap parsed the arguments (a flag value the API would refuse,
+/// flags that do not go together): the run exits with [`EXIT_USAGE`] before any work starts.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The exit status for an error: [`EXIT_USAGE`] for a [`UsageError`], else [`EXIT_FAILED`].
+pub fn exit_status(error: &anyhow::Error) -> u8 {
+    if error.chain().any(|cause| cause.is::<UsageError>()) {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILED
     }
 }
 

@@ -3,10 +3,14 @@
 //! pipeline as a saved export.
 
 pub mod client;
+pub mod feed;
+pub mod merge;
 pub mod pages;
 pub mod query;
+pub mod resume;
 pub mod secret;
 pub mod sign;
+pub mod state_file;
 
 pub use client::{
     BodyStream, Client, ClientConfig, FetchError, RetryPolicy, TransientFailure, tenant_base_url,
