@@ -146,7 +146,7 @@ pub struct FetchArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
     /// Continue an interrupted fetch into the same DIR with the same arguments.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_paginate")]
     pub resume: bool,
     /// Remember the time of the last successful run here and use it as --since next time.
     #[arg(long, value_name = "FILE")]
@@ -169,6 +169,16 @@ pub struct FetchArgs {
     /// Read the secret key from this file instead of ZEPHR_SECRET_KEY.
     #[arg(long, value_name = "FILE")]
     pub secret_key_file: Option<PathBuf>,
+    /// Backoff before the first retry is random up to this many milliseconds, doubling after.
+    #[arg(long, value_name = "MS", default_value_t = 500, hide = true)]
+    pub retry_base_ms: u64,
+    /// Longest wait before a retry, `Retry-After` included, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 30_000, hide = true)]
+    pub retry_max_ms: u64,
+    /// Pages per resumable segment (see --resume).
+    #[arg(long, value_name = "N", default_value_t = 100, hide = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub segment_pages: u32,
 }
 
 #[derive(Debug, Args)]

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             if commands::is_broken_pipe(&error) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("zephr-etl: {error:#}");
+            eprintln!("zephr-etl: {}", commands::render_error(&error));
             ExitCode::from(commands::exit_status(&error))
         }
     }

@@ -2,7 +2,6 @@
 //! locked output directory with a writer per table and format, then one run of the pipeline
 //! and an all-or-nothing commit.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -233,9 +232,4 @@ pub fn print_summary(progress: &Progress, stats: &RunStats, raw_bytes: u64) {
         raw_bytes as f64 / 1e6 / seconds
     ));
     progress.line(&line);
-}
-
-/// Opens a file for the run's own use (state events, raw copies) with a clear message.
-pub fn create_file(path: &Path) -> anyhow::Result<File> {
-    File::create(path).with_context(|| format!("cannot create {}", path.display()))
 }

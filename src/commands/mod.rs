@@ -5,6 +5,7 @@ mod export;
 mod fetch;
 mod generate;
 mod schema;
+mod state_events;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,24 @@ pub fn exit_status(error: &anyhow::Error) -> u8 {
     } else {
         EXIT_FAILED
     }
+}
+
+/// The error and its causes on one line, `outer: inner: ...`. A cause whose text the message
+/// before it already ends with is left out: library errors quote their source in their own
+/// message (`cannot read: {source}`), which `{:#}` would print twice.
+pub fn render_error(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Whether the error is a closed stdout (`zephr-etl generate ... | head`).
