@@ -46,6 +46,10 @@ pub struct ColumnDef {
     #[serde(rename = "type")]
     pub column_type: ColumnType,
     pub nullable: bool,
+    /// Few distinct values (states, types, keys): Parquet dictionary-encodes only these
+    /// columns. Unique columns such as ids would pay for a dictionary and then fall back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub low_cardinality: bool,
     /// Where the value comes from in the export, for people reading the schema.
     pub from: String,
 }
@@ -67,6 +71,15 @@ impl TableDef {
             .map(|c| Field::new(&c.name, c.column_type.arrow_type(), c.nullable))
             .collect();
         Arc::new(Schema::new(fields))
+    }
+
+    /// The names of the low-cardinality columns.
+    pub fn dictionary_columns(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .filter(|c| c.low_cardinality)
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     /// The column types in order.

@@ -145,6 +145,7 @@ impl ExportConfig {
             if self.formats.parquet {
                 writers.push(Box::new(ParquetWriter::new(
                     def.arrow_schema(),
+                    &def.dictionary_columns(),
                     self.parquet,
                     self.file_creator(table.name(), "parquet"),
                 )?));

@@ -79,12 +79,19 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
     let mut grants = builder(Table::Grants, opts);
     let mut attributes = builder(Table::Attributes, opts);
     let mut rejects = Vec::new();
+    // One UTF-8 check for the whole batch is much cheaper than serde_json checking every
+    // string and raw value on its own.
+    let text =
+        std::str::from_utf8(&batch.data).map_err(|e| invalid_utf8(batch, e.valid_up_to()))?;
     for index in 0..batch.items.len() {
-        let bytes = batch.item_bytes(index);
+        let span = &batch.items[index];
+        // Items start and end on ASCII bytes, so these are character boundaries.
+        let item_text = &text[span.start..span.end];
+        let bytes = item_text.as_bytes();
         let mut item = Item::default();
         let mut path = FieldPath::default();
         let outcome = if bytes.first() == Some(&b'{') {
-            item::decode(bytes, &mut item, &mut path)
+            item::decode(item_text, &mut item, &mut path)
         } else {
             Err(not_an_object(bytes))
         };
@@ -196,36 +203,59 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// The location of byte `within` of item `index`, found by walking the item's newlines.
+fn locate(batch: &RawBatch, index: usize, within: usize) -> Location {
+    let span = &batch.items[index];
+    let bytes = &batch.item_bytes(index)[..within.min(span.end - span.start)];
+    let newlines = memchr::memchr_iter(b'\n', bytes).count() as u64;
+    let column = match memchr::memrchr(b'\n', bytes) {
+        Some(last) => (bytes.len() - last) as u64,
+        None => span.column + bytes.len() as u64,
+    };
+    Location {
+        input: batch.input.clone(),
+        offset: span.offset + bytes.len() as u64,
+        line: span.line + newlines,
+        column,
+    }
+}
+
+fn invalid_utf8(batch: &RawBatch, valid_up_to: usize) -> FlattenError {
+    let index = batch
+        .items
+        .partition_point(|span| span.end <= valid_up_to)
+        .min(batch.items.len() - 1);
+    let within = valid_up_to - batch.items[index].start;
+    FlattenError::Input(InputError::Syntax {
+        location: locate(batch, index, within),
+        problem: format!(
+            "invalid UTF-8 in item {}; Zephr exports are UTF-8, so the file was damaged or \
+             re-encoded: download it again, or convert it with iconv",
+            batch.items[index].number
+        ),
+    })
+}
+
 /// Translates serde_json's line and column within an item into the input's coordinates.
 fn syntax_in_item(batch: &RawBatch, index: usize, error: &serde_json::Error) -> InputError {
     let span = &batch.items[index];
     let bytes = batch.item_bytes(index);
     let (line, column) = (error.line().max(1), error.column().max(1));
-    // Byte offset within the item of (line, column), found by walking its newlines.
-    let mut line_offset = 0usize;
+    // serde_json counts lines and columns; find the byte they point at.
+    let mut line_start = 0usize;
     for _ in 1..line {
-        match memchr::memchr(b'\n', &bytes[line_offset..]) {
-            Some(k) => line_offset += k + 1,
+        match memchr::memchr(b'\n', &bytes[line_start..]) {
+            Some(k) => line_start += k + 1,
             None => break,
         }
     }
-    let within = (line_offset + column - 1).min(bytes.len());
-    let location = Location {
-        input: batch.input.clone(),
-        offset: span.offset + within as u64,
-        line: span.line + line as u64 - 1,
-        column: if line == 1 {
-            span.column + column as u64 - 1
-        } else {
-            column as u64
-        },
-    };
+    let within = (line_start + column - 1).min(bytes.len());
     let mut problem = strip_position(&error.to_string());
     if error.classify() == serde_json::error::Category::Eof {
         problem = format!("{problem} (the item ends early)");
     }
     InputError::Syntax {
-        location,
+        location: locate(batch, index, within),
         problem: format!("invalid JSON in item {}: {problem}", span.number),
     }
 }
