@@ -133,7 +133,7 @@ pub struct FetchArgs {
     /// Only users registered before this time (ISO-8601).
     #[arg(long, value_name = "TS")]
     pub registered_before: Option<String>,
-    /// Results per page (Zephr's default is 500).
+    /// Results per page (Zephr's default is 500); also used for state events.
     #[arg(long, value_name = "N")]
     pub rpp: Option<u32>,
     /// Ask for the whole export as one array instead of page by page.
@@ -160,7 +160,8 @@ pub struct FetchArgs {
     /// End of the state-events window (ISO-8601).
     #[arg(long, value_name = "TS")]
     pub events_to: Option<String>,
-    /// Also keep the raw responses in this file.
+    /// Also keep the user export's response bodies, as received, in this file (page by page:
+    /// one body per line; with --no-paginate: the single array). Written once the tables are.
     #[arg(long, value_name = "FILE")]
     pub save_raw: Option<PathBuf>,
     /// API root instead of https://TENANT.api.zephr.com (a proxy, or a local test server).

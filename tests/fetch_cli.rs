@@ -935,3 +935,45 @@ fn the_secret_and_the_signature_appear_nowhere() {
     assert!(haystacks.len() > 8);
     assert_no_secret_in(&haystacks, &server);
 }
+
+#[test]
+fn rejects_keep_their_export_wide_item_numbers_across_segments() {
+    let tmp = TempDir::new().unwrap();
+    let (_, mut items) = export(10);
+    items.insert(7, r#"{"seq-no":99,"no_user":true}"#.to_owned());
+    let bytes = format!("[{}]", items.join(",")).into_bytes();
+    let input = tmp.path().join("export.json");
+    std::fs::write(&input, &bytes).unwrap();
+    let want = tmp.path().join("converted");
+    zephr()
+        .arg("convert")
+        .arg(&input)
+        .arg("-o")
+        .arg(&want)
+        .args(["-q", "--on-error", "skip"])
+        .assert()
+        .success();
+    let server = mock(&items, Vec::new());
+    let out = tmp.path().join("out");
+    fetch(
+        &server,
+        &out,
+        &["--rpp", "3", "--segment-pages", "1", "--on-error", "skip"],
+    )
+    .assert()
+    .success()
+    .stderr(predicates::str::contains("rejected: 1 items"));
+    assert_same_tables(&out, &want);
+    let rejects = |dir: &Path| -> Vec<(u64, String)> {
+        std::fs::read_to_string(dir.join("rejects.ndjson"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["item"].as_u64().unwrap(), v["raw"].to_string())
+            })
+            .collect()
+    };
+    assert_eq!(rejects(&out), rejects(&want));
+    assert_eq!(rejects(&out)[0].0, 8);
+}

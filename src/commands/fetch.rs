@@ -26,7 +26,7 @@ use zephr_etl::fetch::{
 use zephr_etl::pipeline::RunStats;
 use zephr_etl::progress::{Progress, ProgressMode};
 use zephr_etl::signal;
-use zephr_etl::state_events::spool_page;
+use zephr_etl::state_events::{StateEventsError, spool_page};
 
 use super::UsageError;
 use super::export::{ExportConfig, print_summary};
@@ -275,7 +275,12 @@ fn fetch_events(
             move |page| query.to_query(Some(page)),
             1,
             plan.concurrency,
-            |page, body| spool_page(&body, page, &mut writer).map(|_| ()),
+            |page, body| {
+                if signal::interrupted() {
+                    return Err(StateEventsError::Interrupted);
+                }
+                spool_page(&body, page, &mut writer).map(|_| ())
+            },
         )?;
         let file = writer
             .into_inner()

@@ -103,8 +103,10 @@ impl EventsOutput {
                     )?));
                 }
                 if config.formats.parquet {
+                    // Nothing is known of the columns, so none is assumed to repeat much.
                     writers.push(Box::new(ParquetWriter::new(
                         schema.clone(),
+                        &[],
                         config.parquet,
                         config.file_creator(TABLE_NAME, "parquet"),
                     )?));

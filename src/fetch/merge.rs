@@ -221,6 +221,7 @@ mod tests {
         let mut once = Some(());
         let mut writer = ParquetWriter::new(
             schema.clone(),
+            &[],
             ParquetOptions::default(),
             Box::new(move |_| {
                 once.take().expect("one part");

@@ -56,7 +56,11 @@ pub(super) fn run(
     let mut journal = open_journal(&work, &dir, resume, arguments, started, progress)?;
     if !journal.complete {
         let outcome = fetch_segments(&config, plan, client, progress, &work, &mut journal);
-        if let Err(e) = outcome {
+        if let Err(mut e) = outcome {
+            if signal::interrupted() {
+                // The pipeline's own message says nothing was kept, which is not so here.
+                e = anyhow!("interrupted");
+            }
             if journal.segments.is_empty() {
                 // Nothing to resume from: leave DIR as it was.
                 let _ = work.remove();
@@ -149,8 +153,15 @@ fn fetch_segments(
         plan.concurrency,
     )
     .context("cannot start the fetch thread")?;
+    // Bytes of the pages committed by earlier runs; the client counts this run's.
+    let resumed_bytes = journal.bytes();
     while let Some(first) = feed.next_page() {
-        run_segment(config, plan, client, progress, work, journal, &feed, first)?;
+        let segment = Segment {
+            feed: &feed,
+            first,
+            resumed_bytes,
+        };
+        run_segment(config, plan, client, progress, work, journal, segment)?;
     }
     if signal::interrupted() {
         anyhow::bail!("interrupted");
@@ -161,8 +172,14 @@ fn fetch_segments(
     Ok(())
 }
 
+/// Where the next segment's pages come from.
+struct Segment<'a> {
+    feed: &'a PageFeed,
+    first: Page,
+    resumed_bytes: u64,
+}
+
 /// Runs the pipeline over the next pages into a new segment folder and records it.
-#[allow(clippy::too_many_arguments)]
 fn run_segment(
     main: &ExportConfig,
     plan: &Plan,
@@ -170,8 +187,7 @@ fn run_segment(
     progress: &Progress,
     work: &WorkDir,
     journal: &mut Journal,
-    feed: &PageFeed,
-    first: Page,
+    segment: Segment<'_>,
 ) -> anyhow::Result<()> {
     let number = journal.next_segment();
     let seg_dir = work.segment_dir(number);
@@ -196,14 +212,13 @@ fn run_segment(
         }
         None => None,
     };
-    let (sources, log) = feed.segment(first, plan.segment_pages, raw);
+    let (sources, log) = segment.feed.segment(segment.first, plan.segment_pages, raw);
     let rows_before: u64 = journal.rows().iter().sum();
-    let bytes_before = journal.bytes();
     let received = client.bytes_counter();
     let stats = seg.run_with(sources, &mut |stats: &RunStats| {
         let rows: u64 = stats.rows.iter().sum();
         progress.downloading(
-            bytes_before + received.load(Ordering::Relaxed),
+            segment.resumed_bytes + received.load(Ordering::Relaxed),
             None,
             rows_before + rows,
         );
@@ -272,6 +287,7 @@ fn assemble(
             let mut once = Some((file, temp.clone()));
             let mut writer = ParquetWriter::new(
                 schema.clone(),
+                &table.def().dictionary_columns(),
                 config.parquet,
                 Box::new(move |_| {
                     once.take().ok_or_else(|| zephr_etl::sink::WriteError::Io {
