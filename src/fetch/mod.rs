@@ -1,6 +1,7 @@
 //! Live fetching from the Zephr Admin API: credentials, request signing, query strings, a
 //! retrying HTTP client and an in-order parallel paginator. The bytes fetched feed the same
-//! pipeline as a saved export.
+//! pipeline as a saved export ([`feed`]); a paginated fetch is committed in segments that
+//! [`resume`] records and [`merge`] assembles; [`state_file`] remembers the last run.
 
 pub mod client;
 pub mod feed;
