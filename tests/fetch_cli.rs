@@ -470,7 +470,18 @@ fn a_rerun_without_resume_starts_over() {
         .collect();
     let server = mock(&items, faults);
     let out = tmp.path().join("out");
-    let args = ["--rpp", "3", "--segment-pages", "1", "--retries", "1"];
+    // One page at a time, so that no request of the first run is still on its way when the
+    // second starts.
+    let args = [
+        "--rpp",
+        "3",
+        "--segment-pages",
+        "1",
+        "--retries",
+        "1",
+        "--concurrency",
+        "1",
+    ];
     fetch(&server, &out, &args).assert().code(1);
     let before = server.requests().len();
     let output = fetch(&server, &out, &args).output().unwrap();
