@@ -133,7 +133,7 @@ pub struct FetchArgs {
     /// Only users registered before this time (ISO-8601).
     #[arg(long, value_name = "TS")]
     pub registered_before: Option<String>,
-    /// Results per page (Zephr's default is 500).
+    /// Results per page (Zephr's default is 500); also used for state events.
     #[arg(long, value_name = "N")]
     pub rpp: Option<u32>,
     /// Ask for the whole export as one array instead of page by page.
@@ -146,7 +146,7 @@ pub struct FetchArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
     /// Continue an interrupted fetch into the same DIR with the same arguments.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_paginate")]
     pub resume: bool,
     /// Remember the time of the last successful run here and use it as --since next time.
     #[arg(long, value_name = "FILE")]
@@ -160,7 +160,8 @@ pub struct FetchArgs {
     /// End of the state-events window (ISO-8601).
     #[arg(long, value_name = "TS")]
     pub events_to: Option<String>,
-    /// Also keep the raw responses in this file.
+    /// Also keep the user export's response bodies, as received, in this file (page by page:
+    /// one body per line; with --no-paginate: the single array). Written once the tables are.
     #[arg(long, value_name = "FILE")]
     pub save_raw: Option<PathBuf>,
     /// API root instead of https://TENANT.api.zephr.com (a proxy, or a local test server).
@@ -169,6 +170,16 @@ pub struct FetchArgs {
     /// Read the secret key from this file instead of ZEPHR_SECRET_KEY.
     #[arg(long, value_name = "FILE")]
     pub secret_key_file: Option<PathBuf>,
+    /// Backoff before the first retry is random up to this many milliseconds, doubling after.
+    #[arg(long, value_name = "MS", default_value_t = 500, hide = true)]
+    pub retry_base_ms: u64,
+    /// Longest wait before a retry, `Retry-After` included, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 30_000, hide = true)]
+    pub retry_max_ms: u64,
+    /// Pages per resumable segment (see --resume).
+    #[arg(long, value_name = "N", default_value_t = 100, hide = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub segment_pages: u32,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,10 @@
 //! - [`flatten`]: rayon workers decode each item and emit rows into [`table`] column batches;
 //! - [`sink`]: CSV and Parquet writers behind one trait, in an all-or-nothing output directory;
 //! - [`pipeline`] wires the stages with bounded channels; [`schema`] holds the tables'
-//!   definitions from `schemas/`.
+//!   definitions from `schemas/`;
+//! - [`fetch`] is another source of bytes: the signed, retrying Admin API client, the
+//!   paginator and the resumable fetch's journal; [`state_events`] turns the export's second
+//!   phase (CSV or JSON of flat objects) into the `state_events` table.
 
 pub mod error;
 pub mod fetch;
@@ -18,4 +21,5 @@ pub mod schema;
 pub mod signal;
 pub mod sink;
 pub mod source;
+pub mod state_events;
 pub mod table;

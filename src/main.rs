@@ -16,8 +16,8 @@ fn main() -> ExitCode {
             if commands::is_broken_pipe(&error) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("zephr-etl: {}", commands::message(&error));
-            ExitCode::from(commands::EXIT_FAILED)
+            eprintln!("zephr-etl: {}", commands::render_error(&error));
+            ExitCode::from(commands::exit_status(&error))
         }
     }
 }

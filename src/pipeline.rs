@@ -48,6 +48,9 @@ pub struct PipelineOptions {
     pub flatten: FlattenOptions,
     /// Stop a `--on-error skip` run once this many items were rejected.
     pub max_errors: Option<u64>,
+    /// The number of the first item (1 unless this run continues an export, as a resumed
+    /// `fetch` does, so that errors and rejects keep their export-wide item numbers).
+    pub first_item: u64,
 }
 
 /// Counts of a run, also passed to the progress callback as the run goes.
@@ -192,7 +195,7 @@ fn read_batches(
     stop: &AtomicBool,
 ) {
     let mut seq = 0u64;
-    let mut next_number = 1u64;
+    let mut next_number = opts.first_item.max(1);
     for source in sources {
         let source = match source {
             Ok(source) => source,

@@ -46,6 +46,11 @@ pub struct ColumnDef {
     #[serde(rename = "type")]
     pub column_type: ColumnType,
     pub nullable: bool,
+    /// Few distinct values or long runs of one value (states, types, keys, the user id of
+    /// grants and attributes): Parquet dictionary-encodes only these columns. Unique columns
+    /// such as ids would pay for a dictionary and then fall back to plain encoding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dictionary: bool,
     /// Where the value comes from in the export, for people reading the schema.
     pub from: String,
 }
@@ -67,6 +72,31 @@ impl TableDef {
             .map(|c| Field::new(&c.name, c.column_type.arrow_type(), c.nullable))
             .collect();
         Arc::new(Schema::new(fields))
+    }
+
+    /// The names of the columns to dictionary-encode.
+    pub fn dictionary_columns(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .filter(|c| c.dictionary)
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// The Arrow schema of an item table, built once and shared, so builders can tell by
+    /// pointer whether they are for the same schema.
+    pub fn arrow_schema_ref(&self) -> SchemaRef {
+        static SCHEMAS: OnceLock<Vec<(String, SchemaRef)>> = OnceLock::new();
+        let schemas = SCHEMAS.get_or_init(|| {
+            Table::ALL
+                .iter()
+                .map(|t| (t.name().to_string(), t.def().arrow_schema()))
+                .collect()
+        });
+        match schemas.iter().find(|(name, _)| *name == self.table) {
+            Some((_, schema)) => schema.clone(),
+            None => self.arrow_schema(),
+        }
     }
 
     /// The column types in order.

@@ -208,7 +208,12 @@ fn expected_stderr(file: &str, bytes: &[u8]) -> String {
         ),
         "invalid-utf8.json" => at(
             find(bytes, b"\xe9"),
-            "invalid JSON in item 1: invalid UTF-8 (the non-ASCII byte 0xe9) inside a string; an export must be UTF-8: convert it (e.g. `iconv -f latin1 -t utf-8`)",
+            "invalid UTF-8 (the non-ASCII byte 0xe9) in item 1; Zephr exports are UTF-8, so the file was damaged or re-encoded: download it again, or convert it with iconv",
+        ),
+        // Valid UTF-8 once the framer drops the space between two NDJSON scalars.
+        "split-character-ndjson.ndjson" => at(
+            find(bytes, b"\xc3"),
+            "invalid UTF-8 (the non-ASCII byte 0xc3) in item 2; Zephr exports are UTF-8, so the file was damaged or re-encoded: download it again, or convert it with iconv",
         ),
         "nul-in-string.json" => at(
             find(bytes, b"\0"),

@@ -1,15 +1,19 @@
 //! `zephr-etl convert`: saved exports (files or stdin) into tables.
 
+use std::fs::File;
+use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use anyhow::Context;
 use zephr_etl::pipeline::{Source, Sources};
 use zephr_etl::progress::{Progress, ProgressMode};
 use zephr_etl::signal;
-use zephr_etl::source::{InputSpec, open_input};
+use zephr_etl::source::{InputSpec, decompress, open_input};
 
 use super::export::{ExportConfig, print_summary};
+use super::state_events::{EventsOutput, print_summary as print_events, report_failure};
 use crate::cli::ConvertArgs;
 
 pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -17,9 +21,18 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if inputs.iter().filter(|i| **i == InputSpec::Stdin).count() > 1 {
         anyhow::bail!("`-` (stdin) can be given only once");
     }
+    if let Some(path) = &args.state_events {
+        // Found missing now rather than after the user tables were written.
+        File::open(path)
+            .with_context(|| format!("--state-events: cannot open {}", path.display()))?;
+    }
     signal::install();
     let progress = Progress::new(ProgressMode::detect(quiet));
     let config = ExportConfig::open(&args.output)?;
+    let events_out = EventsOutput::new(&args.output.output, args.output.overwrite, &config);
+    if args.state_events.is_some() {
+        events_out.check_free(&config)?;
+    }
     progress.phase("Preparing user export...");
     let total: Option<u64> = inputs.iter().map(InputSpec::size).sum();
     let raw_bytes = Arc::new(AtomicU64::new(0));
@@ -42,7 +55,24 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     config.commit()?;
     progress.clear();
-    progress.line("Export complete!");
+    let Some(path) = &args.state_events else {
+        progress.line("Export complete!");
+        print_summary(&progress, &stats, raw_bytes.load(Ordering::Relaxed));
+        return Ok(ExitCode::SUCCESS);
+    };
     print_summary(&progress, &stats, raw_bytes.load(Ordering::Relaxed));
-    Ok(ExitCode::SUCCESS)
+    progress.phase("Converting state events...");
+    let name: Arc<str> = Arc::from(path.display().to_string());
+    let open = || -> std::io::Result<Box<dyn Read + Send>> {
+        let file = File::open(path)?;
+        decompress(file, &name).map_err(std::io::Error::other)
+    };
+    match events_out.write(&open, &name) {
+        Ok(events) => {
+            print_events(&progress, &events);
+            progress.line("All exports complete!");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(report_failure(&progress, &e, &args.output.output)),
+    }
 }

@@ -2,7 +2,6 @@
 //! locked output directory with a writer per table and format, then one run of the pipeline
 //! and an all-or-nothing commit.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +62,7 @@ impl ExportConfig {
                 on_error,
             },
             max_errors: args.max_errors,
+            first_item: 1,
         };
         let parquet = ParquetOptions {
             compression: match args.compression {
@@ -145,6 +145,7 @@ impl ExportConfig {
             if self.formats.parquet {
                 writers.push(Box::new(ParquetWriter::new(
                     def.arrow_schema(),
+                    &def.dictionary_columns(),
                     self.parquet,
                     self.file_creator(table.name(), "parquet"),
                 )?));
@@ -164,6 +165,20 @@ impl ExportConfig {
         raw_bytes: &AtomicU64,
         total: Option<u64>,
     ) -> anyhow::Result<RunStats> {
+        let mut on_progress = |stats: &RunStats| {
+            let rows = stats.rows.iter().sum();
+            progress.downloading(raw_bytes.load(Ordering::Relaxed), total, rows);
+        };
+        self.run_with(sources, &mut on_progress)
+    }
+
+    /// [`ExportConfig::run`] with the progress callback given: `fetch` runs the pipeline once
+    /// per segment of pages and reports rows across all of them.
+    pub fn run_with(
+        &self,
+        sources: Sources,
+        on_progress: &mut dyn FnMut(&RunStats),
+    ) -> anyhow::Result<RunStats> {
         let writers = self.writers()?;
         let mut rejects = match self.pipeline.flatten.on_error {
             OnError::Skip => {
@@ -172,16 +187,12 @@ impl ExportConfig {
             }
             OnError::Fail => None,
         };
-        let mut on_progress = |stats: &RunStats| {
-            let rows = stats.rows.iter().sum();
-            progress.downloading(raw_bytes.load(Ordering::Relaxed), total, rows);
-        };
         let stats = pipeline::run(
             sources,
             writers,
             rejects.as_mut().map(|w| w as &mut (dyn Write + Send)),
             self.pipeline,
-            &mut on_progress,
+            on_progress,
         )?;
         if let Some(mut rejects) = rejects {
             rejects.flush().context("cannot write rejects.ndjson")?;
@@ -222,9 +233,4 @@ pub fn print_summary(progress: &Progress, stats: &RunStats, raw_bytes: u64) {
         raw_bytes as f64 / 1e6 / seconds
     ));
     progress.line(&line);
-}
-
-/// Opens a file for the run's own use (state events, raw copies) with a clear message.
-pub fn create_file(path: &Path) -> anyhow::Result<File> {
-    File::create(path).with_context(|| format!("cannot create {}", path.display()))
 }

@@ -5,13 +5,16 @@ mod export;
 mod fetch;
 mod generate;
 mod schema;
+mod state_events;
 
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
-/// Exit status of a failed run (usage errors exit with 2, through clap).
+/// Exit status of a failed run.
 pub const EXIT_FAILED: u8 = 1;
+/// Exit status of bad usage: clap's own errors, and [`UsageError`]s found after parsing.
+pub const EXIT_USAGE: u8 = 2;
 /// Exit status when the user tables were written but the state-events phase failed.
 pub const EXIT_STATE_EVENTS_FAILED: u8 = 3;
 
@@ -25,21 +28,44 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The error and its causes on one line, each said once: a message that already shows its
-/// `#[source]` (thiserror's `"...: {source}"`) would otherwise repeat it.
-pub fn message(error: &anyhow::Error) -> String {
-    let mut text = String::new();
+/// A usage problem found after clap parsed the arguments (a flag value the API would refuse,
+/// flags that do not go together): the run exits with [`EXIT_USAGE`] before any work starts.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The exit status for an error: [`EXIT_USAGE`] for a [`UsageError`], else [`EXIT_FAILED`].
+pub fn exit_status(error: &anyhow::Error) -> u8 {
+    if error.chain().any(|cause| cause.is::<UsageError>()) {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// The error and its causes on one line, `outer: inner: ...`. A cause whose text the message
+/// before it already ends with is left out: library errors quote their source in their own
+/// message (`cannot read: {source}`), which `{:#}` would print twice.
+pub fn render_error(error: &anyhow::Error) -> String {
+    let mut out = String::new();
     for cause in error.chain() {
-        let part = cause.to_string();
-        if text.ends_with(&part) {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
             continue;
         }
-        if !text.is_empty() {
-            text.push_str(": ");
+        if !out.is_empty() {
+            out.push_str(": ");
         }
-        text.push_str(&part);
+        out.push_str(&text);
     }
-    text
+    out
 }
 
 /// Whether the error is a closed stdout (`zephr-etl generate ... | head`).

@@ -1,12 +1,17 @@
 //! Live fetching from the Zephr Admin API: credentials, request signing, query strings, a
 //! retrying HTTP client and an in-order parallel paginator. The bytes fetched feed the same
-//! pipeline as a saved export.
+//! pipeline as a saved export ([`feed`]); a paginated fetch is committed in segments that
+//! [`resume`] records and [`merge`] assembles; [`state_file`] remembers the last run.
 
 pub mod client;
+pub mod feed;
+pub mod merge;
 pub mod pages;
 pub mod query;
+pub mod resume;
 pub mod secret;
 pub mod sign;
+pub mod state_file;
 
 pub use client::{
     BodyStream, Client, ClientConfig, FetchError, RetryPolicy, TransientFailure, tenant_base_url,

@@ -26,7 +26,7 @@ fn push_object(out: &mut String, first: &mut bool, key: &str, members: &[Member<
     }
     *first = false;
     push_json_key(out, key);
-    out.push('{');
+    out.push_str(":{");
     let mut inner_first = true;
     for (k, raw) in members {
         push_member(out, &mut inner_first, k, raw.get());

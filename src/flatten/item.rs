@@ -124,15 +124,16 @@ impl fmt::Display for FieldPath {
     }
 }
 
-/// Decodes `bytes` (one item, known to start with `{`) into `item`. On failure `path` names
+/// Decodes `text` (one item, known to start with `{`) into `item`. On failure `path` names
 /// the field that was being read; serde_json's error category tells a bad item (`Data`) from
 /// broken JSON (`Syntax`, `Eof`).
 pub fn decode<'a>(
-    bytes: &'a [u8],
+    text: &'a str,
     item: &mut Item<'a>,
     path: &mut FieldPath,
 ) -> Result<(), serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    // The batch was checked to be UTF-8 as a whole, so serde_json need not check each string.
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     deserializer.deserialize_map(ItemVisitor { item, path })?;
     deserializer.end()?;
     if item.user_id.is_none() {

@@ -9,10 +9,12 @@ pub mod item;
 pub mod json;
 pub mod timestamp;
 
+use std::cell::RefCell;
+
 use crate::error::{BadItem, InputError, Location};
 use crate::schema::Table;
 use crate::source::framer::RawBatch;
-use crate::source::syntax::{self, SyntaxError};
+use crate::source::syntax::{self, SyntaxError, describe_byte};
 use crate::table::{ColumnBatch, CsvDialect, Formats, TableBuilder};
 use item::{FieldPath, Item};
 use json::{Leaf, compact};
@@ -63,24 +65,67 @@ pub enum FlattenError {
     BadItem(BadItem),
 }
 
-fn builder(table: Table, opts: &FlattenOptions) -> TableBuilder {
-    let def = table.def();
-    TableBuilder::new(
-        def.arrow_schema(),
-        &def.column_types(),
-        opts.formats,
-        opts.dialect,
-    )
+thread_local! {
+    /// Each worker keeps its table builders between batches: their buffers are then allocated
+    /// at the size the last batch needed instead of growing from empty every time.
+    static BUILDERS: RefCell<Vec<TableBuilder>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes this worker's builders for the three tables, or makes new ones.
+fn take_builders(opts: &FlattenOptions) -> Vec<TableBuilder> {
+    let cached = BUILDERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let fits = cached.len() == 3
+        && Table::ALL
+            .iter()
+            .zip(&cached)
+            .all(|(t, b)| b.fits(&t.def().arrow_schema_ref(), opts.formats, opts.dialect));
+    if fits {
+        return cached;
+    }
+    Table::ALL
+        .iter()
+        .map(|t| {
+            let def = t.def();
+            TableBuilder::new(
+                def.arrow_schema_ref(),
+                &def.column_types(),
+                opts.formats,
+                opts.dialect,
+            )
+        })
+        .collect()
 }
 
 /// Flattens every item of `batch`.
 pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatch, FlattenError> {
-    let mut users = builder(Table::Users, opts);
-    let mut grants = builder(Table::Grants, opts);
-    let mut attributes = builder(Table::Attributes, opts);
+    let mut builders = take_builders(opts);
+    let [users, grants, attributes] = &mut builders[..] else {
+        unreachable!("take_builders returns one builder per table");
+    };
     let mut rejects = Vec::new();
+    // One UTF-8 check for the whole batch is much cheaper than serde_json checking every
+    // string and raw value on its own. The items before a bad byte are still decoded first:
+    // a problem in one of them comes earlier in the input and is the one to report.
+    let (text, valid_up_to) = match std::str::from_utf8(&batch.data) {
+        Ok(text) => (text, batch.data.len()),
+        Err(e) => (
+            std::str::from_utf8(&batch.data[..e.valid_up_to()]).unwrap_or_default(),
+            e.valid_up_to(),
+        ),
+    };
     for (index, span) in batch.items.iter().enumerate() {
-        let bytes = batch.item_bytes(index);
+        // Items start and end on ASCII bytes in the input, except scalars of an NDJSON stream,
+        // which can cut a character in two (`a\xc3 \xa9b`): `get` refuses such a cut.
+        let Some(item_text) = text.get(span.start..span.end) else {
+            let at = match std::str::from_utf8(batch.item_bytes(index)) {
+                Err(e) if span.start + e.valid_up_to() < valid_up_to => {
+                    span.start + e.valid_up_to()
+                }
+                _ => valid_up_to,
+            };
+            return Err(invalid_utf8(batch, at));
+        };
+        let bytes = item_text.as_bytes();
         let mut item = Item::default();
         let mut path = FieldPath::default();
         let bad = if let Some(size) = span.too_large {
@@ -96,12 +141,12 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
             }
         } else {
             let outcome = if bytes.first() == Some(&b'{') {
-                item::decode(bytes, &mut item, &mut path)
+                item::decode(item_text, &mut item, &mut path)
             } else {
                 Err(not_an_object(bytes))
             };
             let Err(e) = outcome else {
-                emit(&item, &mut users, &mut grants, &mut attributes);
+                emit(&item, users, grants, attributes);
                 continue;
             };
             // Decoding stops at the first problem, which may come before broken JSON further
@@ -129,8 +174,10 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
             }),
         }
     }
+    let tables = builders.iter_mut().map(TableBuilder::finish).collect();
+    BUILDERS.with(|b| *b.borrow_mut() = builders);
     Ok(FlatBatch {
-        tables: vec![users.finish(), grants.finish(), attributes.finish()],
+        tables,
         rejects,
         items: batch.items.len() as u64,
         input_bytes: batch.input_bytes,
@@ -252,48 +299,70 @@ fn plain_message(message: &str) -> String {
 
 /// A syntax error `error.offset` bytes into item `index`, located in the input.
 fn broken_item(batch: &RawBatch, index: usize, error: &SyntaxError) -> InputError {
-    let span = &batch.items[index];
-    let bytes = batch.item_bytes(index);
-    let within = error.offset.min(bytes.len());
-    let before = &bytes[..within];
-    let (line, column) = match memchr::memrchr(b'\n', before) {
-        Some(last) => (
-            span.line + memchr::memchr_iter(b'\n', before).count() as u64,
-            (within - last) as u64,
-        ),
-        None => (span.line, span.column + within as u64),
-    };
     InputError::Syntax {
-        location: Location {
-            input: batch.input.clone(),
-            offset: span.offset + within as u64,
-            line,
-            column,
-        },
-        problem: format!("invalid JSON in item {}: {}", span.number, error.problem),
+        location: locate(batch, index, error.offset),
+        problem: format!(
+            "invalid JSON in item {}: {}",
+            batch.items[index].number, error.problem
+        ),
     }
+}
+
+/// The location of byte `within` of item `index`, found by walking the item's newlines.
+fn locate(batch: &RawBatch, index: usize, within: usize) -> Location {
+    let span = &batch.items[index];
+    let bytes = &batch.item_bytes(index)[..within.min(span.end - span.start)];
+    let newlines = memchr::memchr_iter(b'\n', bytes).count() as u64;
+    let column = match memchr::memrchr(b'\n', bytes) {
+        Some(last) => (bytes.len() - last) as u64,
+        None => span.column + bytes.len() as u64,
+    };
+    Location {
+        input: batch.input.clone(),
+        offset: span.offset + bytes.len() as u64,
+        line: span.line + newlines,
+        column,
+    }
+}
+
+fn invalid_utf8(batch: &RawBatch, valid_up_to: usize) -> FlattenError {
+    let index = batch
+        .items
+        .partition_point(|span| span.end <= valid_up_to)
+        .min(batch.items.len() - 1);
+    let within = valid_up_to - batch.items[index].start;
+    FlattenError::Input(InputError::Syntax {
+        location: locate(batch, index, within),
+        problem: format!(
+            "invalid UTF-8 ({}) in item {}; Zephr exports are UTF-8, so the file was damaged \
+             or re-encoded: download it again, or convert it with iconv",
+            describe_byte(batch.data[valid_up_to]),
+            batch.items[index].number
+        ),
+    })
 }
 
 /// serde_json found broken JSON that [`syntax::check`] accepts (a lone surrogate escape in a
 /// key): its line and column within the item, translated to the input's coordinates.
 fn syntax_in_item(batch: &RawBatch, index: usize, error: &serde_json::Error) -> InputError {
+    let span = &batch.items[index];
     let bytes = batch.item_bytes(index);
     let (line, column) = (error.line().max(1), error.column().max(1));
-    // Byte offset within the item of (line, column), found by walking its newlines.
-    let mut line_offset = 0usize;
+    // serde_json counts lines and columns; find the byte they point at.
+    let mut line_start = 0usize;
     for _ in 1..line {
-        match memchr::memchr(b'\n', &bytes[line_offset..]) {
-            Some(k) => line_offset += k + 1,
+        match memchr::memchr(b'\n', &bytes[line_start..]) {
+            Some(k) => line_start += k + 1,
             None => break,
         }
     }
-    let offset = line_offset + column - 1;
-    broken_item(
-        batch,
-        index,
-        &SyntaxError {
-            offset,
-            problem: strip_position(&error.to_string()),
-        },
-    )
+    let within = (line_start + column - 1).min(bytes.len());
+    let mut problem = strip_position(&error.to_string());
+    if error.classify() == serde_json::error::Category::Eof {
+        problem = format!("{problem} (the item ends early)");
+    }
+    InputError::Syntax {
+        location: locate(batch, index, within),
+        problem: format!("invalid JSON in item {}: {problem}", span.number),
+    }
 }

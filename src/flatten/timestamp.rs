@@ -17,8 +17,8 @@ pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
         return None;
     }
     let year = digits(b, 0, 4)? as i64;
-    let month = digits(b, 5, 2)? as u32;
-    let day = digits(b, 8, 2)? as u32;
+    let month = digits(b, 5, 2)?;
+    let day = digits(b, 8, 2)?;
     if b[4] != b'-' || b[7] != b'-' || !(1..=12).contains(&month) {
         return None;
     }

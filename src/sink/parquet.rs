@@ -12,6 +12,7 @@ use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use super::csv::CreateFile;
 use super::{TableWriter, WriteError, WrittenFile};
@@ -50,7 +51,7 @@ impl Default for ParquetOptions {
 }
 
 impl ParquetOptions {
-    fn properties(&self) -> WriterProperties {
+    fn properties(&self, dictionary_columns: &[String]) -> WriterProperties {
         let compression = match self.compression {
             // Level 1: Parquet's own encodings already shrink the data; higher levels cost a
             // lot of CPU for a few percent and would put the writers on the critical path.
@@ -60,12 +61,17 @@ impl ParquetOptions {
             ParquetCompression::Snappy => Compression::SNAPPY,
             ParquetCompression::None => Compression::UNCOMPRESSED,
         };
-        WriterProperties::builder()
+        let mut builder = WriterProperties::builder()
             .set_compression(compression)
+            .set_dictionary_enabled(false)
             .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_created_by(format!("zephr-etl version {}", env!("CARGO_PKG_VERSION")))
-            .build()
+            .set_created_by(format!("zephr-etl version {}", env!("CARGO_PKG_VERSION")));
+        for column in dictionary_columns {
+            builder =
+                builder.set_column_dictionary_enabled(ColumnPath::from(column.as_str()), true);
+        }
+        builder.build()
     }
 }
 
@@ -74,6 +80,7 @@ type Open = (ArrowWriter<BufWriter<File>>, WrittenFile);
 /// Writes one table as Parquet.
 pub struct ParquetWriter {
     schema: SchemaRef,
+    properties: WriterProperties,
     opts: ParquetOptions,
     create: CreateFile,
     current: Option<Open>,
@@ -81,14 +88,18 @@ pub struct ParquetWriter {
 }
 
 impl ParquetWriter {
-    /// A writer of `schema`; `create(part)` opens part number `part`.
+    /// A writer of `schema` that dictionary-encodes only `dictionary_columns`; `create(part)`
+    /// opens part number `part`.
     pub fn new(
         schema: SchemaRef,
+        dictionary_columns: &[String],
         opts: ParquetOptions,
         create: CreateFile,
     ) -> Result<Self, WriteError> {
+        let properties = opts.properties(dictionary_columns);
         let mut writer = ParquetWriter {
             schema,
+            properties,
             opts,
             create,
             current: None,
@@ -106,7 +117,7 @@ impl ParquetWriter {
         let writer = ArrowWriter::try_new(
             BufWriter::with_capacity(1 << 20, file),
             self.schema.clone(),
-            Some(self.opts.properties()),
+            Some(self.properties.clone()),
         )
         .map_err(|source| WriteError::Parquet {
             path: path.clone(),

@@ -33,10 +33,7 @@ pub fn push_text_cell(out: &mut Vec<u8>, text: &str, dialect: CsvDialect) {
             bytes.first(),
             Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
         );
-    let needs_quotes = bytes.is_empty()
-        || bytes
-            .iter()
-            .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'));
+    let needs_quotes = bytes.is_empty() || needs_quoting(bytes);
     if !needs_quotes {
         if guard {
             out.push(b'\'');
@@ -58,6 +55,34 @@ pub fn push_text_cell(out: &mut Vec<u8>, text: &str, dialect: CsvDialect) {
     out.push(b'"');
 }
 
+/// Whether `bytes` holds `,` `"` `\n` or `\r`, eight bytes at a time (SWAR): cells are short
+/// and rarely need quotes, so a branch per byte or a SIMD search set up per cell costs more.
+fn needs_quoting(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    #[inline(always)]
+    fn has_byte(word: u64, byte: u8) -> u64 {
+        let x = word ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks_exact gives 8 bytes"));
+        if has_byte(word, b',')
+            | has_byte(word, b'"')
+            | has_byte(word, b'\n')
+            | has_byte(word, b'\r')
+            != 0
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +101,21 @@ mod tests {
         assert_eq!(cell("say \"hi\"", CsvDialect::Plain), "\"say \"\"hi\"\"\"");
         assert_eq!(cell("two\nlines", CsvDialect::Plain), "\"two\nlines\"");
         assert_eq!(cell("=1+1", CsvDialect::Plain), "=1+1");
+    }
+
+    #[test]
+    fn finds_special_bytes_at_every_position() {
+        for len in 0..20 {
+            assert!(!needs_quoting(&vec![b'a'; len]));
+            for at in 0..len {
+                for special in [b',', b'"', b'\n', b'\r'] {
+                    let mut cell = vec![0xC3u8; len];
+                    cell[at] = special;
+                    assert!(needs_quoting(&cell), "{len} {at} {special}");
+                }
+            }
+        }
+        assert!(!needs_quoting("ünïcödé — 東京 🦀 tab\there".as_bytes()));
     }
 
     #[test]

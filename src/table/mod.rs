@@ -11,7 +11,7 @@ pub mod csv_text;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
+    ArrayBuilder, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
@@ -61,14 +61,45 @@ impl ColumnBuilder {
         }
     }
 
+    /// Finishes the array and starts the next one with room for as much again, so batches
+    /// after the first fill their buffers without reallocating and copying.
     fn finish(&mut self) -> ArrayRef {
+        fn room(n: usize) -> usize {
+            n + n / 8 + 16
+        }
         match self {
-            ColumnBuilder::Text(b) => Arc::new(b.finish()),
-            ColumnBuilder::Boolean(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Date(b) => Arc::new(b.finish()),
-            ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
+            ColumnBuilder::Text(b) => {
+                let (rows, bytes) = (b.len(), b.values_slice().len());
+                let array = b.finish();
+                *b = StringBuilder::with_capacity(room(rows), room(bytes));
+                Arc::new(array)
+            }
+            ColumnBuilder::Boolean(b) => {
+                let array = b.finish();
+                *b = BooleanBuilder::with_capacity(room(array.len()));
+                Arc::new(array)
+            }
+            ColumnBuilder::Int64(b) => {
+                let array = b.finish();
+                *b = Int64Builder::with_capacity(room(array.len()));
+                Arc::new(array)
+            }
+            ColumnBuilder::Float64(b) => {
+                let array = b.finish();
+                *b = Float64Builder::with_capacity(room(array.len()));
+                Arc::new(array)
+            }
+            ColumnBuilder::Date(b) => {
+                let array = b.finish();
+                *b = Date32Builder::with_capacity(room(array.len()));
+                Arc::new(array)
+            }
+            ColumnBuilder::Timestamp(b) => {
+                let array = b.finish().with_timezone("UTC");
+                *b = TimestampMicrosecondBuilder::with_capacity(room(array.len()))
+                    .with_timezone("UTC");
+                Arc::new(array)
+            }
         }
     }
 }
@@ -110,6 +141,14 @@ impl TableBuilder {
             column: 0,
             rows: 0,
         }
+    }
+
+    /// Whether this builder writes `schema` with `formats` and `dialect` (so it can be reused).
+    pub fn fits(&self, schema: &SchemaRef, formats: Formats, dialect: CsvDialect) -> bool {
+        Arc::ptr_eq(&self.schema, schema)
+            && self.dialect == dialect
+            && self.csv_enabled == formats.csv
+            && self.columns.is_some() == formats.parquet
     }
 
     /// Rows pushed since the last finish.
@@ -260,7 +299,7 @@ impl TableBuilder {
         self.rows += 1;
     }
 
-    /// Hands out the rows built so far and starts afresh.
+    /// Hands out the rows built so far and starts afresh, with buffers sized like this batch.
     pub fn finish(&mut self) -> ColumnBatch {
         let arrow = self.columns.as_mut().map(|columns| {
             let arrays: Vec<ArrayRef> = columns.iter_mut().map(ColumnBuilder::finish).collect();
@@ -269,7 +308,8 @@ impl TableBuilder {
             RecordBatch::try_new(self.schema.clone(), arrays)
                 .expect("column builders match the schema")
         });
-        let csv = std::mem::take(&mut self.csv);
+        let next = self.csv.len() + self.csv.len() / 8;
+        let csv = std::mem::replace(&mut self.csv, Vec::with_capacity(next));
         let rows = std::mem::replace(&mut self.rows, 0);
         ColumnBatch { rows, csv, arrow }
     }

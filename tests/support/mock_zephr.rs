@@ -206,11 +206,14 @@ struct State {
 impl MockServer {
     /// Binds 127.0.0.1 on a free port and starts serving.
     pub fn start(cfg: MockConfig) -> MockServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
+        Self::start_on(cfg, 0).expect("bind 127.0.0.1:0")
+    }
+
+    /// Binds 127.0.0.1:`port` (0 picks a free one) and starts serving.
+    pub fn start_on(cfg: MockConfig, port: u16) -> io::Result<MockServer> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
         let base_url = format!("http://{addr}");
         let lifetime = cfg.lifetime;
         let state = Arc::new(State {
@@ -225,12 +228,12 @@ impl MockServer {
             let (state, stop) = (Arc::clone(&state), Arc::clone(&stop));
             std::thread::spawn(move || accept_loop(listener, state, stop, lifetime))
         };
-        MockServer {
+        Ok(MockServer {
             base_url,
             state,
             stop,
             acceptor: Some(acceptor),
-        }
+        })
     }
 
     /// Every request answered so far, in the order they were answered.

@@ -1,0 +1,352 @@
+//! The paginated fetch: pages in segments into the work folder, then the final tables.
+//!
+//! Pages arrive in order from a [`PageFeed`]. Every `--segment-pages` pages (and when the
+//! fetch fails part way), the pipeline run over those pages is committed into its own segment
+//! folder and recorded in the journal (see `zephr_etl::fetch::resume`). A page is only ever
+//! in the pipeline whole, so a retried page is never doubled or lost. Once the last page is in
+//! a segment, the segments are assembled into the tables in `DIR` in one all-or-nothing
+//! commit, and the work folder is deleted. `--resume` starts from the first page that is not
+//! in a closed segment.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use anyhow::{Context, anyhow};
+use zephr_etl::fetch::feed::{Page, PageFeed};
+use zephr_etl::fetch::merge::{concat_bytes, concat_csv, concat_parquet};
+use zephr_etl::fetch::resume::{Journal, SegmentRecord, WorkDir, check_same};
+use zephr_etl::fetch::state_file::iso_utc;
+use zephr_etl::fetch::{Client, USER_EXPORT_PATH};
+use zephr_etl::pipeline::RunStats;
+use zephr_etl::progress::Progress;
+use zephr_etl::schema::Table;
+use zephr_etl::signal;
+use zephr_etl::sink::TableWriter;
+use zephr_etl::sink::output_dir::OutputDir;
+use zephr_etl::sink::parquet::ParquetWriter;
+
+use super::{Fetched, Plan};
+use crate::commands::UsageError;
+use crate::commands::export::ExportConfig;
+
+/// The name of a segment's share of the `--save-raw` copy.
+const RAW_PART: &str = "raw.part";
+
+pub(super) fn run(
+    config: ExportConfig,
+    plan: &Plan,
+    client: &Arc<Client>,
+    progress: &Progress,
+    resume: bool,
+    arguments: BTreeMap<String, String>,
+    started: SystemTime,
+) -> anyhow::Result<Fetched> {
+    let dir = config
+        .dir
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .path()
+        .to_path_buf();
+    let work = WorkDir::of(&dir);
+    let mut journal = open_journal(&work, &dir, resume, arguments, started, progress)?;
+    if !journal.complete {
+        let outcome = fetch_segments(&config, plan, client, progress, &work, &mut journal);
+        if let Err(mut e) = outcome {
+            if signal::interrupted() {
+                // The pipeline's own message says nothing was kept, which is not so here.
+                e = anyhow!("interrupted");
+            }
+            if journal.segments.is_empty() {
+                // Nothing to resume from: leave DIR as it was.
+                let _ = work.remove();
+                return Err(e);
+            }
+            let hint = format!(
+                "pages {}-{} are kept in {}; rerun the same command with --resume to continue \
+                 from page {}",
+                journal.segments[0].first_page,
+                journal.next_page() - 1,
+                work.path().display(),
+                journal.next_page()
+            );
+            return Err(e.context(hint));
+        }
+    }
+    let stats = RunStats {
+        items: journal.items(),
+        rows: journal.rows(),
+        rejects: journal.rejects(),
+        ..RunStats::default()
+    };
+    assemble(config, &work, &journal, plan.save_raw.as_deref())?;
+    if let Err(e) = work.remove() {
+        progress.line(&format!("warning: {e}; delete it by hand"));
+    }
+    Ok(Fetched {
+        stats,
+        bytes: journal.bytes(),
+        started_at: journal.started_at,
+    })
+}
+
+/// The journal to continue, or a fresh one (discarding what `--resume` was not asked to use).
+fn open_journal(
+    work: &WorkDir,
+    dir: &Path,
+    resume: bool,
+    arguments: BTreeMap<String, String>,
+    started: SystemTime,
+    progress: &Progress,
+) -> anyhow::Result<Journal> {
+    if work.exists() {
+        if resume && let Some(journal) = work.load()? {
+            check_same(&journal, &arguments, dir)
+                .map_err(|e| anyhow::Error::new(UsageError(e.to_string())))?;
+            work.remove_strays(&journal)?;
+            if journal.complete {
+                progress.line("Resuming: every page was fetched; assembling the tables");
+            } else if !journal.segments.is_empty() {
+                progress.line(&format!(
+                    "Resuming from page {} ({} users already fetched)",
+                    journal.next_page(),
+                    journal.rows()[0]
+                ));
+            }
+            return Ok(journal);
+        }
+        if !resume {
+            progress.line(&format!(
+                "Discarding an interrupted fetch in {} (pass --resume to continue one)",
+                work.path().display()
+            ));
+        }
+        work.remove()?;
+    } else if resume {
+        progress.line("Nothing to resume: starting from page 1");
+    }
+    let journal = Journal::new(arguments, iso_utc(started));
+    work.create()?;
+    work.save(&journal)?;
+    Ok(journal)
+}
+
+/// Fetches from the journal's next page to the last, committing segment by segment.
+fn fetch_segments(
+    config: &ExportConfig,
+    plan: &Plan,
+    client: &Arc<Client>,
+    progress: &Progress,
+    work: &WorkDir,
+    journal: &mut Journal,
+) -> anyhow::Result<()> {
+    let query = plan.query.clone();
+    let feed = PageFeed::start(
+        Arc::clone(client),
+        USER_EXPORT_PATH,
+        move |page| query.to_query(Some(page)),
+        journal.next_page(),
+        plan.concurrency,
+    )
+    .context("cannot start the fetch thread")?;
+    // Bytes of the pages committed by earlier runs; the client counts this run's.
+    let resumed_bytes = journal.bytes();
+    while let Some(first) = feed.next_page() {
+        let segment = Segment {
+            feed: &feed,
+            first,
+            resumed_bytes,
+        };
+        run_segment(config, plan, client, progress, work, journal, segment)?;
+    }
+    if signal::interrupted() {
+        anyhow::bail!("interrupted");
+    }
+    feed.finish()?;
+    journal.complete = true;
+    work.save(journal)?;
+    Ok(())
+}
+
+/// Where the next segment's pages come from.
+struct Segment<'a> {
+    feed: &'a PageFeed,
+    first: Page,
+    resumed_bytes: u64,
+}
+
+/// Runs the pipeline over the next pages into a new segment folder and records it.
+fn run_segment(
+    main: &ExportConfig,
+    plan: &Plan,
+    client: &Client,
+    progress: &Progress,
+    work: &WorkDir,
+    journal: &mut Journal,
+    segment: Segment<'_>,
+) -> anyhow::Result<()> {
+    let number = journal.next_segment();
+    let seg_dir = work.segment_dir(number);
+    let mut pipeline = main.pipeline;
+    pipeline.first_item = journal.items() + 1;
+    pipeline.max_errors = main
+        .pipeline
+        .max_errors
+        .map(|limit| limit.saturating_sub(journal.rejects()).max(1));
+    let seg = ExportConfig {
+        dir: Arc::new(Mutex::new(OutputDir::open(&seg_dir, true)?)),
+        formats: main.formats,
+        dialect: main.dialect,
+        parquet: main.parquet,
+        pipeline,
+    };
+    let raw = match plan.save_raw {
+        Some(_) => {
+            let mut dir = seg.dir.lock().unwrap_or_else(|e| e.into_inner());
+            let (file, _) = dir.create(Path::new(RAW_PART))?;
+            Some(BufWriter::with_capacity(1 << 20, file))
+        }
+        None => None,
+    };
+    let (sources, log) = segment.feed.segment(segment.first, plan.segment_pages, raw);
+    let rows_before: u64 = journal.rows().iter().sum();
+    let received = client.bytes_counter();
+    let stats = seg.run_with(sources, &mut |stats: &RunStats| {
+        let rows: u64 = stats.rows.iter().sum();
+        progress.downloading(
+            segment.resumed_bytes + received.load(Ordering::Relaxed),
+            None,
+            rows_before + rows,
+        );
+    })?;
+    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(e) = log.raw_error.take() {
+        return Err(anyhow!(e).context("cannot write the --save-raw copy"));
+    }
+    if let Some(raw) = log.raw.take() {
+        let file = raw
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all().map(|()| f))
+            .context("cannot write the --save-raw copy")?;
+        drop(file);
+    }
+    seg.commit()?;
+    journal.segments.push(SegmentRecord {
+        number,
+        first_page: log.first_page,
+        last_page: log.last_page,
+        items: stats.items,
+        rows: stats.rows,
+        rejects: stats.rejects,
+        bytes: log.bytes,
+    });
+    work.save(journal)?;
+    Ok(())
+}
+
+/// Builds every final file from the segments and commits them together.
+fn assemble(
+    config: ExportConfig,
+    work: &WorkDir,
+    journal: &Journal,
+    save_raw: Option<&Path>,
+) -> anyhow::Result<()> {
+    if journal.segments.is_empty() {
+        anyhow::bail!("internal error: the fetch ended without a single page");
+    }
+    let parts = |name: &str| -> Vec<PathBuf> {
+        journal
+            .segments
+            .iter()
+            .map(|s| work.segment_dir(s.number).join(name))
+            .collect()
+    };
+    for name in config.target_names() {
+        let sources = parts(&name);
+        let (file, temp) = config
+            .dir
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .create(Path::new(&name))?;
+        if let [only] = &sources[..] {
+            // One segment: its file already is the table.
+            drop(file);
+            std::fs::rename(only, &temp)
+                .with_context(|| format!("cannot move {} into place", only.display()))?;
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".parquet") {
+            let table = Table::from_name(stem)
+                .ok_or_else(|| anyhow!("internal error: no table named {stem}"))?;
+            let schema = table.def().arrow_schema();
+            let mut once = Some((file, temp.clone()));
+            let mut writer = ParquetWriter::new(
+                schema.clone(),
+                &table.def().dictionary_columns(),
+                config.parquet,
+                Box::new(move |_| {
+                    once.take().ok_or_else(|| zephr_etl::sink::WriteError::Io {
+                        path: temp.clone(),
+                        source: std::io::Error::other("a table is assembled into one file"),
+                    })
+                }),
+            )?;
+            concat_parquet(&sources, &schema, &mut writer)?;
+            Box::new(writer).finish()?;
+        } else {
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            if name.ends_with(".csv") {
+                concat_csv(&sources, &mut out, &temp)?;
+            } else {
+                concat_bytes(&sources, &mut out, &temp)?;
+            }
+            finish_file(out, &temp)?;
+        }
+    }
+    let raw = match save_raw {
+        Some(path) => Some(assemble_raw(path, &parts(RAW_PART))?),
+        None => None,
+    };
+    config.commit()?;
+    if let (Some(raw), Some(path)) = (raw, save_raw) {
+        raw.persist(path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("the tables were written, but not {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn finish_file(out: BufWriter<File>, path: &Path) -> anyhow::Result<()> {
+    let file = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The `--save-raw` copy as a temporary file next to its final name, renamed after the tables.
+fn assemble_raw(path: &Path, parts: &[PathBuf]) -> anyhow::Result<tempfile::NamedTempFile> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(".zephr-etl-raw-")
+        .tempfile_in(&parent)
+        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
+    concat_bytes(parts, &mut out, path)?;
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    drop(out);
+    temp.as_file()
+        .sync_all()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(temp)
+}

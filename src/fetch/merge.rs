@@ -1,0 +1,258 @@
+//! Assembling a table from the segments of a fetch (see [`super::resume`]).
+//!
+//! CSV segments are appended byte for byte, each without its header line after the first.
+//! Parquet segments are read back batch by batch with the parquet crate's Arrow reader and
+//! written again through one [`TableWriter`], so the final file has full-size row groups and
+//! one footer; memory stays at one batch plus the writer's row group. Other files (rejects,
+//! raw responses) are plain concatenations.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::sink::{TableWriter, WriteError};
+use crate::table::ColumnBatch;
+
+/// Rows read back from a Parquet segment at a time.
+pub const READ_BATCH_ROWS: usize = 8192;
+
+/// A segment could not be merged.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// Reading a segment or writing the result failed.
+    #[error("cannot assemble {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A Parquet segment is unreadable or does not have the table's columns.
+    #[error("cannot read the fetch segment {}: {problem}", path.display())]
+    Segment {
+        /// The segment file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Writing the result failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> MergeError + '_ {
+    move |source| MergeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Appends CSV `parts` to `out`: the first whole, the others without their header line,
+/// which must equal the first's. Returns the bytes written.
+pub fn concat_csv(
+    parts: &[PathBuf],
+    out: &mut dyn Write,
+    out_path: &Path,
+) -> Result<u64, MergeError> {
+    let mut header: Option<Vec<u8>> = None;
+    let mut written = 0u64;
+    for part in parts {
+        let file = File::open(part).map_err(io_error(part))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut line = Vec::new();
+        reader
+            .read_until(b'\n', &mut line)
+            .map_err(io_error(part))?;
+        match &header {
+            None => {
+                out.write_all(&line).map_err(io_error(out_path))?;
+                written += line.len() as u64;
+                header = Some(line);
+            }
+            Some(first) if *first == line => {}
+            Some(_) => {
+                return Err(MergeError::Segment {
+                    path: part.clone(),
+                    problem: "its header differs from the first segment's".into(),
+                });
+            }
+        }
+        written += copy(&mut reader, out, part, out_path)?;
+    }
+    Ok(written)
+}
+
+/// Appends `parts` to `out` byte for byte. Returns the bytes written.
+pub fn concat_bytes(
+    parts: &[PathBuf],
+    out: &mut dyn Write,
+    out_path: &Path,
+) -> Result<u64, MergeError> {
+    let mut written = 0;
+    for part in parts {
+        let mut file = File::open(part).map_err(io_error(part))?;
+        written += copy(&mut file, out, part, out_path)?;
+    }
+    Ok(written)
+}
+
+fn copy(
+    from: &mut dyn Read,
+    to: &mut dyn Write,
+    from_path: &Path,
+    to_path: &Path,
+) -> Result<u64, MergeError> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(io_error(from_path)(source)),
+        };
+        to.write_all(&buf[..n]).map_err(io_error(to_path))?;
+        total += n as u64;
+    }
+}
+
+/// Reads every Parquet part in order and writes its rows through `writer`, as columns of
+/// `schema` (the table's own, so the result is typed exactly like a one-piece run). Returns
+/// the rows copied; the caller finishes the writer.
+pub fn concat_parquet(
+    parts: &[PathBuf],
+    schema: &SchemaRef,
+    writer: &mut dyn TableWriter,
+) -> Result<u64, MergeError> {
+    let mut rows = 0u64;
+    for part in parts {
+        let bad = |problem: String| MergeError::Segment {
+            path: part.clone(),
+            problem,
+        };
+        let file = File::open(part).map_err(io_error(part))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| bad(e.to_string()))?
+            .with_batch_size(READ_BATCH_ROWS)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| bad(e.to_string()))?;
+            // Same columns, but metadata read back from the file may differ in details such
+            // as field metadata; the table's own schema is what the writer checks against.
+            let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+                .map_err(|e| bad(format!("its columns do not match the table: {e}")))?;
+            rows += batch.num_rows() as u64;
+            writer.write(&ColumnBatch {
+                rows: batch.num_rows(),
+                csv: Vec::new(),
+                arrow: Some(batch),
+            })?;
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow_array::{Array, Int64Array, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    use parquet::arrow::ArrowWriter;
+
+    use crate::sink::parquet::{ParquetOptions, ParquetWriter};
+
+    #[test]
+    fn csv_parts_lose_repeated_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.csv");
+        let b = dir.path().join("b.csv");
+        let c = dir.path().join("c.csv");
+        std::fs::write(&a, "x,y\n1,\"a\nb\"\n").unwrap();
+        std::fs::write(&b, "x,y\n").unwrap();
+        std::fs::write(&c, "x,y\n2,\n").unwrap();
+        let mut out = Vec::new();
+        let n = concat_csv(&[a.clone(), b, c], &mut out, Path::new("out")).unwrap();
+        assert_eq!(out, b"x,y\n1,\"a\nb\"\n2,\n");
+        assert_eq!(n, out.len() as u64);
+
+        let d = dir.path().join("d.csv");
+        std::fs::write(&d, "x,z\n").unwrap();
+        let e = concat_csv(&[a, d], &mut Vec::new(), Path::new("out")).unwrap_err();
+        assert!(e.to_string().contains("header differs"), "{e}");
+    }
+
+    #[test]
+    fn parquet_parts_become_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let mut parts = Vec::new();
+        for (i, ids) in [vec![1i64, 2], vec![], vec![3]].into_iter().enumerate() {
+            let path = dir.path().join(format!("p{i}.parquet"));
+            let names: Vec<Option<String>> = ids
+                .iter()
+                .map(|i| (i % 2 == 1).then(|| format!("n{i}")))
+                .collect();
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(StringArray::from(names)),
+                ],
+            )
+            .unwrap();
+            let mut w =
+                ArrowWriter::try_new(File::create(&path).unwrap(), schema.clone(), None).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            parts.push(path);
+        }
+        let out = dir.path().join("all.parquet");
+        let target = out.clone();
+        let mut once = Some(());
+        let mut writer = ParquetWriter::new(
+            schema.clone(),
+            &[],
+            ParquetOptions::default(),
+            Box::new(move |_| {
+                once.take().expect("one part");
+                Ok((File::create(&target).unwrap(), target.clone()))
+            }),
+        )
+        .unwrap();
+        assert_eq!(concat_parquet(&parts, &schema, &mut writer).unwrap(), 3);
+        Box::new(writer).finish().unwrap();
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&out).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        let all = arrow_select_concat(&batches);
+        assert_eq!(all.0, vec![1, 2, 3]);
+        assert_eq!(all.1, vec![Some("n1".into()), None, Some("n3".into())]);
+    }
+
+    fn arrow_select_concat(batches: &[RecordBatch]) -> (Vec<i64>, Vec<Option<String>>) {
+        let mut ids = Vec::new();
+        let mut names = Vec::new();
+        for b in batches {
+            let id = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let name = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+            for i in 0..b.num_rows() {
+                ids.push(id.value(i));
+                names.push(name.is_valid(i).then(|| name.value(i).to_owned()));
+            }
+        }
+        (ids, names)
+    }
+}

@@ -1,0 +1,990 @@
+//! `zephr-etl fetch` end to end: the real binary against the mock Zephr Admin API.
+//!
+//! Fetched tables must equal `convert` of the same items, cell for cell (CSV through the
+//! strict reference reader, Parquet read back with the parquet crate); faults must neither
+//! double nor lose rows; `--resume` must continue without fetching committed pages again;
+//! secrets must appear nowhere.
+
+#[path = "support/mock_zephr.rs"]
+mod mock_zephr;
+#[path = "support/reference.rs"]
+mod reference;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use assert_cmd::Command;
+use mock_zephr::{Fault, MockConfig, MockServer, RecordedRequest, StateEventsMock};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::value::RawValue;
+use tempfile::TempDir;
+use zephr_etl::generate::{GenerateSpec, write_export};
+
+const ACCESS_KEY: &str = "AK-cli-test";
+const SECRET: &str = "S3CR3T-cli-7d1f0c9e4b2a";
+const TABLES: [&str; 3] = ["users", "grants", "attributes"];
+const WORK_DIR: &str = ".zephr-etl-fetch";
+
+/// A generated export: its bytes (a JSON array) and the raw JSON of each item.
+fn export(users: u64) -> (Vec<u8>, Vec<String>) {
+    let spec = GenerateSpec {
+        users,
+        seed: 7,
+        grants: true,
+        attributes: true,
+    };
+    let mut bytes = Vec::new();
+    write_export(&spec, &mut bytes).unwrap();
+    let items: Vec<&RawValue> = serde_json::from_slice(&bytes).unwrap();
+    let items = items.iter().map(|i| i.get().to_owned()).collect();
+    (bytes, items)
+}
+
+fn mock(items: &[String], faults: Vec<Fault>) -> MockServer {
+    let mut cfg = MockConfig::new(ACCESS_KEY, SECRET, items.to_vec());
+    cfg.faults = faults;
+    cfg.lifetime = Duration::from_secs(90);
+    MockServer::start(cfg)
+}
+
+/// The binary with credentials in the environment and a bounded lifetime.
+fn zephr() -> Command {
+    let mut cmd = Command::cargo_bin("zephr-etl").unwrap();
+    cmd.env("ZEPHR_ACCESS_KEY", ACCESS_KEY)
+        .env("ZEPHR_SECRET_KEY", SECRET)
+        .timeout(Duration::from_secs(60));
+    cmd
+}
+
+/// `fetch` against `server` into `dir` with fast retries, plus `extra`.
+fn fetch(server: &MockServer, dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = zephr();
+    cmd.args([
+        "fetch",
+        "--tenant",
+        "acme",
+        "--base-url",
+        &server.base_url,
+        "-o",
+    ])
+    .arg(dir)
+    .args(["--grants", "--attributes", "--retry-base-ms", "1"])
+    .args(extra);
+    cmd
+}
+
+/// `convert` of `bytes` into a new directory: the expected tables.
+fn converted(bytes: &[u8], tmp: &TempDir) -> PathBuf {
+    let input = tmp.path().join("export.json");
+    std::fs::write(&input, bytes).unwrap();
+    let out = tmp.path().join("converted");
+    zephr()
+        .arg("convert")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .arg("-q")
+        .assert()
+        .success();
+    out
+}
+
+fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .with_batch_size(1 << 20)
+        .build()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Both directories hold the same three tables, cell for cell, in CSV and in Parquet.
+fn assert_same_tables(got: &Path, want: &Path) {
+    for table in TABLES {
+        let csv = format!("{table}.csv");
+        assert_eq!(
+            reference::read_csv(&got.join(&csv)),
+            reference::read_csv(&want.join(&csv)),
+            "{csv}"
+        );
+        let parquet = format!("{table}.parquet");
+        let (a, b) = (
+            read_parquet(&got.join(&parquet)),
+            read_parquet(&want.join(&parquet)),
+        );
+        assert!(
+            a.len() <= 1 && b.len() <= 1,
+            "{parquet}: small tables read as one batch"
+        );
+        let columns = |v: &[RecordBatch]| v.first().map(|b| b.columns().to_vec());
+        assert_eq!(columns(&a), columns(&b), "{parquet}");
+        if let (Some(a), Some(b)) = (a.first(), b.first()) {
+            assert_eq!(a.schema().fields(), b.schema().fields(), "{parquet}");
+        }
+    }
+}
+
+/// Names in `dir`, hidden ones included, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn user_pages(server: &MockServer) -> Vec<RecordedRequest> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == mock_zephr::USERS_PATH)
+        .collect()
+}
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn fetched_tables_equal_convert_rpp3_concurrency_1_and_4() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, items) = export(10);
+    let want = converted(&bytes, &tmp);
+    // The reference flattener agrees with `convert` too, so the comparison is not circular.
+    let expected = reference::flatten_export(&bytes);
+    assert_eq!(
+        reference::read_csv(&want.join("users.csv")).1,
+        expected.users
+    );
+    for concurrency in ["1", "4"] {
+        // Page 2 answers late, so with 4 in flight pages 3 and 4 arrive before it.
+        let server = mock(
+            &items,
+            vec![Fault::Delay {
+                page: 2,
+                attempt: 1,
+                millis: 150,
+            }],
+        );
+        let out = tmp.path().join(format!("fetched-{concurrency}"));
+        let output = fetch(&server, &out, &["--rpp", "3", "--concurrency", concurrency])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        let stderr = stderr_of(&output);
+        assert!(stderr.starts_with("Preparing user export...\n"), "{stderr}");
+        assert!(
+            stderr.contains("Export complete!\nusers: 10 rows"),
+            "{stderr}"
+        );
+        assert_same_tables(&out, &want);
+        assert_eq!(
+            names(&out),
+            [
+                "attributes.csv",
+                "attributes.parquet",
+                "grants.csv",
+                "grants.parquet",
+                "users.csv",
+                "users.parquet"
+            ]
+        );
+        let reqs = user_pages(&server);
+        let mut pages: Vec<u32> = reqs.iter().filter_map(|r| r.page).collect();
+        pages.sort();
+        assert_eq!(pages, [1, 2, 3, 4], "concurrency {concurrency}");
+        assert!(reqs.iter().all(|r| r.signature_ok), "{reqs:?}");
+        assert!(
+            reqs.iter()
+                .any(|r| r.query == "attributes=true&grants=true&rpp=3&page=4"),
+            "{reqs:?}"
+        );
+    }
+}
+
+#[test]
+fn segments_are_assembled_into_the_same_tables() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, items) = export(23);
+    let want = converted(&bytes, &tmp);
+    let server = mock(&items, Vec::new());
+    let out = tmp.path().join("out");
+    let raw = tmp.path().join("raw.txt");
+    fetch(
+        &server,
+        &out,
+        &["--rpp", "4", "--segment-pages", "2", "--save-raw"],
+    )
+    .arg(&raw)
+    .args(["--on-error", "skip"])
+    .assert()
+    .success();
+    assert_same_tables(&out, &want);
+    assert_eq!(std::fs::read(out.join("rejects.ndjson")).unwrap(), b"");
+    // The raw copy: each page body as received, one per line.
+    let text = std::fs::read_to_string(&raw).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6);
+    let mut ids = Vec::new();
+    for line in lines {
+        let page: serde_json::Value = serde_json::from_str(line).unwrap();
+        for item in page["results"].as_array().unwrap() {
+            ids.push(item["user"]["user_id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(ids.len(), 23);
+    assert!(!out.join(WORK_DIR).exists());
+}
+
+#[test]
+fn retries_429_with_retry_after_and_503_then_success() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, items) = export(10);
+    let want = converted(&bytes, &tmp);
+    let faults = vec![
+        Fault::Status {
+            page: 2,
+            attempt: 1,
+            status: 429,
+            retry_after: Some("1".into()),
+        },
+        Fault::Status {
+            page: 3,
+            attempt: 1,
+            status: 503,
+            retry_after: None,
+        },
+        Fault::Status {
+            page: 3,
+            attempt: 2,
+            status: 503,
+            retry_after: None,
+        },
+    ];
+    let server = mock(&items, faults);
+    let out = tmp.path().join("out");
+    let started = Instant::now();
+    fetch(&server, &out, &["--rpp", "3", "--retries", "3"])
+        .assert()
+        .success();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was honoured"
+    );
+    assert_same_tables(&out, &want);
+    let statuses: Vec<(u32, u32, u16)> = user_pages(&server)
+        .iter()
+        .filter(|r| matches!(r.page, Some(2 | 3)))
+        .map(|r| (r.page.unwrap(), r.attempt, r.status))
+        .collect();
+    for expected in [
+        (2, 1, 429),
+        (2, 2, 200),
+        (3, 1, 503),
+        (3, 2, 503),
+        (3, 3, 200),
+    ] {
+        assert!(statuses.contains(&expected), "{statuses:?}");
+    }
+}
+
+#[test]
+fn a_body_cut_off_mid_page_is_fetched_again_without_duplicates() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, items) = export(10);
+    let want = converted(&bytes, &tmp);
+    let faults = vec![
+        Fault::TruncateBody {
+            page: 2,
+            attempt: 1,
+        },
+        Fault::Hangup {
+            page: 3,
+            attempt: 1,
+        },
+    ];
+    let server = mock(&items, faults);
+    let out = tmp.path().join("out");
+    fetch(&server, &out, &["--rpp", "3", "--concurrency", "3"])
+        .assert()
+        .success();
+    assert_same_tables(&out, &want);
+    let (_, rows) = reference::read_csv(&out.join("users.csv"));
+    assert_eq!(rows.len(), 10);
+}
+
+#[test]
+fn unauthorized_and_forbidden_fail_at_once_naming_what_to_check() {
+    let (_, items) = export(4);
+    for (fault, expected) in [
+        (
+            Fault::Unauthorized,
+            "Export failed.\nzephr-etl: page 1: authentication failed (401): check \
+             ZEPHR_ACCESS_KEY and ZEPHR_SECRET_KEY (or --secret-key-file) for tenant acme",
+        ),
+        (
+            Fault::Forbidden,
+            "Export failed.\nzephr-etl: page 1: permission denied (403): the key pair needs \
+             the user-export permission for tenant acme",
+        ),
+    ] {
+        let tmp = TempDir::new().unwrap();
+        let server = mock(&items, vec![fault]);
+        let out = tmp.path().join("out");
+        let output = fetch(&server, &out, &["--retries", "5"]).output().unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = stderr_of(&output);
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!stderr.contains(SECRET), "{stderr}");
+        // Final: no retries, and nothing left behind in DIR.
+        assert_eq!(user_pages(&server).len(), 1);
+        assert!(names(&out).is_empty(), "{:?}", names(&out));
+    }
+}
+
+#[test]
+fn no_paginate_streams_the_single_array() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, items) = export(12);
+    let want = converted(&bytes, &tmp);
+    let server = mock(&items, Vec::new());
+    let out = tmp.path().join("out");
+    let raw = tmp.path().join("raw.json");
+    // --rpp is for state events here: it must not turn the user export into pages.
+    fetch(
+        &server,
+        &out,
+        &["--no-paginate", "--rpp", "5", "--save-raw"],
+    )
+    .arg(&raw)
+    .assert()
+    .success();
+    assert_same_tables(&out, &want);
+    let reqs = user_pages(&server);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].query, "attributes=true&grants=true");
+    assert_eq!(reqs[0].page, Some(0));
+    let served = format!("[{}]", items.join(","));
+    assert_eq!(std::fs::read_to_string(&raw).unwrap(), served);
+}
+
+#[test]
+fn resume_continues_after_the_last_committed_page() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, items) = export(16);
+    let want = converted(&bytes, &tmp);
+    // 6 pages of 3; page 4 fails twice, which with --retries 1 ends the first run.
+    let faults = vec![
+        Fault::Status {
+            page: 4,
+            attempt: 1,
+            status: 503,
+            retry_after: None,
+        },
+        Fault::Status {
+            page: 4,
+            attempt: 2,
+            status: 503,
+            retry_after: None,
+        },
+    ];
+    let server = mock(&items, faults);
+    let out = tmp.path().join("out");
+    let args = [
+        "--rpp",
+        "3",
+        "--segment-pages",
+        "2",
+        "--retries",
+        "1",
+        "--concurrency",
+        "1",
+    ];
+    let output = fetch(&server, &out, &args).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("Export failed.\nzephr-etl: pages 1-3 are kept in "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "rerun the same command with --resume to continue from page 4: page 4: \
+             GET /v3/user-export?attributes=true&grants=true&rpp=3&page=4 failed after 2 \
+             attempts: HTTP 503"
+        ),
+        "{stderr}"
+    );
+    // No table yet: only the hidden work folder.
+    assert_eq!(names(&out), [WORK_DIR]);
+
+    // Other arguments: refused, and the saved progress is kept.
+    let output = fetch(&server, &out, &["--rpp", "4", "--resume"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("was started with other arguments (query: \"attributes=true&grants=true&rpp=3\" then, \"attributes=true&grants=true&rpp=4\" now); rerun with the same arguments to continue it, or drop --resume to start over"),
+        "{stderr}"
+    );
+    assert_eq!(names(&out), [WORK_DIR]);
+
+    let before = server.requests().len();
+    let output = fetch(&server, &out, &args)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("Resuming from page 4"),
+        "{}",
+        stderr_of(&output)
+    );
+    let asked: Vec<u32> = server.requests()[before..]
+        .iter()
+        .filter_map(|r| r.page)
+        .collect();
+    assert_eq!(asked, [4, 5, 6], "committed pages are not fetched again");
+    assert_same_tables(&out, &want);
+    assert!(!out.join(WORK_DIR).exists());
+}
+
+#[test]
+fn a_rerun_without_resume_starts_over() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, items) = export(10);
+    let want = converted(&bytes, &tmp);
+    let faults = (1..=2)
+        .map(|attempt| Fault::Status {
+            page: 3,
+            attempt,
+            status: 500,
+            retry_after: None,
+        })
+        .collect();
+    let server = mock(&items, faults);
+    let out = tmp.path().join("out");
+    // One page at a time, so that no request of the first run is still on its way when the
+    // second starts.
+    let args = [
+        "--rpp",
+        "3",
+        "--segment-pages",
+        "1",
+        "--retries",
+        "1",
+        "--concurrency",
+        "1",
+    ];
+    fetch(&server, &out, &args).assert().code(1);
+    let before = server.requests().len();
+    let output = fetch(&server, &out, &args).output().unwrap();
+    assert!(output.status.success());
+    assert!(stderr_of(&output).contains("Discarding an interrupted fetch in"));
+    let asked: Vec<u32> = server.requests()[before..]
+        .iter()
+        .filter_map(|r| r.page)
+        .collect();
+    assert_eq!(asked, [1, 2, 3, 4]);
+    assert_same_tables(&out, &want);
+}
+
+#[test]
+fn state_file_is_written_after_success_and_used_as_since() {
+    let tmp = TempDir::new().unwrap();
+    let (_, items) = export(5);
+    let server = mock(&items, Vec::new());
+    let state = tmp.path().join("state").join("acme.json");
+    let arg = state.to_str().unwrap();
+
+    // A failed run does not create it.
+    let failing = mock(&items, vec![Fault::Unauthorized]);
+    fetch(&failing, &tmp.path().join("f"), &["--state-file", arg])
+        .assert()
+        .code(1);
+    assert!(!state.exists());
+
+    let before = zephr_etl::fetch::state_file::iso_utc(std::time::SystemTime::now());
+    fetch(&server, &tmp.path().join("a"), &["--state-file", arg])
+        .assert()
+        .success();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(saved["tenant"], "acme");
+    let since = saved["last_success_started_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        since >= before && since.ends_with('Z'),
+        "{since} vs {before}"
+    );
+    assert!(
+        user_pages(&server)
+            .iter()
+            .all(|r| !r.query.contains("since="))
+    );
+
+    let n = server.requests().len();
+    let output = fetch(&server, &tmp.path().join("b"), &["--state-file", arg])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(
+        stderr_of(&output).contains(&format!("users updated since {since} (from --state-file)"))
+    );
+    let queries: Vec<String> = server.requests()[n..]
+        .iter()
+        .map(|r| r.query.clone())
+        .collect();
+    assert_eq!(
+        queries,
+        [format!("attributes=true&grants=true&since={since}&page=1")]
+    );
+
+    // --since wins over the file.
+    let n = server.requests().len();
+    fetch(
+        &server,
+        &tmp.path().join("c"),
+        &["--state-file", arg, "--since", "2020-01-01"],
+    )
+    .assert()
+    .success();
+    assert!(server.requests()[n].query.contains("since=2020-01-01&"));
+}
+
+fn events_rows() -> Vec<String> {
+    [
+        r#"{"event_id":"e1","user_id":"u1","state":"active","at":"2024-01-02T03:04:05Z","n":1.50}"#,
+        r#"{"event_id":"e2","user_id":"u2","state":null,"detail":{"a":[1, 2]}}"#,
+        r#"{"user_id":"u3","event_id":"e3","flag":true,"n":-0}"#,
+        r#"{"event_id":"e4","state":"say \"hi\", twice"}"#,
+        r#"{"event_id":"e5"}"#,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+const EVENT_COLUMNS: [&str; 7] = ["event_id", "user_id", "state", "at", "n", "detail", "flag"];
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_owned())
+}
+
+fn expected_event_rows() -> Vec<Vec<Option<String>>> {
+    vec![
+        vec![
+            s("e1"),
+            s("u1"),
+            s("active"),
+            s("2024-01-02T03:04:05Z"),
+            s("1.50"),
+            None,
+            None,
+        ],
+        vec![s("e2"), s("u2"), None, None, None, s("{\"a\":[1,2]}"), None],
+        vec![s("e3"), s("u3"), None, None, s("-0"), None, s("true")],
+        vec![
+            s("e4"),
+            None,
+            s("say \"hi\", twice"),
+            None,
+            None,
+            None,
+            None,
+        ],
+        vec![s("e5"), None, None, None, None, None, None],
+    ]
+}
+
+fn parquet_strings(path: &Path) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+    use arrow_array::{Array, StringArray};
+    let batches = read_parquet(path);
+    let mut rows = Vec::new();
+    let mut header = Vec::new();
+    for b in &batches {
+        header = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        for f in b.schema().fields() {
+            assert_eq!(f.data_type(), &arrow_schema::DataType::Utf8);
+        }
+        for row in 0..b.num_rows() {
+            rows.push(
+                b.columns()
+                    .iter()
+                    .map(|c| {
+                        let c = c.as_any().downcast_ref::<StringArray>().unwrap();
+                        c.is_valid(row).then(|| c.value(row).to_owned())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    (header, rows)
+}
+
+#[test]
+fn state_events_are_fetched_with_the_sources_columns() {
+    let tmp = TempDir::new().unwrap();
+    let (_, items) = export(4);
+    let mut cfg = MockConfig::new(ACCESS_KEY, SECRET, items);
+    cfg.state_events = Some(StateEventsMock {
+        rows: events_rows(),
+        fail: false,
+    });
+    cfg.lifetime = Duration::from_secs(60);
+    let server = MockServer::start(cfg);
+    let out = tmp.path().join("out");
+    let output = fetch(&server, &out, &["--state-events", "--rpp", "2"])
+        .args([
+            "--events-from",
+            "2024-01-01T00:00:00Z",
+            "--events-to",
+            "2024-02-01",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains(
+            "Downloading state events...\nstate_events: 5 rows, 7 columns\nAll exports complete!\n"
+        ),
+        "{stderr}"
+    );
+    let (header, rows) = reference::read_csv(&out.join("state_events.csv"));
+    assert_eq!(header, EVENT_COLUMNS);
+    assert_eq!(rows, expected_event_rows());
+    let (header, rows) = parquet_strings(&out.join("state_events.parquet"));
+    assert_eq!(header, EVENT_COLUMNS);
+    assert_eq!(rows, expected_event_rows());
+    let events: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == mock_zephr::EVENTS_PATH)
+        .map(|r| r.query)
+        .collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events.contains(
+        &"eventsExport=true&from=2024-01-01T00:00:00Z&to=2024-02-01&rpp=2&page=3".to_owned()
+    ));
+    assert!(!out.join(WORK_DIR).exists());
+}
+
+#[test]
+fn a_failed_state_events_phase_keeps_the_user_tables_and_exits_3() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, items) = export(4);
+    let want = converted(&bytes, &tmp);
+    let mut cfg = MockConfig::new(ACCESS_KEY, SECRET, items);
+    cfg.state_events = Some(StateEventsMock {
+        rows: events_rows(),
+        fail: true,
+    });
+    cfg.lifetime = Duration::from_secs(60);
+    let server = MockServer::start(cfg);
+    let out = tmp.path().join("out");
+    let output = fetch(&server, &out, &["--state-events", "--retries", "1"])
+        .args(["--events-from", "2024-01-01", "--events-to", "2024-02-01"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("zephr-etl: State events export failed: page 1: GET /v4/user-export?eventsExport=true&from=2024-01-01&to=2024-02-01&page=1 failed after 2 attempts: HTTP 500"),
+        "{stderr}"
+    );
+    assert_same_tables(&out, &want);
+    assert!(
+        names(&out)
+            .iter()
+            .all(|n| !n.starts_with("state_events") && !n.starts_with('.'))
+    );
+}
+
+#[test]
+fn convert_takes_state_events_from_csv_and_ndjson() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, _) = export(3);
+    let input = tmp.path().join("export.json");
+    std::fs::write(&input, &bytes).unwrap();
+    let csv = tmp.path().join("events.csv");
+    std::fs::write(
+        &csv,
+        "when,who,what\n2024-01-01,u1,\"a, b\"\n2024-01-02,,x\n",
+    )
+    .unwrap();
+    let ndjson = tmp.path().join("events.ndjson");
+    std::fs::write(&ndjson, events_rows().join("\n")).unwrap();
+    for (i, (events, header, rows)) in [
+        (
+            &csv,
+            vec!["when", "who", "what"],
+            vec![
+                vec![s("2024-01-01"), s("u1"), s("a, b")],
+                vec![s("2024-01-02"), None, s("x")],
+            ],
+        ),
+        (&ndjson, EVENT_COLUMNS.to_vec(), expected_event_rows()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = tmp.path().join(format!("out-{i}"));
+        zephr()
+            .arg("convert")
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .arg("--state-events")
+            .arg(events)
+            .assert()
+            .success()
+            .stderr(predicates::str::contains("All exports complete!"));
+        let (h, r) = reference::read_csv(&out.join("state_events.csv"));
+        assert_eq!(
+            (h, r),
+            (header.iter().map(|s| s.to_string()).collect(), rows.clone())
+        );
+        let (h, r) = parquet_strings(&out.join("state_events.parquet"));
+        assert_eq!(
+            (h, r),
+            (header.iter().map(|s| s.to_string()).collect(), rows)
+        );
+    }
+    // A missing events file fails before anything is written.
+    let out = tmp.path().join("missing");
+    zephr()
+        .arg("convert")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .args(["--state-events", "nope.csv"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "--state-events: cannot open nope.csv",
+        ));
+    assert!(!out.exists() || names(&out).is_empty());
+    // A broken one exits 3 with the user tables in place.
+    let broken = tmp.path().join("broken.ndjson");
+    std::fs::write(&broken, "{\"a\":1}\n[2]\n").unwrap();
+    let out = tmp.path().join("broken");
+    zephr()
+        .arg("convert")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .arg("--state-events")
+        .arg(&broken)
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains(format!(
+            "zephr-etl: State events export failed: {}: event 2: invalid type: sequence, \
+             expected a JSON object (one state event) at line 2",
+            broken.display()
+        )));
+    assert!(out.join("users.csv").exists() && !out.join("state_events.csv").exists());
+}
+
+#[test]
+fn bad_flags_fail_with_usage_before_any_request() {
+    let (_, items) = export(2);
+    let server = mock(&items, Vec::new());
+    let tmp = TempDir::new().unwrap();
+    for (args, message) in [
+        (
+            vec!["--since", "yesterday"],
+            "--since: expected an ISO-8601 time",
+        ),
+        (
+            vec!["--rpp", "0"],
+            "--rpp: must be between 1 and 10000, got 0",
+        ),
+        (
+            vec!["--events-from", "2024-01-01"],
+            "--events-from and --events-to need --state-events",
+        ),
+        (
+            vec![
+                "--state-events",
+                "--events-from",
+                "2024-01-01",
+                "--events-to",
+                "soon",
+            ],
+            "--events-to: expected an ISO-8601 time",
+        ),
+    ] {
+        fetch(&server, &tmp.path().join("x"), &args)
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(message));
+    }
+    zephr()
+        .args(["fetch", "--tenant", "acme", "-o"])
+        .arg(tmp.path().join("x"))
+        .args(["--base-url", "ftp://nope"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--base-url: invalid base URL"));
+    assert!(server.requests().is_empty());
+}
+
+/// Every file under `dir`, hidden ones and subfolders included.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn assert_no_secret_in(haystacks: &[(String, Vec<u8>)], server: &MockServer) {
+    let mut needles = vec![SECRET.to_owned()];
+    for r in server.requests() {
+        if let Some(auth) = r.authorization {
+            needles.push(auth.rsplit(':').next().unwrap().to_owned());
+            needles.push(auth);
+        }
+    }
+    for (name, bytes) in haystacks {
+        let text = String::from_utf8_lossy(bytes);
+        for needle in &needles {
+            assert!(!text.contains(needle.as_str()), "{name} holds {needle:?}");
+        }
+    }
+}
+
+#[test]
+fn the_secret_and_the_signature_appear_nowhere() {
+    let tmp = TempDir::new().unwrap();
+    let (_, items) = export(10);
+    // A careless proxy echoes the request and the secret in an error body, twice on page 3
+    // (which with --retries 1 ends the first run and keeps its pages), then all is well.
+    let faults = vec![
+        Fault::EchoRequest {
+            page: 2,
+            attempt: 1,
+            status: 502,
+        },
+        Fault::EchoRequest {
+            page: 3,
+            attempt: 1,
+            status: 502,
+        },
+        Fault::EchoRequest {
+            page: 3,
+            attempt: 2,
+            status: 502,
+        },
+    ];
+    let server = mock(&items, faults);
+    let out = tmp.path().join("out");
+    let raw = tmp.path().join("raw.txt");
+    let args = [
+        "--rpp",
+        "3",
+        "--segment-pages",
+        "1",
+        "--retries",
+        "1",
+        "--save-raw",
+    ];
+    let first = fetch(&server, &out, &args).arg(&raw).output().unwrap();
+    assert_eq!(first.status.code(), Some(1));
+    assert!(
+        stderr_of(&first).contains("[redacted]"),
+        "{}",
+        stderr_of(&first)
+    );
+    let mut haystacks = vec![
+        ("stdout 1".to_owned(), first.stdout.clone()),
+        ("stderr 1".to_owned(), first.stderr.clone()),
+    ];
+    let work = files_under(&out);
+    assert!(work.iter().any(|p| p.ends_with("journal.json")), "{work:?}");
+    for path in work {
+        haystacks.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    }
+    let second = fetch(&server, &out, &args)
+        .arg(&raw)
+        .args(["--resume", "--secret-key-file"])
+        .arg({
+            let file = tmp.path().join("secret.txt");
+            std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+            file
+        })
+        .env_remove("ZEPHR_SECRET_KEY")
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{}", stderr_of(&second));
+    haystacks.push(("stdout 2".to_owned(), second.stdout));
+    haystacks.push(("stderr 2".to_owned(), second.stderr));
+    for path in files_under(&out) {
+        haystacks.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    }
+    haystacks.push(("raw".to_owned(), std::fs::read(&raw).unwrap()));
+    assert!(haystacks.len() > 8);
+    assert_no_secret_in(&haystacks, &server);
+}
+
+#[test]
+fn rejects_keep_their_export_wide_item_numbers_across_segments() {
+    let tmp = TempDir::new().unwrap();
+    let (_, mut items) = export(10);
+    items.insert(7, r#"{"seq-no":99,"no_user":true}"#.to_owned());
+    let bytes = format!("[{}]", items.join(",")).into_bytes();
+    let input = tmp.path().join("export.json");
+    std::fs::write(&input, &bytes).unwrap();
+    let want = tmp.path().join("converted");
+    zephr()
+        .arg("convert")
+        .arg(&input)
+        .arg("-o")
+        .arg(&want)
+        .args(["-q", "--on-error", "skip"])
+        .assert()
+        .success();
+    let server = mock(&items, Vec::new());
+    let out = tmp.path().join("out");
+    fetch(
+        &server,
+        &out,
+        &["--rpp", "3", "--segment-pages", "1", "--on-error", "skip"],
+    )
+    .assert()
+    .success()
+    .stderr(predicates::str::contains("rejected: 1 items"));
+    assert_same_tables(&out, &want);
+    let rejects = |dir: &Path| -> Vec<(u64, String)> {
+        std::fs::read_to_string(dir.join("rejects.ndjson"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["item"].as_u64().unwrap(), v["raw"].to_string())
+            })
+            .collect()
+    };
+    assert_eq!(rejects(&out), rejects(&want));
+    assert_eq!(rejects(&out)[0].0, 8);
+}

@@ -1,0 +1,155 @@
+//! Test harness: run the real binary in temp dirs and read its tables back.
+//!
+//! Every integration test drives `zephr-etl` as a user would; this module keeps the plumbing
+//! (generated exports, temp dirs, CSV and Parquet readers) in one place.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use assert_cmd::Command;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::reference;
+
+/// The binary under test.
+pub fn zephr() -> Command {
+    let mut cmd = Command::cargo_bin("zephr-etl").expect("the binary builds");
+    cmd.env_remove("ZEPHR_ACCESS_KEY")
+        .env_remove("ZEPHR_SECRET_KEY");
+    cmd
+}
+
+/// A generated export (top-level array) with grants and attributes.
+pub fn generated(users: u64, seed: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let spec = zephr_etl::generate::GenerateSpec {
+        users,
+        seed,
+        grants: true,
+        attributes: true,
+    };
+    zephr_etl::generate::write_export(&spec, &mut out).expect("generation into memory cannot fail");
+    out
+}
+
+/// Writes `bytes` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("temp dir is writable");
+    path
+}
+
+/// One table read back: header and rows of cells (None = NULL).
+pub type CsvTable = (Vec<String>, Vec<Vec<Option<String>>>);
+
+/// Reads `dir/TABLE.csv` with the independent CSV reader.
+pub fn csv_table(dir: &Path, table: &str) -> CsvTable {
+    reference::read_csv(&dir.join(format!("{table}.csv")))
+}
+
+/// The three item tables of `dir` as reference tables.
+pub fn csv_tables(dir: &Path) -> reference::Tables {
+    reference::Tables {
+        users: csv_table(dir, "users").1,
+        grants: csv_table(dir, "grants").1,
+        attributes: csv_table(dir, "attributes").1,
+    }
+}
+
+/// Reads every record batch of a Parquet file.
+pub fn parquet_batches(path: &Path) -> Vec<RecordBatch> {
+    let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("valid parquet")
+        .build()
+        .expect("reader");
+    reader.map(|b| b.expect("readable batch")).collect()
+}
+
+/// Reads a Parquet table as CSV-convention cell text, to compare with the CSV output.
+pub fn parquet_cells(path: &Path) -> (Vec<(String, DataType, bool)>, Vec<Vec<Option<String>>>) {
+    let batches = parquet_batches(path);
+    let file = File::open(path).expect("open");
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("valid parquet");
+    let fields = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
+        .collect();
+    let mut rows = Vec::new();
+    for batch in &batches {
+        for row in 0..batch.num_rows() {
+            let cells = batch
+                .columns()
+                .iter()
+                .map(|column| cell_text(column.as_ref(), row))
+                .collect();
+            rows.push(cells);
+        }
+    }
+    (fields, rows)
+}
+
+fn cell_text(column: &dyn Array, row: usize) -> Option<String> {
+    if column.is_null(row) {
+        return None;
+    }
+    Some(match column.data_type() {
+        DataType::Utf8 => column.as_string::<i32>().value(row).to_string(),
+        DataType::Boolean => column.as_boolean().value(row).to_string(),
+        DataType::Int64 => column.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" => {
+            micros_to_text(column.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
+        other => panic!("unexpected column type {other:?}"),
+    })
+}
+
+/// UTC micros to the CSV convention, via the reference's own calendar code.
+fn micros_to_text(micros: i64) -> String {
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000);
+    let days = seconds.div_euclid(86_400);
+    let rest = seconds.rem_euclid(86_400);
+    // Walk the civil calendar independently of the tool (Hinnant's algorithm, restated).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut text = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    );
+    if fraction != 0 {
+        text = reference::normalise_timestamp(&format!("{text}.{fraction:06}Z"));
+        return text;
+    }
+    text.push('Z');
+    text
+}
+
+/// Every file name in `dir`, hidden ones included, sorted.
+pub fn dir_listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}

@@ -1,0 +1,5 @@
+//! Shared test code: the harness, the independent reference flattener, the mock Zephr API.
+#![allow(dead_code)]
+
+pub mod harness;
+pub mod reference;
