@@ -254,7 +254,8 @@ fn parquet_has_the_spec_types_and_the_csv_values() {
     let out = tmp.path().join("out");
     convert_ok(&[&input], &out, &[]);
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let expected_types: [(&str, Vec<(&str, DataType, bool)>); 3] = [
+    type Columns = Vec<(&'static str, DataType, bool)>;
+    let expected_types: [(&str, Columns); 3] = [
         (
             "users",
             vec![

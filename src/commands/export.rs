@@ -70,6 +70,7 @@ impl ExportConfig {
                 CompressionArg::Snappy => ParquetCompression::Snappy,
                 CompressionArg::None => ParquetCompression::None,
             },
+            zstd_level: args.zstd_level,
             row_group_rows: args.row_group_size as usize,
             ..ParquetOptions::default()
         };

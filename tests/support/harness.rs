@@ -72,8 +72,14 @@ pub fn parquet_batches(path: &Path) -> Vec<RecordBatch> {
     reader.map(|b| b.expect("readable batch")).collect()
 }
 
+/// A column as Parquet declares it: name, Arrow type, nullable.
+pub type Field = (String, DataType, bool);
+
+/// Rows of cells, NULL as `None`.
+pub type Rows = Vec<Vec<Option<String>>>;
+
 /// Reads a Parquet table as CSV-convention cell text, to compare with the CSV output.
-pub fn parquet_cells(path: &Path) -> (Vec<(String, DataType, bool)>, Vec<Vec<Option<String>>>) {
+pub fn parquet_cells(path: &Path) -> (Vec<Field>, Rows) {
     let batches = parquet_batches(path);
     let file = File::open(path).expect("open");
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("valid parquet");
