@@ -8,6 +8,7 @@
 //! - `mutated_exports_convert_or_fail_cleanly`: a property test that mutates small valid
 //!   exports at random. It runs 64 cases by default (a few seconds); for a longer search run
 //!   `PROPTEST_CASES=5000 cargo test --test errors mutated`.
+//! - `secrets`: no rendering of an HTTP client error holds the secret or a request signature.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use support::harness::{dir_listing, generated};
 use tempfile::TempDir;
-use zephr_etl::generate::{GenerateSpec, write_export};
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zephr-etl");
 
@@ -39,19 +42,6 @@ fn run_in(cwd: &Path, args: &[&str]) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// The names in `dir` (hidden ones too: temporary files and the lock), sorted; none when the
-/// directory does not exist.
-fn listing(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 const TABLE_FILES: [&str; 6] = [
@@ -350,7 +340,7 @@ fn broken_corpus() {
     let dir = corpus_dir();
     let tmp = TempDir::new().unwrap();
     let mut failures = Vec::new();
-    let files = listing(&dir);
+    let files = dir_listing(&dir);
     assert!(files.len() >= 35, "{files:?}");
     for file in files.iter().filter(|f| !f.ends_with(".md")) {
         let bytes = std::fs::read(dir.join(file)).unwrap();
@@ -364,11 +354,12 @@ fn broken_corpus() {
             args.extend_from_slice(sizes);
             let out = run_in(&dir, &args);
             let got = stderr(&out);
-            if out.status.code() != Some(1) || got != expected || !listing(&out_dir).is_empty() {
+            if out.status.code() != Some(1) || got != expected || !dir_listing(&out_dir).is_empty()
+            {
                 failures.push(format!(
                     "{file} {sizes:?}: exit {:?}, files {:?}\n  got:      {got:?}\n  expected: {expected:?}",
                     out.status.code(),
-                    listing(&out_dir)
+                    dir_listing(&out_dir)
                 ));
             }
         }
@@ -399,7 +390,7 @@ fn without_quiet_the_phases_frame_the_error() {
             expected_stderr("nul-in-string.json", &bytes)
         )
     );
-    assert!(listing(&out_dir).is_empty());
+    assert!(dir_listing(&out_dir).is_empty());
 }
 
 #[test]
@@ -434,7 +425,7 @@ fn the_second_input_is_named_and_items_are_numbered_across_inputs() {
             place(&bytes, line_start(&bytes, 2))
         )
     );
-    assert!(listing(&out_dir).is_empty());
+    assert!(dir_listing(&out_dir).is_empty());
 }
 
 #[test]
@@ -454,7 +445,7 @@ fn missing_input_and_directory_input() {
         stderr(&out),
         "zephr-etl: adir: cannot read: is a directory, not an export file\n"
     );
-    assert!(listing(&out_dir).is_empty());
+    assert!(dir_listing(&out_dir).is_empty());
 }
 
 #[test]
@@ -581,7 +572,7 @@ fn skip_writes_rejects_and_keeps_the_good_items() {
         let mut expected: Vec<&str> = TABLE_FILES.to_vec();
         expected.push("rejects.ndjson");
         expected.sort();
-        assert_eq!(listing(&dir), expected);
+        assert_eq!(dir_listing(&dir), expected);
     }
 }
 
@@ -638,7 +629,7 @@ fn broken_json_stops_a_skip_run_too() {
             place(bytes, find(bytes, b"tru}") + 3)
         )
     );
-    assert!(listing(&tmp.path().join("out")).is_empty());
+    assert!(dir_listing(&tmp.path().join("out")).is_empty());
 }
 
 #[test]
@@ -670,7 +661,7 @@ fn max_errors_stops_at_the_nth_reject_and_keeps_nothing() {
             place(bytes, line_start(bytes, 2))
         )
     );
-    assert!(listing(&tmp.path().join("out")).is_empty());
+    assert!(dir_listing(&tmp.path().join("out")).is_empty());
 
     // Seven rejects stay under a limit of eight.
     let out = run_in(
@@ -754,7 +745,7 @@ fn an_item_over_max_item_bytes_is_a_bad_item() {
                 place(bytes, big_at)
             )
         );
-        assert!(listing(&tmp.path().join("fail")).is_empty());
+        assert!(dir_listing(&tmp.path().join("fail")).is_empty());
 
         let out_dir = format!("skip{buffer}");
         let mut args = vec![
@@ -816,7 +807,7 @@ fn an_item_over_max_item_bytes_is_a_bad_item() {
 
 /// The names and contents of the files in `dir`.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    listing(dir)
+    dir_listing(dir)
         .into_iter()
         .map(|name| {
             let bytes = std::fs::read(dir.join(&name)).unwrap();
@@ -898,7 +889,7 @@ fn existing_outputs_are_refused_without_overwrite_and_replaced_with_it() {
         stderr(&out),
         "zephr-etl: solo/grants.parquet already exists; pass --overwrite to replace it, or choose another -o directory\n"
     );
-    assert_eq!(listing(&tmp.path().join("solo")), ["grants.parquet"]);
+    assert_eq!(dir_listing(&tmp.path().join("solo")), ["grants.parquet"]);
     assert_eq!(read(tmp.path().join("solo/grants.parquet")), "keep me");
 
     let out = run_in(
@@ -906,7 +897,7 @@ fn existing_outputs_are_refused_without_overwrite_and_replaced_with_it() {
         &["convert", "-q", "second.json", "-o", "out", "--overwrite"],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(listing(&tmp.path().join("out")), TABLE_FILES);
+    assert_eq!(dir_listing(&tmp.path().join("out")), TABLE_FILES);
     assert_eq!(
         read(tmp.path().join("out/users.csv")),
         format!("{USERS_HEADER}second,,,,,,,,,,\n")
@@ -933,7 +924,7 @@ fn a_live_lock_keeps_a_second_run_out_and_a_stale_one_is_taken_over() {
         )
     );
     // The other run's lock is left alone, and nothing else was written.
-    assert_eq!(listing(&dir), [".zephr-etl.lock"]);
+    assert_eq!(dir_listing(&dir), [".zephr-etl.lock"]);
     assert_eq!(read(lock.clone()), format!("{me}\n"));
 
     // A lock left by a process that has exited (a crash, kill -9) is taken over.
@@ -950,20 +941,7 @@ fn a_live_lock_keeps_a_second_run_out_and_a_stale_one_is_taken_over() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let mut expected = vec![other];
     expected.extend(TABLE_FILES.map(String::from));
-    assert_eq!(listing(&dir), expected);
-}
-
-/// A generated export of `users` users as bytes.
-fn generated(users: u64, seed: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let spec = GenerateSpec {
-        users,
-        seed,
-        grants: true,
-        attributes: true,
-    };
-    write_export(&spec, &mut out).unwrap();
-    out
+    assert_eq!(dir_listing(&dir), expected);
 }
 
 /// Waits up to `limit` for `cond`.
@@ -1025,7 +1003,7 @@ fn interrupt_mid_run(signal: &str, feed: bool) {
         let _ = sent_rx_keepalive(stdin);
     });
     // The run is under way once its temporary files exist; let it convert a little.
-    assert!(wait_for(Duration::from_secs(20), || listing(&dir)
+    assert!(wait_for(Duration::from_secs(20), || dir_listing(&dir)
         .iter()
         .any(|n| n.contains(".zephr-etl-tmp-"))));
     if feed {
@@ -1061,7 +1039,7 @@ fn interrupt_mid_run(signal: &str, feed: bool) {
     );
     // The main thread polls for the signal every 100 ms, even with the reader blocked.
     assert!(reaction < Duration::from_secs(2), "{reaction:?}");
-    assert!(listing(&dir).is_empty(), "{:?}", listing(&dir));
+    assert!(dir_listing(&dir).is_empty(), "{:?}", dir_listing(&dir));
     if feed {
         let sent = sent_rx.try_iter().last().unwrap_or(0);
         assert!(
@@ -1309,13 +1287,13 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                     return Err(TestCaseError::fail(format!("{why}\ninput: {shown}")));
                 }
             }
-            prop_assert_eq!(listing(&dir), expected, "input: {}", shown);
+            prop_assert_eq!(dir_listing(&dir), expected, "input: {}", shown);
         }
         Some(1) => {
             prop_assert!(
-                listing(&dir).is_empty(),
+                dir_listing(&dir).is_empty(),
                 "files left: {:?}\ninput: {}",
-                listing(&dir),
+                dir_listing(&dir),
                 shown
             );
             // A compressed magic number would make offsets refer to decompressed bytes.
