@@ -46,11 +46,15 @@ pub struct PipelineOptions {
     pub threads: usize,
     pub framer: FramerOptions,
     pub flatten: FlattenOptions,
-    /// Stop a `--on-error skip` run once this many items were rejected.
+    /// Stop a `--on-error skip` run once this many items were rejected (counting
+    /// `rejects_before`).
     pub max_errors: Option<u64>,
     /// The number of the first item (1 unless this run continues an export, as a resumed
     /// `fetch` does, so that errors and rejects keep their export-wide item numbers).
     pub first_item: u64,
+    /// Items the export rejected before this run (earlier `fetch` segments), toward
+    /// `max_errors`.
+    pub rejects_before: u64,
 }
 
 /// Counts of a run, also passed to the progress callback as the run goes.
@@ -80,10 +84,10 @@ pub enum PipelineError {
     #[error("cannot write rejects.ndjson: {0}")]
     Rejects(std::io::Error),
     #[error(
-        "stopped after {limit} rejected items (--max-errors {limit}); the first was {first}\n\
+        "stopped after {limit} rejected items (--max-errors {limit}); the last was {last}\n\
          (rejects.ndjson is not kept when a run fails: raise --max-errors to get it)"
     )]
-    TooManyRejects { limit: u64, first: Box<BadItem> },
+    TooManyRejects { limit: u64, last: Box<BadItem> },
     #[error("interrupted (Ctrl-C or SIGTERM); no output file of this run was kept")]
     Interrupted,
     #[error("internal error: {0}")]
@@ -263,7 +267,6 @@ fn reorder_and_dispatch(
     let mut waiting: BTreeMap<u64, Result<FlatBatch, PipelineError>> = BTreeMap::new();
     let mut next = 0u64;
     let mut total = None;
-    let mut first_reject: Option<BadItem> = None;
     loop {
         if signal::interrupted() {
             return Err(PipelineError::Interrupted);
@@ -297,14 +300,13 @@ fn reorder_and_dispatch(
             for reject in &flat.rejects {
                 write_reject(reject, rejects)?;
                 stats.rejects += 1;
-                let first = first_reject.get_or_insert_with(|| reject.bad.clone());
                 // Counted one by one, so the run stops at exactly the N-th reject.
                 if let Some(limit) = opts.max_errors
-                    && stats.rejects >= limit
+                    && opts.rejects_before + stats.rejects >= limit
                 {
                     return Err(PipelineError::TooManyRejects {
                         limit,
-                        first: Box::new(first.clone()),
+                        last: Box::new(reject.bad.clone()),
                     });
                 }
             }

@@ -655,10 +655,10 @@ fn max_errors_stops_at_the_nth_reject_and_keeps_nothing() {
     assert_eq!(
         stderr(&out),
         format!(
-            "zephr-etl: stopped after 3 rejected items (--max-errors 3); the first was item 2 \
-             (mixed.json: {}), field `user`: the item has no `user` object\n\
+            "zephr-etl: stopped after 3 rejected items (--max-errors 3); the last was item 4 \
+             (mixed.json: {}), field `user.user_id`: user_id is null; every user row needs one\n\
              (rejects.ndjson is not kept when a run fails: raise --max-errors to get it)\n",
-            place(bytes, line_start(bytes, 2))
+            place(bytes, line_start(bytes, 4))
         )
     );
     assert!(dir_listing(&tmp.path().join("out")).is_empty());
