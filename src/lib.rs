@@ -12,9 +12,14 @@
 //!   phase (CSV or JSON of flat objects) into the `state_events` table.
 
 pub mod error;
+pub mod extension;
 pub mod fetch;
 pub mod flatten;
 pub mod generate;
+pub mod inspect;
+pub mod manifest;
+pub mod naming;
+pub mod pii;
 pub mod pipeline;
 pub mod progress;
 pub mod schema;
@@ -23,3 +28,4 @@ pub mod sink;
 pub mod source;
 pub mod state_events;
 pub mod table;
+pub mod wide;
