@@ -10,6 +10,10 @@
 //! - [`fetch`] is another source of bytes: the signed, retrying Admin API client, the
 //!   paginator and the resumable fetch's journal; [`state_events`] turns the export's second
 //!   phase (CSV or JSON of flat objects) into the `state_events` table.
+//!
+//! Around the core: [`extension`] is the users table of a run with [`wide`] attribute columns
+//! and [`pii`]-hashed identifiers; [`naming`] keeps column names warehouse-safe; [`manifest`]
+//! describes a run's files; [`inspect`] summarises an export without writing tables.
 
 pub mod error;
 pub mod extension;

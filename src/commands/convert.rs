@@ -48,7 +48,8 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             "wide_columns_from",
             json!("the attribute keys of the inputs"),
         );
-        Some(discover(&inputs, config.pipeline.framer, &progress)?)
+        let (framer, threads) = (config.pipeline.framer, config.pipeline.threads);
+        Some(discover(&inputs, framer, threads, &progress)?)
     } else {
         None
     };

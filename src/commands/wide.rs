@@ -105,6 +105,7 @@ pub fn check_rereadable(inputs: &[InputSpec]) -> anyhow::Result<()> {
 pub fn discover(
     inputs: &[InputSpec],
     framer: FramerOptions,
+    threads: usize,
     progress: &Progress,
 ) -> anyhow::Result<WideColumns> {
     progress.phase("Finding attribute keys (first pass)...");
@@ -113,7 +114,14 @@ pub fn discover(
     for spec in inputs {
         sources.push((spec.display_name(), open_input(spec, counter.clone())?));
     }
-    let keys = wide::discover_keys(sources, framer).context("--wide-attributes")?;
+    // The first pass decodes on as many threads as the run itself (--threads).
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .context("cannot start worker threads")?;
+    let keys = pool
+        .install(|| wide::discover_keys(sources, framer))
+        .context("--wide-attributes")?;
     let base: Vec<&str> = Table::Users
         .def()
         .columns
