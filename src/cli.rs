@@ -100,6 +100,10 @@ pub struct OutputArgs {
     /// Parquet compression codec.
     #[arg(long, value_enum, default_value = "zstd")]
     pub compression: CompressionArg,
+    /// zstd level for Parquet (-7 fastest … 22 smallest).
+    #[arg(long, value_name = "N", default_value_t = 1, allow_hyphen_values = true,
+          value_parser = clap::value_parser!(i32).range(-7..=22))]
+    pub zstd_level: i32,
     /// Rows per Parquet row group at most.
     #[arg(long, value_name = "N", default_value_t = 122_880, value_parser = clap::value_parser!(u32).range(1..))]
     pub row_group_size: u32,

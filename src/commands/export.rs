@@ -175,6 +175,7 @@ impl ExportConfig {
                 CompressionArg::Snappy => ParquetCompression::Snappy,
                 CompressionArg::None => ParquetCompression::None,
             },
+            zstd_level: args.zstd_level,
             row_group_rows: args.row_group_size as usize,
             max_rows_per_file: args.max_rows_per_file,
             ..ParquetOptions::default()
@@ -637,6 +638,9 @@ fn parameters(args: &OutputArgs) -> BTreeMap<String, Value> {
         "compression".into(),
         json!(format!("{:?}", args.compression).to_lowercase()),
     );
+    if args.compression == CompressionArg::Zstd {
+        map.insert("zstd_level".into(), json!(args.zstd_level));
+    }
     map.insert("row_group_size".into(), json!(args.row_group_size));
     map.insert(
         "on_error".into(),

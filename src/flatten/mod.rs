@@ -17,7 +17,7 @@ use crate::error::{BadItem, InputError, Location};
 use crate::extension::{self, UsersExtension};
 use crate::schema::Table;
 use crate::source::framer::RawBatch;
-use crate::table::{ColumnBatch, CsvDialect, Formats, TableBuilder};
+use crate::table::{ColumnBatch, CsvDialect, Formats, TableBuilder, csv_text};
 use item::{FieldPath, Item};
 use json::{Leaf, compact};
 
@@ -162,6 +162,8 @@ fn emit(
 ) {
     let user_id = item.user_id.as_deref().unwrap_or_default();
     let (email_address, username) = extension::identifiers(ext, item);
+    // The user id repeats on every grant and attribute row: check its CSV form once.
+    let plain_id = csv_text::is_plain(user_id, users.dialect());
     users.text(Some(user_id));
     users.text(email_address.as_deref());
     users.text(username.as_deref());
@@ -177,7 +179,7 @@ fn emit(
     users.end_row();
 
     for grant in &item.grants {
-        grants.text(Some(user_id));
+        grants.text_repeated(user_id, plain_id);
         grants.text(grant.grant_id.as_deref());
         grants.text(grant.account_id.as_deref());
         grants.text(grant.expiry_state.as_deref());
@@ -192,13 +194,13 @@ fn emit(
     }
 
     for (key, leaf) in &item.attributes {
-        attributes.text(Some(user_id));
+        attributes.text_repeated(user_id, plain_id);
         attributes.text(Some(key));
         match leaf {
             Leaf::Object(raw) | Leaf::Array(raw) => attributes.text(Some(&compact(raw))),
             other => attributes.text(other.clone().into_text().ok().flatten().as_deref()),
         }
-        attributes.text(Some(leaf.type_name()));
+        attributes.text_plain(leaf.type_name());
         attributes.end_row();
     }
 }

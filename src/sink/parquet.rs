@@ -27,10 +27,16 @@ pub enum ParquetCompression {
     None,
 }
 
+/// The default zstd level. Parquet's own encodings already shrink the data; higher levels
+/// cost a lot of CPU for a few percent and would put the writers on the critical path.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+
 /// How Parquet files are laid out.
 #[derive(Debug, Clone, Copy)]
 pub struct ParquetOptions {
     pub compression: ParquetCompression,
+    /// zstd level; negative levels trade a little size for a lot of speed.
+    pub zstd_level: i32,
     /// Rows per row group at most.
     pub row_group_rows: usize,
     /// Bytes of buffered row group at most; the group is closed early when it grows past this.
@@ -43,6 +49,7 @@ impl Default for ParquetOptions {
     fn default() -> Self {
         ParquetOptions {
             compression: ParquetCompression::Zstd,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
             row_group_rows: 122_880,
             row_group_bytes: 16 << 20,
             max_rows_per_file: None,
@@ -53,10 +60,8 @@ impl Default for ParquetOptions {
 impl ParquetOptions {
     fn properties(&self, dictionary_columns: &[String]) -> WriterProperties {
         let compression = match self.compression {
-            // Level 1: Parquet's own encodings already shrink the data; higher levels cost a
-            // lot of CPU for a few percent and would put the writers on the critical path.
             ParquetCompression::Zstd => {
-                Compression::ZSTD(ZstdLevel::try_new(1).expect("1 is a valid zstd level"))
+                Compression::ZSTD(ZstdLevel::try_new(self.zstd_level).unwrap_or_default())
             }
             ParquetCompression::Snappy => Compression::SNAPPY,
             ParquetCompression::None => Compression::UNCOMPRESSED,

@@ -183,6 +183,40 @@ impl TableBuilder {
         self.column += 1;
     }
 
+    /// Pushes a text cell that [`csv_text::is_plain`] approved: the CSV bytes are copied
+    /// without looking at them again.
+    pub fn text_plain(&mut self, value: &str) {
+        debug_assert!(
+            csv_text::is_plain(value, self.dialect),
+            "{value:?} is not plain"
+        );
+        self.separate();
+        if self.csv_enabled {
+            self.csv.extend_from_slice(value.as_bytes());
+        }
+        if let Some(ColumnBuilder::Text(b)) = self.builder() {
+            b.append_value(value);
+        } else {
+            debug_assert!(self.columns.is_none(), "column {} is not text", self.column);
+        }
+        self.column += 1;
+    }
+
+    /// Pushes a text cell that repeats on many rows: `plain` says whether
+    /// [`csv_text::is_plain`] approved it, so it is checked once per item, not once per row.
+    pub fn text_repeated(&mut self, value: &str, plain: bool) {
+        if plain {
+            self.text_plain(value)
+        } else {
+            self.text(Some(value))
+        }
+    }
+
+    /// The CSV dialect the builder writes.
+    pub fn dialect(&self) -> CsvDialect {
+        self.dialect
+    }
+
     /// Pushes a boolean cell.
     pub fn boolean(&mut self, value: Option<bool>) {
         self.separate();
