@@ -331,6 +331,29 @@ fn excel_dialect_bytes_are_exact() {
         ]
     );
 
+    // State events keep their source's column names in CSV: guarded too.
+    let events = write_file(tmp.path(), "events.csv", b"=HYPERLINK(\"x\"),b\n-1,@y\n");
+    let with_events = tmp.path().join("events");
+    run_ok(
+        &[
+            "convert",
+            s(&input),
+            "-o",
+            s(&with_events),
+            "--format",
+            "csv",
+            "--csv-dialect",
+            "excel",
+            "--state-events",
+            s(&events),
+        ],
+        &[],
+    );
+    assert_eq!(
+        std::fs::read_to_string(with_events.join("state_events.csv")).unwrap(),
+        "\u{feff}\"'=HYPERLINK(\"\"x\"\")\",b\r\n'-1,'@y\r\n"
+    );
+
     // The default dialect leaves the data alone: no mark, LF, no guard, no split.
     let plain = tmp.path().join("plain");
     run_ok(
@@ -1076,5 +1099,83 @@ fn paged_fetch_writes_the_same_parts_as_convert() {
     for file in manifest["files"].as_array().unwrap() {
         let path = fetched.join(file["path"].as_str().unwrap());
         assert_eq!(file["sha256"], sha256_hex(&path));
+    }
+}
+
+/// BigQuery's rule for column names, restated: letters, digits and `_`, not starting with a
+/// digit, at most 300 characters.
+fn bigquery_accepts(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 300
+        && !b[0].is_ascii_digit()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+#[test]
+fn parquet_is_warehouse_friendly() {
+    use parquet::basic::Compression;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let tmp = TempDir::new().unwrap();
+    let input = write_file(tmp.path(), "export.json", &generated(45, 4));
+    let schema = write_file(
+        tmp.path(),
+        "schema.json",
+        br#"[{"slug":"1st-name","input-type":"text"},{"slug":"\u00dcber","input-type":"number"},
+             {"slug":"uber","input-type":"checkbox"},{"slug":"age","input-type":"number"}]"#,
+    );
+    let out = tmp.path().join("out");
+    run_ok(
+        &[
+            "convert",
+            s(&input),
+            "-o",
+            s(&out),
+            "--compression",
+            "snappy",
+            "--row-group-size",
+            "10",
+            "--wide-attributes",
+            "--user-schema",
+            s(&schema),
+        ],
+        &[],
+    );
+    let reader =
+        SerializedFileReader::new(std::fs::File::open(out.join("users.parquet")).unwrap()).unwrap();
+    let meta = reader.metadata();
+    assert_eq!(meta.num_row_groups(), 5);
+    let names: Vec<String> = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    assert_eq!(
+        names[11..],
+        ["attr_1st_name", "attr__ber", "attr_uber", "attr_age"]
+    );
+    for name in &names {
+        assert!(bigquery_accepts(name), "{name}");
+    }
+    let lower: std::collections::HashSet<String> =
+        names.iter().map(|n| n.to_ascii_lowercase()).collect();
+    assert_eq!(lower.len(), names.len(), "unique regardless of case");
+    for group in meta.row_groups() {
+        assert!(group.num_rows() <= 10);
+        for column in group.columns() {
+            assert_eq!(column.compression(), Compression::SNAPPY);
+        }
+        let registered = group.column(5);
+        let stats = registered.statistics().expect("statistics are on");
+        assert!(stats.min_bytes_opt().is_some() && stats.max_bytes_opt().is_some());
+    }
+    for table in ["grants", "attributes"] {
+        let batches = parquet_batches(&out.join(format!("{table}.parquet")));
+        for field in batches[0].schema().fields() {
+            assert!(bigquery_accepts(field.name()), "{table}.{}", field.name());
+        }
     }
 }
