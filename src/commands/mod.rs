@@ -6,6 +6,7 @@ mod export;
 mod fetch;
 mod generate;
 mod inspect;
+mod layout;
 mod schema;
 mod state_events;
 mod wide;

@@ -20,7 +20,8 @@ use zephr_etl::state_events::{self, EventsStats, TABLE_NAME};
 use zephr_etl::table::ColumnBatch;
 
 use super::EXIT_STATE_EVENTS_FAILED;
-use super::export::{ExportConfig, Layout};
+use super::export::ExportConfig;
+use super::layout::Layout;
 
 /// What the failure message starts with (SPEC section 4).
 pub const PHASE_FAILED: &str = "State events export failed";
