@@ -128,8 +128,9 @@ pub struct OutputArgs {
     /// value, keyed by the environment variable ZEPHR_ETL_PII_KEY.
     #[arg(long)]
     pub hash_pii: bool,
-    /// Add one users column per attribute key (attr_KEY), typed by --user-schema; without
-    /// one, `convert` reads its inputs twice to find the keys (string columns).
+    /// Add one users column per attribute key (attr_KEY), typed by --user-schema (`fetch`
+    /// downloads the tenant's when none is given); without one, `convert` reads its inputs
+    /// twice to find the keys (string columns).
     #[arg(long)]
     pub wide_attributes: bool,
     /// Zephr's user schema (the JSON array GET /v3/schema/users returns) for
