@@ -82,10 +82,10 @@ pub struct OutputArgs {
     /// What to do with a bad item.
     #[arg(long, value_enum, default_value = "fail")]
     pub on_error: OnErrorArg,
-    /// With --on-error skip: stop once this many items were rejected.
-    #[arg(long, value_name = "N")]
+    /// With --on-error skip: stop (exit 1, no output) once this many items were rejected.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_errors: Option<u64>,
-    /// An item larger than this many bytes is refused instead of filling memory.
+    /// An item larger than this many bytes is a bad item, never held in memory whole.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub max_item_bytes: usize,
     /// Worker threads (default: all cores).

@@ -41,6 +41,14 @@ pub enum InputError {
     },
     #[error("{location}: {problem}")]
     Syntax { location: Location, problem: String },
+    /// Reading stopped part way: a corrupt or cut-off compressed file, a dropped connection.
+    /// The location is where the data stopped.
+    #[error("{location}: {source}")]
+    Read {
+        location: Location,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// An item that is valid JSON but cannot be mapped faithfully (SPEC section 5).

@@ -46,11 +46,15 @@ pub struct PipelineOptions {
     pub threads: usize,
     pub framer: FramerOptions,
     pub flatten: FlattenOptions,
-    /// Stop a `--on-error skip` run once this many items were rejected.
+    /// Stop a `--on-error skip` run once this many items were rejected (counting
+    /// `rejects_before`).
     pub max_errors: Option<u64>,
     /// The number of the first item (1 unless this run continues an export, as a resumed
     /// `fetch` does, so that errors and rejects keep their export-wide item numbers).
     pub first_item: u64,
+    /// Items the export rejected before this run (earlier `fetch` segments), toward
+    /// `max_errors`.
+    pub rejects_before: u64,
 }
 
 /// Counts of a run, also passed to the progress callback as the run goes.
@@ -80,10 +84,11 @@ pub enum PipelineError {
     #[error("cannot write rejects.ndjson: {0}")]
     Rejects(std::io::Error),
     #[error(
-        "stopped after {0} rejected items (--max-errors); see rejects.ndjson for what was wrong"
+        "stopped after {limit} rejected items (--max-errors {limit}); the last was {last}\n\
+         (rejects.ndjson is not kept when a run fails: raise --max-errors to get it)"
     )]
-    TooManyRejects(u64),
-    #[error("interrupted; no output file of this run was kept")]
+    TooManyRejects { limit: u64, last: Box<BadItem> },
+    #[error("interrupted (Ctrl-C or SIGTERM); no output file of this run was kept")]
     Interrupted,
     #[error("internal error: {0}")]
     Internal(String),
@@ -173,6 +178,8 @@ pub fn run(
             Err(PipelineError::Write(write_error.expect("checked")))
         }
         Err(e) => Err(e),
+        // A signal while the writers were finishing: nothing is committed yet, so honour it.
+        Ok(()) if signal::interrupted() => Err(PipelineError::Interrupted),
         Ok(()) => {
             // The reader has sent `Finished`; it is done or about to be.
             let _ = reader.join();
@@ -207,12 +214,11 @@ fn read_batches(
                 return;
             }
             let mut batch = RawBatch::default();
-            let more = match framer.next_batch(&mut batch) {
-                Ok(more) => more,
-                Err(e) => {
-                    let _ = results.send(Message::Failed(seq, e));
-                    return;
-                }
+            // The items framed before a framing error are flattened first, so that a problem
+            // in one of them, which comes earlier in the input, is the one reported.
+            let (more, failed) = match framer.next_batch(&mut batch) {
+                Ok(more) => (more, None),
+                Err(e) => (false, Some(e)),
             };
             if batch.items.is_empty() {
                 let _ = permit_back.send(());
@@ -226,6 +232,10 @@ fn read_batches(
                     let _ = results.send(Message::Batch(this, outcome));
                 });
                 seq += 1;
+            }
+            if let Some(e) = failed {
+                let _ = results.send(Message::Failed(seq, e));
+                return;
             }
             if !more {
                 break;
@@ -287,9 +297,20 @@ fn reorder_and_dispatch(
         }
         while let Some(outcome) = waiting.remove(&next) {
             let flat = outcome?;
-            write_rejects(&flat.rejects, rejects)?;
+            for reject in &flat.rejects {
+                write_reject(reject, rejects)?;
+                stats.rejects += 1;
+                // Counted one by one, so the run stops at exactly the N-th reject.
+                if let Some(limit) = opts.max_errors
+                    && opts.rejects_before + stats.rejects >= limit
+                {
+                    return Err(PipelineError::TooManyRejects {
+                        limit,
+                        last: Box::new(reject.bad.clone()),
+                    });
+                }
+            }
             stats.items += flat.items;
-            stats.rejects += flat.rejects.len() as u64;
             stats.input_bytes = stats.input_bytes.max(flat.input_bytes);
             for ((rows, tx), batch) in stats.rows.iter_mut().zip(tables).zip(flat.tables) {
                 *rows += batch.rows as u64;
@@ -299,39 +320,36 @@ fn reorder_and_dispatch(
             }
             let _ = permit_back.send(());
             next += 1;
-            if let Some(limit) = opts.max_errors
-                && stats.rejects >= limit
-            {
-                return Err(PipelineError::TooManyRejects(stats.rejects));
-            }
             on_progress(stats);
         }
     }
 }
 
-/// Writes rejected items as `{"item":N,"offset":B,"error":"...","raw":<item>}` lines.
-fn write_rejects(
-    list: &[Reject],
+/// Writes a rejected item as a `{"item":N,"offset":B,"error":"...","raw":<item>}` line
+/// (`"raw":null,"too_large":true` for an item larger than `--max-item-bytes`).
+fn write_reject(
+    reject: &Reject,
     out: &mut Option<&mut (dyn Write + Send)>,
 ) -> Result<(), PipelineError> {
     let Some(out) = out.as_mut() else {
         return Ok(());
     };
-    for reject in list {
-        let mut line = format!(
-            "{{\"item\":{},\"offset\":{},\"error\":{},\"raw\":",
-            reject.bad.number,
-            reject.bad.location.offset,
-            serde_json::to_string(&reject.bad.to_string()).unwrap_or_default()
-        );
-        // The raw item is valid JSON (it parsed); compacting only drops line breaks and
+    let mut line = format!(
+        "{{\"item\":{},\"offset\":{},\"error\":{},\"raw\":",
+        reject.bad.number,
+        reject.bad.location.offset,
+        serde_json::to_string(&reject.bad.to_string()).unwrap_or_default()
+    );
+    match &reject.raw {
+        // The raw item is valid JSON (it was checked); compacting only drops line breaks and
         // indentation, so the line stays one NDJSON record.
-        push_compact(&mut line, &String::from_utf8_lossy(&reject.raw));
-        line.push_str("}\n");
-        out.write_all(line.as_bytes())
-            .map_err(PipelineError::Rejects)?;
+        Some(raw) => push_compact(&mut line, &String::from_utf8_lossy(raw)),
+        // Larger than --max-item-bytes: its bytes were never held in memory.
+        None => line.push_str("null,\"too_large\":true"),
     }
-    Ok(())
+    line.push_str("}\n");
+    out.write_all(line.as_bytes())
+        .map_err(PipelineError::Rejects)
 }
 
 /// A writer thread: writes every batch of one table, then finishes its writers.

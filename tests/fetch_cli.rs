@@ -324,12 +324,12 @@ fn unauthorized_and_forbidden_fail_at_once_naming_what_to_check() {
     for (fault, expected) in [
         (
             Fault::Unauthorized,
-            "zephr-etl: Export failed.: page 1: authentication failed (401): check \
+            "Export failed.\nzephr-etl: page 1: authentication failed (401): check \
              ZEPHR_ACCESS_KEY and ZEPHR_SECRET_KEY (or --secret-key-file) for tenant acme",
         ),
         (
             Fault::Forbidden,
-            "zephr-etl: Export failed.: page 1: permission denied (403): the key pair needs \
+            "Export failed.\nzephr-etl: page 1: permission denied (403): the key pair needs \
              the user-export permission for tenant acme",
         ),
     ] {
@@ -409,7 +409,7 @@ fn resume_continues_after_the_last_committed_page() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = stderr_of(&output);
     assert!(
-        stderr.contains("zephr-etl: Export failed.: pages 1-3 are kept in "),
+        stderr.contains("Export failed.\nzephr-etl: pages 1-3 are kept in "),
         "{stderr}"
     );
     assert!(

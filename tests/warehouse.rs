@@ -1179,3 +1179,33 @@ fn parquet_is_warehouse_friendly() {
         }
     }
 }
+
+#[test]
+fn a_crashed_partitioned_run_leaves_no_temporaries_behind() {
+    let tmp = TempDir::new().unwrap();
+    let input = write_file(tmp.path(), "export.json", &generated(4, 2));
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(out.join("users")).unwrap();
+    // The lock and half-written parts of a run that died (kill -9).
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    std::fs::write(out.join(".zephr-etl.lock"), format!("{dead}\n")).unwrap();
+    let leftover = format!(".part-00001.parquet.zephr-etl-tmp-{dead}");
+    std::fs::write(out.join("users").join(&leftover), "half a part").unwrap();
+    run_ok(
+        &[
+            "convert",
+            s(&input),
+            "-o",
+            s(&out),
+            "--max-rows-per-file",
+            "10",
+        ],
+        &[],
+    );
+    assert_eq!(
+        dir_listing(&out.join("users")),
+        ["part-00000.csv", "part-00000.parquet"]
+    );
+}

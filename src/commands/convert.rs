@@ -70,8 +70,10 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let stats = match config.run(sources, &progress, &raw_bytes, total) {
         Ok(stats) => stats,
         Err(e) => {
+            // The console's phase line, then (from main) the cause.
             progress.clear();
-            return Err(e.context("Export failed."));
+            progress.line("Export failed.");
+            return Err(e);
         }
     };
     let ext = config.users();

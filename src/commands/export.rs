@@ -124,6 +124,7 @@ impl ExportConfig {
             },
             max_errors: args.max_errors,
             first_item: 1,
+            rejects_before: 0,
         };
         let parquet = ParquetOptions {
             compression: match args.compression {

@@ -150,8 +150,10 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let fetched = match outcome {
         Ok(fetched) => fetched,
         Err(e) => {
+            // The console's phase line, then (from main) the cause, as `convert` does.
             progress.clear();
-            return Err(e.context("Export failed."));
+            progress.line("Export failed.");
+            return Err(e);
         }
     };
 

@@ -532,6 +532,12 @@ impl Client {
     /// proxy echoes the request back.
     fn scrub(&self, text: &str, auth: &str) -> String {
         let mut out = text.replace(auth, "[redacted]");
+        // The signature on its own too: an echo that re-encodes the header (a redirect URL
+        // with `%20` for the space) keeps the hex hash verbatim, and it would let anyone
+        // replay the request until its timestamp expires.
+        if let Some(hash) = auth.rsplit(':').next().filter(|h| h.len() >= 16) {
+            out = out.replace(hash, "[redacted]");
+        }
         let secret = self.credentials.secret.expose();
         if !secret.is_empty() {
             out = out.replace(secret, "[redacted]");

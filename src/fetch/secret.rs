@@ -232,6 +232,44 @@ mod tests {
     }
 
     #[test]
+    fn secret_is_masked_in_every_format() {
+        let s = SecretKey::new("hunter2");
+        for text in [
+            s.to_string(),
+            format!("{s:?}"),
+            format!("{s:#?}"),
+            format!("{s:>20}"),
+            format!("{s:.3}"),
+            format!("{:?}", Some(s.clone())),
+        ] {
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        let c = Credentials {
+            access_key: "AK".into(),
+            secret: s,
+        };
+        assert_eq!(
+            format!("{c:?}"),
+            "Credentials { access_key: \"***\", secret: SecretKey(***) }"
+        );
+        assert!(!format!("{c:#?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_is_not_quoted() {
+        let dir = std::env::temp_dir().join(format!("zephr-secret-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        std::fs::write(&path, b"hunter2-\xff-rest").unwrap();
+        let env = env_of(&[(ACCESS_KEY_VAR, "AK")]);
+        let e = Credentials::from_sources(&env, Some(&path)).unwrap_err();
+        for text in [e.to_string(), format!("{e:?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn from_env_trims() {
         let env = env_of(&[(ACCESS_KEY_VAR, " AK1 \n"), (SECRET_KEY_VAR, "sek\n")]);
         let c = Credentials::from_sources(env, None).unwrap();

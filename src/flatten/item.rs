@@ -317,10 +317,15 @@ impl<'de> Visitor<'de> for UserSeed<'_, 'de> {
                         Leaf::Null => None,
                         Leaf::Bool(b) => Some(b),
                         other => {
+                            // The value as written, cut short: it may be a whole object.
+                            let text = raw.get();
+                            let shown = match text.char_indices().nth(40) {
+                                Some((cut, _)) => format!("{}…", &text[..cut]),
+                                None => text.to_string(),
+                            };
                             return Err(de::Error::custom(format!(
-                                "expected true, false or null, found {} {}",
+                                "expected true, false or null, found the {} {shown}",
                                 other.type_name(),
-                                raw.get()
                             )));
                         }
                     };

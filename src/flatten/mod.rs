@@ -11,12 +11,11 @@ pub mod timestamp;
 
 use std::cell::RefCell;
 
-use serde::de::IgnoredAny;
-
 use crate::error::{BadItem, InputError, Location};
 use crate::extension::{self, UsersExtension};
 use crate::schema::Table;
 use crate::source::framer::RawBatch;
+use crate::source::syntax::{self, SyntaxError, describe_byte};
 use crate::table::{ColumnBatch, CsvDialect, Formats, TableBuilder, csv_text};
 use item::{FieldPath, Item};
 use json::{Leaf, compact};
@@ -45,7 +44,8 @@ pub struct FlattenOptions {
 #[derive(Debug)]
 pub struct Reject {
     pub bad: BadItem,
-    pub raw: Vec<u8>,
+    /// `None` when the item was larger than `--max-item-bytes` and its bytes were not kept.
+    pub raw: Option<Vec<u8>>,
 }
 
 /// The tables' rows from one batch of items.
@@ -105,42 +105,74 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
     };
     let mut rejects = Vec::new();
     // One UTF-8 check for the whole batch is much cheaper than serde_json checking every
-    // string and raw value on its own.
-    let text =
-        std::str::from_utf8(&batch.data).map_err(|e| invalid_utf8(batch, e.valid_up_to()))?;
-    for index in 0..batch.items.len() {
-        let span = &batch.items[index];
-        // Items start and end on ASCII bytes, so these are character boundaries.
-        let item_text = &text[span.start..span.end];
+    // string and raw value on its own. The items before a bad byte are still decoded first:
+    // a problem in one of them comes earlier in the input and is the one to report.
+    let (text, valid_up_to) = match std::str::from_utf8(&batch.data) {
+        Ok(text) => (text, batch.data.len()),
+        Err(e) => (
+            std::str::from_utf8(&batch.data[..e.valid_up_to()]).unwrap_or_default(),
+            e.valid_up_to(),
+        ),
+    };
+    for (index, span) in batch.items.iter().enumerate() {
+        // Items start and end on ASCII bytes in the input, except scalars of an NDJSON stream,
+        // which can cut a character in two (`a\xc3 \xa9b`): `get` refuses such a cut.
+        let Some(item_text) = text.get(span.start..span.end) else {
+            let at = match std::str::from_utf8(batch.item_bytes(index)) {
+                Err(e) if span.start + e.valid_up_to() < valid_up_to => {
+                    span.start + e.valid_up_to()
+                }
+                _ => valid_up_to,
+            };
+            return Err(invalid_utf8(batch, at));
+        };
         let bytes = item_text.as_bytes();
         let mut item = Item::default();
         let mut path = FieldPath::default();
-        let outcome = if bytes.first() == Some(&b'{') {
-            item::decode(item_text, &mut item, &mut path)
-        } else {
-            Err(not_an_object(bytes))
-        };
-        match outcome {
-            Ok(()) => emit(&item, opts.users, users, grants, attributes),
-            Err(e) if e.classify() == serde_json::error::Category::Data => {
-                let known_id = item.user_id.as_deref().map(str::to_owned);
-                let bad = BadItem {
-                    number: batch.items[index].number,
-                    location: batch.location(index),
-                    user_id: known_id.or_else(|| user_id_of(bytes)),
-                    field: (!path.field.is_empty() || path.grant.is_some())
-                        .then(|| path.to_string()),
-                    problem: strip_position(&e.to_string()),
-                };
-                match opts.on_error {
-                    OnError::Fail => return Err(FlattenError::BadItem(bad)),
-                    OnError::Skip => rejects.push(Reject {
-                        bad,
-                        raw: bytes.to_vec(),
-                    }),
-                }
+        let bad = if let Some(size) = span.too_large {
+            BadItem {
+                number: span.number,
+                location: batch.location(index),
+                user_id: None,
+                field: None,
+                problem: format!(
+                    "the item is {size} bytes, more than --max-item-bytes allows; raise the \
+                     limit if the item is genuine"
+                ),
             }
-            Err(e) => return Err(FlattenError::Input(syntax_in_item(batch, index, &e))),
+        } else {
+            let outcome = if bytes.first() == Some(&b'{') {
+                item::decode(item_text, &mut item, &mut path)
+            } else {
+                Err(not_an_object(bytes))
+            };
+            let Err(e) = outcome else {
+                emit(&item, opts.users, users, grants, attributes);
+                continue;
+            };
+            // Decoding stops at the first problem, which may come before broken JSON further
+            // on; broken JSON stops the run whatever --on-error says, so check the whole item.
+            if let Err(broken) = syntax::check(bytes) {
+                return Err(FlattenError::Input(broken_item(batch, index, &broken)));
+            }
+            if e.classify() != serde_json::error::Category::Data {
+                return Err(FlattenError::Input(syntax_in_item(batch, index, &e)));
+            }
+            let known_id = item.user_id.as_deref().map(str::to_owned);
+            BadItem {
+                number: span.number,
+                location: batch.location(index),
+                user_id: known_id.or_else(|| user_id_of(bytes)),
+                field: (!path.field.is_empty() || path.grant.is_some()).then(|| path.to_string()),
+                problem: plain_message(&e.to_string()),
+            }
+        };
+        match opts.on_error {
+            OnError::Fail => return Err(FlattenError::BadItem(bad)),
+            OnError::Skip => rejects.push(Reject {
+                bad,
+                raw: span.too_large.is_none().then(|| bytes.to_vec()),
+            }),
         }
     }
     let tables = builders.iter_mut().map(TableBuilder::finish).collect();
@@ -205,15 +237,22 @@ fn emit(
     }
 }
 
-/// An item that is not an object is a bad item if it is valid JSON, broken JSON otherwise.
+/// The error for an item that is not an object (a bad item if it is valid JSON, which the
+/// caller checks).
 fn not_an_object(bytes: &[u8]) -> serde_json::Error {
-    match serde_json::from_slice::<IgnoredAny>(bytes) {
-        Err(e) => e,
-        Ok(_) => {
-            let shown: String = String::from_utf8_lossy(&bytes[..bytes.len().min(40)]).into_owned();
-            serde::de::Error::custom(format!("the item is not an object (found {shown})"))
-        }
-    }
+    let found = match bytes.first() {
+        Some(b'[') => "an array".to_string(),
+        Some(b'"') => "a string".to_string(),
+        Some(b't' | b'f') => "a boolean".to_string(),
+        Some(b'n') => "null".to_string(),
+        _ => format!(
+            "the number {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+        ),
+    };
+    serde::de::Error::custom(format!(
+        "expected the item to be an object with a `user`, found {found}"
+    ))
 }
 
 /// Best effort at the user id of an item that failed to decode, for the error message.
@@ -232,6 +271,46 @@ fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(at) => message[..at].to_string(),
         None => message.to_string(),
+    }
+}
+
+/// serde's "invalid type: map, expected X" in the order a user reads it: "expected X, found
+/// an object".
+fn plain_message(message: &str) -> String {
+    let message = strip_position(message);
+    let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once(", expected "))
+    else {
+        return message;
+    };
+    let found = if let Some(n) = found
+        .strip_prefix("integer ")
+        .or_else(|| found.strip_prefix("floating point "))
+    {
+        format!("the number {}", n.trim_matches('`'))
+    } else if let Some(b) = found.strip_prefix("boolean ") {
+        b.to_string()
+    } else if found.starts_with("string ") {
+        format!("the {found}")
+    } else {
+        match found {
+            "map" => "an object".to_string(),
+            "sequence" => "an array".to_string(),
+            other => other.to_string(),
+        }
+    };
+    format!("expected {expected}, found {found}")
+}
+
+/// A syntax error `error.offset` bytes into item `index`, located in the input.
+fn broken_item(batch: &RawBatch, index: usize, error: &SyntaxError) -> InputError {
+    InputError::Syntax {
+        location: locate(batch, index, error.offset),
+        problem: format!(
+            "invalid JSON in item {}: {}",
+            batch.items[index].number, error.problem
+        ),
     }
 }
 
@@ -261,14 +340,16 @@ fn invalid_utf8(batch: &RawBatch, valid_up_to: usize) -> FlattenError {
     FlattenError::Input(InputError::Syntax {
         location: locate(batch, index, within),
         problem: format!(
-            "invalid UTF-8 in item {}; Zephr exports are UTF-8, so the file was damaged or \
-             re-encoded: download it again, or convert it with iconv",
+            "invalid UTF-8 ({}) in item {}; Zephr exports are UTF-8, so the file was damaged \
+             or re-encoded: download it again, or convert it with iconv",
+            describe_byte(batch.data[valid_up_to]),
             batch.items[index].number
         ),
     })
 }
 
-/// Translates serde_json's line and column within an item into the input's coordinates.
+/// serde_json found broken JSON that [`syntax::check`] accepts (a lone surrogate escape in a
+/// key): its line and column within the item, translated to the input's coordinates.
 fn syntax_in_item(batch: &RawBatch, index: usize, error: &serde_json::Error) -> InputError {
     let span = &batch.items[index];
     let bytes = batch.item_bytes(index);

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 /// The lock file's name inside the output directory.
 pub const LOCK_NAME: &str = ".zephr-etl.lock";
 
+/// Temporary files are named `.{name}.zephr-etl-tmp-{pid}`.
+const TEMP_MARK: &str = ".zephr-etl-tmp-";
+
 /// The output directory could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -99,7 +102,7 @@ impl OutputDir {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp = parent.join(format!(".{name}.zephr-etl-tmp-{}", std::process::id()));
+        let temp = parent.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -172,6 +175,9 @@ fn take_lock(dir: &Path, lock: &Path) -> Result<(), OutputError> {
                         lock: lock.to_path_buf(),
                     });
                 }
+                // A run that died without cleaning up (kill -9, a power cut) also left its
+                // temporary files, named after its pid.
+                remove_temporaries_of(dir, &pid);
                 let _ = fs::remove_file(lock);
             }
             Err(source) => {
@@ -187,6 +193,28 @@ fn take_lock(dir: &Path, lock: &Path) -> Result<(), OutputError> {
         pid: "unknown".into(),
         lock: lock.to_path_buf(),
     })
+}
+
+/// Removes the temporary files that the dead run `pid` left in `dir` and in its table
+/// folders (`--max-rows-per-file` writes `users/part-00000.parquet`, ...).
+fn remove_temporaries_of(dir: &Path, pid: &str) {
+    remove_temporaries_in(dir, pid, true);
+}
+
+fn remove_temporaries_in(dir: &Path, pid: &str, descend: bool) {
+    let suffix = format!("{TEMP_MARK}{pid}");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(&suffix) {
+            let _ = fs::remove_file(entry.path());
+        } else if descend && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_temporaries_in(&entry.path(), pid, false);
+        }
+    }
 }
 
 fn process_alive(pid: &str) -> bool {

@@ -15,6 +15,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
+use super::syntax::{self, describe_byte};
 use crate::error::{InputError, Location};
 
 /// One framed item: its bytes in [`RawBatch::data`] and where it came from.
@@ -28,6 +29,9 @@ pub struct ItemSpan {
     pub offset: u64,
     pub line: u64,
     pub column: u64,
+    /// The item's size when it exceeded `max_item_bytes`: it was read past without being
+    /// kept, so its range in [`RawBatch::data`] is empty.
+    pub too_large: Option<u64>,
 }
 
 /// A batch of raw items, their bytes stored back to back.
@@ -68,7 +72,8 @@ pub struct FramerOptions {
     pub batch_bytes: usize,
     /// Bytes asked of the reader at a time.
     pub buffer_size: usize,
-    /// An item larger than this stops the run instead of filling memory.
+    /// An item larger than this is not kept in memory: it becomes a bad item (see
+    /// [`ItemSpan::too_large`]) and framing goes on after it.
     pub max_item_bytes: usize,
 }
 
@@ -115,6 +120,15 @@ enum Phase {
     Done,
 }
 
+/// How the scan of one value ended.
+enum Scanned {
+    /// The value is `buf[start..end]`.
+    Value(usize, usize),
+    /// The value is larger than the limit: it was read past without being kept, and ends at
+    /// `buf[end]`; `size` is its length in bytes.
+    TooLarge { end: usize, size: u64 },
+}
+
 /// Turns bytes from `R` into [`RawBatch`]es.
 pub struct Framer<R> {
     reader: R,
@@ -143,10 +157,13 @@ fn is_ws(b: u8) -> bool {
 fn describe(b: Option<u8>) -> String {
     match b {
         None => "the end of the input".to_string(),
-        Some(b) if b.is_ascii_graphic() => format!("`{}`", b as char),
-        Some(b) => format!("byte 0x{b:02x}"),
+        Some(b) => describe_byte(b),
     }
 }
+
+/// What a Zephr export looks like, for messages about inputs that are not one.
+const EXPECTED_EXPORT: &str =
+    "a Zephr export (a JSON array of items, a paginated `{\"results\": ...}` object or NDJSON)";
 
 impl<R: Read> Framer<R> {
     /// A framer over `reader`, named `input` in errors; items are numbered from `first_number`.
@@ -180,14 +197,35 @@ impl<R: Read> Framer<R> {
         self.base + self.pos as u64
     }
 
+    /// The location of `buf[index]`. `line` and `line_start` describe `pos`; the lines between
+    /// `pos` and `index` are counted here, on the way to an error, not while scanning.
     fn location_at(&self, index: usize) -> Location {
         let offset = self.base + index as u64;
+        let from = self.pos.min(index);
+        let ahead = &self.buf[from..index];
+        let (line, line_start) = match memchr::memrchr(b'\n', ahead) {
+            Some(last) => (
+                self.line + memchr::memchr_iter(b'\n', ahead).count() as u64,
+                self.base + (from + last) as u64 + 1,
+            ),
+            None => (self.line, self.line_start),
+        };
         Location {
             input: self.input.clone(),
             offset,
-            line: self.line,
-            column: offset - self.line_start + 1,
+            line,
+            column: offset - line_start + 1,
         }
+    }
+
+    /// Moves `pos` forward to `to`, counting the lines passed.
+    fn advance_to(&mut self, to: usize) {
+        let passed = &self.buf[self.pos..to];
+        if let Some(last) = memchr::memrchr(b'\n', passed) {
+            self.line += memchr::memchr_iter(b'\n', passed).count() as u64;
+            self.line_start = self.base + (self.pos + last) as u64 + 1;
+        }
+        self.pos = to;
     }
 
     fn syntax(&self, index: usize, problem: impl Into<String>) -> InputError {
@@ -225,9 +263,10 @@ impl<R: Read> Framer<R> {
                     return Ok((shift, true));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // Where the data stopped is where to look in a corrupt or cut-off file.
                 Err(source) => {
-                    return Err(InputError::Io {
-                        input: self.input.clone(),
+                    return Err(InputError::Read {
+                        location: self.location_at(self.len),
                         source,
                     });
                 }
@@ -335,10 +374,13 @@ impl<R: Read> Framer<R> {
     fn start(&mut self, next: Option<u8>) -> Result<bool, InputError> {
         self.phase = Phase::Running;
         match next {
+            None if self.consumed() == 0 => Err(self.syntax(
+                self.pos,
+                format!("the input is empty; expected {EXPECTED_EXPORT}"),
+            )),
             None => Err(self.syntax(
                 self.pos,
-                "the input is empty; expected a Zephr export (a JSON array, a paginated \
-                 `{\"results\": ...}` object or NDJSON)",
+                format!("the input holds only whitespace; expected {EXPECTED_EXPORT}"),
             )),
             Some(b'[') => {
                 self.pos += 1;
@@ -357,14 +399,20 @@ impl<R: Read> Framer<R> {
                 }
                 Ok(true)
             }
-            Some(b) => Err(self.syntax(
-                self.pos,
-                format!(
-                    "expected `[` or `{{` at the start of a Zephr export, found {}; this input \
-                     is not JSON, or a single value rather than an export",
-                    describe(Some(b))
-                ),
-            )),
+            Some(b) => {
+                let what = match b {
+                    b'"' => "a JSON string (a single value is not an export)".to_string(),
+                    b'-' | b'0'..=b'9' => {
+                        "a JSON number (a single value is not an export)".to_string()
+                    }
+                    b'<' => "`<` (an HTML or XML page? this input is not JSON)".to_string(),
+                    b => format!("{} (this input is not JSON)", describe_byte(b)),
+                };
+                Err(self.syntax(
+                    self.pos,
+                    format!("expected `[` or `{{` at the start of a Zephr export, found {what}"),
+                ))
+            }
         }
     }
 
@@ -538,9 +586,15 @@ impl<R: Read> Framer<R> {
                 ));
             }
         }
-        let (start, end) = self.scan_value(self.pos, 1 << 20)?;
+        let key_at = self.location_at(self.pos);
+        let Scanned::Value(start, end) = self.scan_value(self.pos, 1 << 20)? else {
+            return Err(InputError::Syntax {
+                location: key_at,
+                problem: "an envelope key longer than 1 MiB; this is not a Zephr export".into(),
+            });
+        };
         let key = String::from_utf8_lossy(&self.buf[start + 1..end - 1]).into_owned();
-        self.pos = end;
+        self.advance_to(end);
         match self.peek_non_ws()? {
             Some(b':') => self.pos += 1,
             other => {
@@ -586,37 +640,52 @@ impl<R: Read> Framer<R> {
             ));
         }
         // Any other member (meta, links, ...) is small: frame it and check it is valid JSON.
-        let value_at = self.pos;
-        let (start, end) = self.scan_value(self.pos, self.opts.max_item_bytes)?;
-        match serde_json::from_slice::<serde_json::Value>(&self.buf[start..end]) {
-            Ok(v) => {
-                if key == "meta"
-                    && let Some(count) = v.get("count").and_then(serde_json::Value::as_u64)
-                {
-                    self.declared_count = Some(count);
-                }
-                if key == "results" && !v.is_null() {
-                    return Err(
-                        self.syntax(value_at, "expected the envelope's `results` to be an array")
-                    );
-                }
+        let value_at = self.location_at(self.pos);
+        let (start, end) = match self.scan_value(self.pos, self.opts.max_item_bytes)? {
+            Scanned::Value(start, end) => (start, end),
+            Scanned::TooLarge { size, .. } => {
+                return Err(InputError::Syntax {
+                    location: value_at,
+                    problem: format!(
+                        "the envelope's {key:?} is {size} bytes, larger than --max-item-bytes \
+                         ({} bytes); raise the limit if the export is genuine",
+                        self.opts.max_item_bytes
+                    ),
+                });
             }
-            Err(e) => {
-                return Err(self.syntax(
-                    value_at,
-                    format!("invalid JSON in the envelope's {key:?}: {e}"),
-                ));
-            }
+        };
+        let value = &self.buf[start..end];
+        if let Err(e) = syntax::check(value) {
+            return Err(self.syntax(
+                start + e.offset,
+                format!("invalid JSON in the envelope's {key:?}: {}", e.problem),
+            ));
         }
-        self.pos = end;
+        // (`"results"` gets here only when its value starts with `n`: valid, that is `null`.)
+        if key == "meta"
+            && let Ok(meta) = serde_json::from_slice::<serde_json::Value>(value)
+            && let Some(count) = meta.get("count").and_then(serde_json::Value::as_u64)
+        {
+            self.declared_count = Some(count);
+        }
+        self.advance_to(end);
         Ok(true)
     }
 
-    /// Frames one item starting at `pos` and copies it into `batch`.
+    /// Frames one item starting at `pos` and copies it into `batch`. An item larger than
+    /// `max_item_bytes` is read past and recorded without its bytes.
     fn frame_item(&mut self, batch: &mut RawBatch) -> Result<(), InputError> {
+        // `line` and `line_start` describe `pos` (no newline to count, no `Location` to build).
         let offset = self.base + self.pos as u64;
         let (line, column) = (self.line, offset - self.line_start + 1);
-        let (start, end) = self
+        // These cannot start a value; scanning them would frame an empty item.
+        if let b @ (b']' | b'}' | b',' | b':') = self.buf[self.pos] {
+            return Err(self.syntax(
+                self.pos,
+                format!("expected an item, found {}", describe(Some(b))),
+            ));
+        }
+        let scanned = self
             .scan_value(self.pos, self.opts.max_item_bytes)
             .map_err(|e| match e {
                 InputError::Syntax { location, problem }
@@ -625,15 +694,22 @@ impl<R: Read> Framer<R> {
                     InputError::Syntax {
                         location,
                         problem: format!(
-                            "{problem} (in item {}, which starts at byte {offset})",
-                            self.next_number
+                            "{problem} (in item {}, which starts at byte {offset}, line {}, \
+                             column {})",
+                            self.next_number, line, column
                         ),
                     }
                 }
                 other => other,
             })?;
         let from = batch.data.len();
-        batch.data.extend_from_slice(&self.buf[start..end]);
+        let (end, too_large) = match scanned {
+            Scanned::Value(start, end) => {
+                batch.data.extend_from_slice(&self.buf[start..end]);
+                (end, None)
+            }
+            Scanned::TooLarge { end, size } => (end, Some(size)),
+        };
         batch.items.push(ItemSpan {
             start: from,
             end: batch.data.len(),
@@ -641,40 +717,60 @@ impl<R: Read> Framer<R> {
             offset,
             line,
             column,
+            too_large,
         });
         self.next_number += 1;
-        self.pos = end;
+        self.advance_to(end);
         Ok(())
     }
 
-    /// Finds the end of the JSON value starting at `at`, reading more input as needed.
-    /// Returns the value's range in `buf` (valid until the next fill). Counts lines inside it.
-    fn scan_value(&mut self, at: usize, limit: usize) -> Result<(usize, usize), InputError> {
+    /// Finds the end of the JSON value starting at `at` (which is `pos`), reading more input
+    /// as needed. Returns the value's range in `buf` (valid until the next fill). A value larger
+    /// than `limit` is not kept: once past the limit, scanned bytes are dropped at each refill
+    /// (so memory stays bounded) and only its end and size are returned.
+    fn scan_value(&mut self, at: usize, limit: usize) -> Result<Scanned, InputError> {
+        let begin = self.base + at as u64;
         let mut start = at;
         let mut i = at;
         let mut depth: u64 = 0;
         let mut in_string = false;
+        let mut dropping = false;
         let first = self.buf[at];
         let scalar = !matches!(first, b'{' | b'[' | b'"');
+        let done = |framer: &Self, start: usize, end: usize, dropping: bool| {
+            let size = framer.base + end as u64 - begin;
+            if dropping || size > limit as u64 {
+                Scanned::TooLarge { end, size }
+            } else {
+                Scanned::Value(start, end)
+            }
+        };
         loop {
             if i >= self.len {
-                if i - start > limit {
-                    return Err(self.too_large(start, limit));
+                if !dropping && i - start > limit {
+                    dropping = true;
+                }
+                if dropping {
+                    // `i` is one past the end when the buffer ends just after a backslash.
+                    let cut = i.min(self.len);
+                    self.advance_to(cut);
+                    start = cut;
                 }
                 let (shift, more) = self.fill(start)?;
                 start -= shift;
                 i -= shift;
                 if !more {
                     if scalar {
-                        return Ok((start, i));
+                        return Ok(done(self, start, i, dropping));
                     }
                     let what = if in_string {
                         "a string"
                     } else {
                         "an unclosed object or array"
                     };
+                    // `i` is one past the end when the input ends just after a backslash.
                     return Err(self.syntax(
-                        i,
+                        i.min(self.len),
                         format!(
                             "the input ends inside {what}; the export is truncated: download it \
                              again or check the disk was not full"
@@ -697,7 +793,7 @@ impl<R: Read> Framer<R> {
                             in_string = false;
                             i = j + 1;
                             if depth == 0 {
-                                return Ok((start, i));
+                                return Ok(done(self, start, i, dropping));
                             }
                         }
                     }
@@ -707,7 +803,7 @@ impl<R: Read> Framer<R> {
             let b = self.buf[i];
             if scalar {
                 if is_ws(b) || matches!(b, b',' | b']' | b'}' | b'[' | b'{' | b'"') {
-                    return Ok((start, i));
+                    return Ok(done(self, start, i, dropping));
                 }
                 i += 1;
                 continue;
@@ -718,32 +814,12 @@ impl<R: Read> Framer<R> {
                 b'}' | b']' => {
                     depth = depth.saturating_sub(1);
                     if depth == 0 {
-                        return Ok((start, i + 1));
+                        return Ok(done(self, start, i + 1, dropping));
                     }
-                }
-                b'\n' => {
-                    self.line += 1;
-                    self.line_start = self.base + i as u64 + 1;
                 }
                 _ => {}
             }
             i += 1;
-        }
-    }
-
-    fn too_large(&self, start: usize, limit: usize) -> InputError {
-        InputError::Syntax {
-            location: Location {
-                input: self.input.clone(),
-                offset: self.base + start as u64,
-                line: self.line,
-                column: self.base + start as u64 - self.line_start + 1,
-            },
-            problem: format!(
-                "item {} is larger than --max-item-bytes ({limit} bytes); raise the limit if the \
-                 item is genuine",
-                self.next_number
-            ),
         }
     }
 }

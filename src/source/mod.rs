@@ -5,6 +5,7 @@
 //! through a file or a download the run is.
 
 pub mod framer;
+pub mod syntax;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -104,11 +105,40 @@ pub fn decompress<R: Read + Send + 'static>(
     Ok(match Compression::sniff(head) {
         Compression::None => Box::new(buffered),
         // Multi-member gzip: `cat a.gz b.gz` is a valid gzip stream of both.
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(io_error)?)
-        }
+        Compression::Gzip => Box::new(Decoding {
+            inner: flate2::bufread::MultiGzDecoder::new(buffered),
+            format: "gzip",
+        }),
+        Compression::Zstd => Box::new(Decoding {
+            inner: zstd::stream::read::Decoder::with_buffer(buffered).map_err(io_error)?,
+            format: "zstd",
+        }),
     })
+}
+
+/// A decompressor whose errors say what failed: "incomplete deflate stream" alone does not
+/// tell the user that their gzip file is cut off.
+struct Decoding<R> {
+    inner: R,
+    format: &'static str,
+}
+
+impl<R: Read> Read for Decoding<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return e;
+            }
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot decompress the {} data ({e}); the file is truncated or corrupt: \
+                     download it again",
+                    self.format
+                ),
+            )
+        })
+    }
 }
 
 /// Opens an input for reading, decompressing as needed; raw bytes read are added to `counter`.

@@ -197,10 +197,7 @@ fn run_segment(
     let seg_dir = work.segment_dir(number);
     let mut pipeline = main.pipeline;
     pipeline.first_item = journal.items() + 1;
-    pipeline.max_errors = main
-        .pipeline
-        .max_errors
-        .map(|limit| limit.saturating_sub(journal.rejects()).max(1));
+    pipeline.rejects_before = journal.rejects();
     let seg = main.segment(OutputDir::open(&seg_dir, true)?, pipeline);
     let raw = match plan.save_raw {
         Some(_) => {
