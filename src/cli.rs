@@ -28,6 +28,10 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Write a synthetic export on stdout (for examples, tests and benchmarks).
     Generate(GenerateArgs),
+    /// Summarise an export without writing tables: counts, attribute keys, products, dates.
+    Inspect(InspectArgs),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(CompletionsArgs),
 }
 
 /// Output formats.
@@ -52,6 +56,15 @@ pub enum CompressionArg {
     Zstd,
     Snappy,
     None,
+}
+
+/// CSV flavours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CsvDialectArg {
+    /// RFC 4180, `\n` line ends, data exactly as it is (for machines).
+    Plain,
+    /// For spreadsheets: byte-order mark, CRLF, formula guard, files of at most 1,048,576 rows.
+    Excel,
 }
 
 /// Options shared by every command that writes tables.
@@ -94,6 +107,36 @@ pub struct OutputArgs {
     /// Rows per Parquet row group at most.
     #[arg(long, value_name = "N", default_value_t = 122_880, value_parser = clap::value_parser!(u32).range(1..))]
     pub row_group_size: u32,
+    /// CSV flavour: `plain` (RFC 4180, unchanged data) or `excel` (byte-order mark, CRLF,
+    /// text cells starting with = + - @ tab or CR prefixed with ', tables longer than a
+    /// worksheet split into TABLE.csv, TABLE-00002.csv, ...).
+    #[arg(long, value_enum, default_value = "plain", value_name = "DIALECT")]
+    pub csv_dialect: CsvDialectArg,
+    /// Rows per worksheet with --csv-dialect excel, header included (Excel's limit).
+    #[arg(long, value_name = "N", default_value_t = 1_048_576, hide = true,
+          value_parser = clap::value_parser!(u64).range(2..))]
+    pub excel_max_rows: u64,
+    /// Write each table as a directory of part files of at most N rows
+    /// (users/part-00000.parquet, users/part-00000.csv, ...), plus manifest.json.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rows_per_file: Option<u64>,
+    /// Write manifest.json (every file with rows, bytes and SHA-256) even without
+    /// --max-rows-per-file.
+    #[arg(long)]
+    pub manifest: bool,
+    /// Replace email_address and username by the hex HMAC-SHA256 of the trimmed, lowercased
+    /// value, keyed by the environment variable ZEPHR_ETL_PII_KEY.
+    #[arg(long)]
+    pub hash_pii: bool,
+    /// Add one users column per attribute key (attr_KEY), typed by --user-schema (`fetch`
+    /// downloads the tenant's when none is given); without one, `convert` reads its inputs
+    /// twice to find the keys (string columns).
+    #[arg(long)]
+    pub wide_attributes: bool,
+    /// Zephr's user schema (the JSON array GET /v3/schema/users returns) for
+    /// --wide-attributes: its fields are the columns and their input types the column types.
+    #[arg(long, value_name = "FILE", requires = "wide_attributes")]
+    pub user_schema: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +237,42 @@ pub struct SchemaArgs {
     /// Print the schema files' JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Show users as --wide-attributes makes it with this user schema (the JSON array that
+    /// GET /v3/schema/users returns).
+    #[arg(long, value_name = "FILE")]
+    pub user_schema: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Export files (any shape `convert` reads); `-` is stdin. Several are read as one export.
+    #[arg(value_name = "INPUT", required = true)]
+    pub inputs: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Track at most this many distinct attribute keys, and as many distinct products and
+    /// entitlement types; the report says when a list was capped.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_keys: u32,
+    /// An item larger than this many bytes is refused instead of filling memory.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_item_bytes: usize,
+}
+
+/// Shells with completion scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: ShellArg,
 }
 
 #[derive(Debug, Args)]

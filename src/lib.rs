@@ -10,11 +10,20 @@
 //! - [`fetch`] is another source of bytes: the signed, retrying Admin API client, the
 //!   paginator and the resumable fetch's journal; [`state_events`] turns the export's second
 //!   phase (CSV or JSON of flat objects) into the `state_events` table.
+//!
+//! Around the core: [`extension`] is the users table of a run with [`wide`] attribute columns
+//! and [`pii`]-hashed identifiers; [`naming`] keeps column names warehouse-safe; [`manifest`]
+//! describes a run's files; [`inspect`] summarises an export without writing tables.
 
 pub mod error;
+pub mod extension;
 pub mod fetch;
 pub mod flatten;
 pub mod generate;
+pub mod inspect;
+pub mod manifest;
+pub mod naming;
+pub mod pii;
 pub mod pipeline;
 pub mod progress;
 pub mod schema;
@@ -23,3 +32,4 @@ pub mod sink;
 pub mod source;
 pub mod state_events;
 pub mod table;
+pub mod wide;

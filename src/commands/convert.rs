@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
+use serde_json::json;
 use zephr_etl::pipeline::{Source, Sources};
 use zephr_etl::progress::{Progress, ProgressMode};
 use zephr_etl::signal;
@@ -14,12 +15,17 @@ use zephr_etl::source::{InputSpec, decompress, open_input};
 
 use super::export::{ExportConfig, print_summary};
 use super::state_events::{EventsOutput, print_summary as print_events, report_failure};
+use super::wide::{UsersPlan, check_rereadable, discover, report_mismatches};
 use crate::cli::ConvertArgs;
 
 pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let inputs: Vec<InputSpec> = args.inputs.iter().map(|a| InputSpec::parse(a)).collect();
     if inputs.iter().filter(|i| **i == InputSpec::Stdin).count() > 1 {
         anyhow::bail!("`-` (stdin) can be given only once");
+    }
+    let users = UsersPlan::check(&args.output)?;
+    if users.needs_columns() {
+        check_rereadable(&inputs)?;
     }
     if let Some(path) = &args.state_events {
         // Found missing now rather than after the user tables were written.
@@ -28,10 +34,27 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     signal::install();
     let progress = Progress::new(ProgressMode::detect(quiet));
-    let config = ExportConfig::open(&args.output)?;
+    let mut config = ExportConfig::open(&args.output)?;
+    config.set_source(json!({
+        "inputs": args.inputs,
+        "state_events": args.state_events.as_ref().map(|p| p.display().to_string()),
+    }));
     let events_out = EventsOutput::new(&args.output.output, args.output.overwrite, &config);
     if args.state_events.is_some() {
         events_out.check_free(&config)?;
+    }
+    let discovered = if users.needs_columns() {
+        config.set_parameter(
+            "wide_columns_from",
+            json!("the attribute keys of the inputs"),
+        );
+        let (framer, threads) = (config.pipeline.framer, config.pipeline.threads);
+        Some(discover(&inputs, framer, threads, &progress)?)
+    } else {
+        None
+    };
+    if let Some(ext) = users.build(discovered) {
+        config.set_users(ext);
     }
     progress.phase("Preparing user export...");
     let total: Option<u64> = inputs.iter().map(InputSpec::size).sum();
@@ -53,8 +76,10 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    config.commit()?;
+    let ext = config.users();
+    let manifest = config.commit_run(&stats)?;
     progress.clear();
+    report_mismatches(&progress, ext);
     let Some(path) = &args.state_events else {
         progress.line("Export complete!");
         print_summary(&progress, &stats, raw_bytes.load(Ordering::Relaxed));
@@ -67,7 +92,7 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         let file = File::open(path)?;
         decompress(file, &name).map_err(std::io::Error::other)
     };
-    match events_out.write(&open, &name) {
+    match events_out.write(&open, &name, manifest) {
         Ok(events) => {
             print_events(&progress, &events);
             progress.line("All exports complete!");

@@ -17,20 +17,26 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use serde_json::json;
+use zephr_etl::extension::UsersExtension;
 use zephr_etl::fetch::client::ClientConfig;
 use zephr_etl::fetch::state_file::{self, RunState, STATE_FILE_VERSION};
 use zephr_etl::fetch::{
     Client, Credentials, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery, FetchError, RetryPolicy,
     fetch_pages, tenant_base_url,
 };
+use zephr_etl::manifest::Manifest;
 use zephr_etl::pipeline::RunStats;
 use zephr_etl::progress::{Progress, ProgressMode};
+use zephr_etl::schema::Table;
 use zephr_etl::signal;
 use zephr_etl::state_events::{StateEventsError, spool_page};
+use zephr_etl::wide::{self, USER_SCHEMA_PATH, WideColumns};
 
 use super::UsageError;
 use super::export::{ExportConfig, print_summary};
 use super::state_events::{EventsOutput, print_summary as print_events, report_failure};
+use super::wide::{UsersPlan, report_mismatches};
 use crate::cli::FetchArgs;
 
 /// Everything the flags say, checked.
@@ -55,11 +61,29 @@ struct Fetched {
     bytes: u64,
     /// When the fetch started (its first attempt, when resumed): the next `since`.
     started_at: String,
+    /// The manifest written with the tables, when one was asked for.
+    manifest: Option<Manifest>,
+}
+
+/// `GET /v3/schema/users`: the user schema that types the wide columns.
+fn download_user_schema(client: &Client) -> anyhow::Result<WideColumns> {
+    let body = client
+        .fetch_page(USER_SCHEMA_PATH, "")
+        .with_context(|| format!("--wide-attributes: cannot download the user schema (GET {USER_SCHEMA_PATH}); pass --user-schema FILE instead"))?;
+    let fields = wide::parse_user_schema(&body, &format!("GET {USER_SCHEMA_PATH}"))?;
+    let base: Vec<&str> = Table::Users
+        .def()
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    Ok(WideColumns::from_schema(&fields, &base))
 }
 
 pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let started = SystemTime::now();
     let plan = plan(&args)?;
+    let users = UsersPlan::check(&args.output)?;
     let credentials = Credentials::from_env_or_file(args.secret_key_file.as_deref())?;
     let mut client_config = ClientConfig::new(&plan.base_url, &plan.tenant, credentials);
     client_config.retry = plan.retry;
@@ -69,7 +93,13 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     })?);
     signal::install();
     let progress = Progress::new(ProgressMode::detect(quiet));
-    let config = ExportConfig::open(&args.output)?;
+    let mut config = ExportConfig::open(&args.output)?;
+    config.set_source(json!({
+        "tenant": plan.tenant,
+        "base_url": strip_userinfo(&plan.base_url),
+        "query": plan.query.to_query(None),
+        "state_events": plan.events.as_ref().map(|e| e.to_query(None)),
+    }));
     let events_out = EventsOutput::new(&args.output.output, args.output.overwrite, &config);
     if plan.events.is_some() {
         events_out.check_free(&config)?;
@@ -85,6 +115,19 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
 
     progress.phase("Preparing user export...");
+    let downloaded = if users.needs_columns() {
+        config.set_parameter(
+            "wide_columns_from",
+            json!(format!("GET {USER_SCHEMA_PATH}")),
+        );
+        Some(download_user_schema(&client)?)
+    } else {
+        None
+    };
+    if let Some(ext) = users.build(downloaded) {
+        config.set_users(ext);
+    }
+    let ext = config.users();
     if let Some(since) = &plan.since_from_state {
         progress.line(&format!(
             "Fetching users updated since {since} (from --state-file)"
@@ -93,7 +136,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let outcome = if args.no_paginate {
         stream::run(config, &plan, &client, &progress, started)
     } else {
-        let arguments = fingerprint_arguments(&args, &plan);
+        let arguments = fingerprint_arguments(&args, &plan, ext);
         paged::run(
             config,
             &plan,
@@ -126,6 +169,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
              with it will fetch from the previous time again",
         )?;
     }
+    report_mismatches(&progress, ext);
     let Some(events) = &plan.events else {
         progress.clear();
         progress.line("Export complete!");
@@ -134,7 +178,14 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     print_summary(&progress, &fetched.stats, fetched.bytes);
     progress.phase("Downloading state events...");
-    match fetch_events(&plan, events, &client, &events_out, &args.output.output) {
+    match fetch_events(
+        &plan,
+        events,
+        &client,
+        &events_out,
+        &args.output.output,
+        fetched.manifest,
+    ) {
         Ok(stats) => {
             progress.clear();
             print_events(&progress, &stats);
@@ -175,7 +226,8 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
     }
     let mut query = ExportQuery {
         grants: args.grants,
-        attributes: args.attributes,
+        // Wide columns are filled from the attributes, so they are asked for too.
+        attributes: args.attributes || args.output.wide_attributes,
         app_ids: args.app_ids.clone(),
         app_ids_restrictive: args.app_ids_restrictive,
         since: args.since.clone(),
@@ -223,7 +275,11 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
 
 /// What shapes the tables of a paginated fetch, for `--resume` to compare (no credentials,
 /// no tuning such as concurrency or retries).
-fn fingerprint_arguments(args: &FetchArgs, plan: &Plan) -> BTreeMap<String, String> {
+fn fingerprint_arguments(
+    args: &FetchArgs,
+    plan: &Plan,
+    ext: Option<&UsersExtension>,
+) -> BTreeMap<String, String> {
     let out = &args.output;
     let formats: Vec<String> = out.format.iter().map(|f| format!("{f:?}")).collect();
     let mut map = BTreeMap::new();
@@ -236,6 +292,24 @@ fn fingerprint_arguments(args: &FetchArgs, plan: &Plan) -> BTreeMap<String, Stri
     map.insert("compression".into(), format!("{:?}", out.compression));
     map.insert("row-group-size".into(), out.row_group_size.to_string());
     map.insert("save-raw".into(), plan.save_raw.is_some().to_string());
+    // What the segments' cells depend on beyond the query: a resume must not mix them.
+    map.insert(
+        "csv-dialect".into(),
+        format!("{:?}", out.csv_dialect).to_lowercase(),
+    );
+    if let Some(ext) = ext {
+        if let Some(key) = &ext.pii {
+            map.insert("hash-pii".into(), key.fingerprint());
+        }
+        if let Some(wide) = &ext.wide {
+            let columns: Vec<String> = wide
+                .columns
+                .iter()
+                .map(|c| format!("{}:{:?}", c.name, c.column_type))
+                .collect();
+            map.insert("wide-columns".into(), columns.join(","));
+        }
+    }
     map
 }
 
@@ -260,6 +334,7 @@ fn fetch_events(
     client: &Client,
     out: &EventsOutput,
     dir: &Path,
+    manifest: Option<Manifest>,
 ) -> anyhow::Result<zephr_etl::state_events::EventsStats> {
     let work = zephr_etl::fetch::resume::WorkDir::of(dir);
     work.create()?;
@@ -292,7 +367,7 @@ fn fetch_events(
         let path = spool.path().to_path_buf();
         let open =
             move || -> std::io::Result<Box<dyn Read + Send>> { Ok(Box::new(File::open(&path)?)) };
-        out.write(&open, &format!("GET {EVENTS_EXPORT_PATH}"))
+        out.write(&open, &format!("GET {EVENTS_EXPORT_PATH}"), manifest)
     })();
     // Only the spool lived there; a failure to tidy up is not worth failing over.
     let _ = work.remove();

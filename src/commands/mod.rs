@@ -1,11 +1,15 @@
 //! The commands, one module each; `export` is the configuration they share.
 
+mod completions;
 mod convert;
 mod export;
 mod fetch;
 mod generate;
+mod inspect;
+mod layout;
 mod schema;
 mod state_events;
+mod wide;
 
 use std::process::ExitCode;
 
@@ -25,6 +29,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fetch(args) => fetch::run(*args, cli.quiet),
         Command::Schema(args) => schema::run(&args),
         Command::Generate(args) => generate::run(&args),
+        Command::Inspect(args) => inspect::run(&args, cli.quiet),
+        Command::Completions(args) => completions::run(&args),
     }
 }
 

@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use zephr_etl::schema::{self, Table};
+use zephr_etl::schema::{self, Table, TableDef};
+
+use super::wide::{UsersPlan, read_user_schema};
 
 use crate::cli::SchemaArgs;
 
@@ -16,16 +18,38 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
             "unknown table {other:?}; the tables are users, grants, attributes and state_events"
         ),
     };
+    // With --user-schema, users is shown as --wide-attributes makes it, from the same
+    // definition the writers use.
+    let users = match &args.user_schema {
+        Some(path) => {
+            let plan = UsersPlan {
+                pii: None,
+                schema: Some(read_user_schema(path)?),
+                wide: true,
+            };
+            plan.build(None).map(|ext| &ext.def)
+        }
+        None => None,
+    };
     let mut out = String::new();
     for (i, name) in tables.iter().enumerate() {
         if args.json {
-            out.push_str(raw_file(name));
+            match (users, *name) {
+                (Some(def), "users") => {
+                    out.push_str(&serde_json::to_string_pretty(def)?);
+                    out.push('\n');
+                }
+                _ => out.push_str(raw_file(name)),
+            }
             continue;
         }
         if i > 0 {
             out.push('\n');
         }
-        render(&mut out, name);
+        match (users, *name) {
+            (Some(def), "users") => render_def(&mut out, def),
+            _ => render(&mut out, name),
+        }
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)
@@ -50,7 +74,10 @@ fn render(out: &mut String, name: &str) {
         );
         return;
     };
-    let def = table.def();
+    render_def(out, table.def());
+}
+
+fn render_def(out: &mut String, def: &TableDef) {
     let _ = writeln!(out, "{}: {}", def.table, def.description);
     let width = def.columns.iter().map(|c| c.name.len()).max().unwrap_or(0);
     for column in &def.columns {

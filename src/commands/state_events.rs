@@ -2,20 +2,26 @@
 //! share: one source into `DIR/state_events.csv` / `.parquet`, all or nothing, after the user
 //! tables are in place. Its failure leaves the user tables alone and exits with status 3.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use arrow_array::RecordBatch;
+use arrow_schema::{Field, Schema, SchemaRef};
+use zephr_etl::manifest::{Manifest, ManifestColumn, ManifestTable};
+use zephr_etl::naming;
 use zephr_etl::progress::Progress;
-use zephr_etl::sink::TableWriter;
-use zephr_etl::sink::csv::CsvWriter;
 use zephr_etl::sink::output_dir::OutputDir;
 use zephr_etl::sink::parquet::ParquetWriter;
+use zephr_etl::sink::{TableWriter, WriteError, WrittenFile};
 use zephr_etl::state_events::{self, EventsStats, TABLE_NAME};
+use zephr_etl::table::ColumnBatch;
 
 use super::EXIT_STATE_EVENTS_FAILED;
 use super::export::ExportConfig;
+use super::layout::Layout;
 
 /// What the failure message starts with (SPEC section 4).
 pub const PHASE_FAILED: &str = "State events export failed";
@@ -27,12 +33,13 @@ pub struct EventsOutput {
     template: ExportSettings,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct ExportSettings {
     formats: zephr_etl::table::Formats,
     dialect: zephr_etl::table::CsvDialect,
     parquet: zephr_etl::sink::parquet::ParquetOptions,
     pipeline: zephr_etl::pipeline::PipelineOptions,
+    layout: Layout,
 }
 
 impl EventsOutput {
@@ -46,46 +53,29 @@ impl EventsOutput {
                 dialect: config.dialect,
                 parquet: config.parquet,
                 pipeline: config.pipeline,
+                layout: config.layout.clone(),
             },
         }
     }
 
-    /// The table's final file names.
-    pub fn target_names(&self) -> Vec<String> {
-        let mut names = Vec::new();
-        if self.template.formats.csv {
-            names.push(format!("{TABLE_NAME}.csv"));
-        }
-        if self.template.formats.parquet {
-            names.push(format!("{TABLE_NAME}.parquet"));
-        }
-        names
-    }
-
     /// Fails, before any work, when a state-events file exists and `--overwrite` is not given.
     pub fn check_free(&self, config: &ExportConfig) -> anyhow::Result<()> {
-        let dir = config.dir.lock().unwrap_or_else(|e| e.into_inner());
-        for name in self.target_names() {
-            dir.check_free(Path::new(&name))?;
-        }
-        Ok(())
+        config.check_outputs(TABLE_NAME)
     }
 
     /// Converts the source `open` opens (named `input` in messages) into the table and
-    /// renames its files into place.
+    /// renames its files into place. `manifest` is the user tables' manifest, which is
+    /// rewritten with the state-events files added (when manifests are written).
     pub fn write(
         &self,
         open: &dyn Fn() -> std::io::Result<Box<dyn Read + Send>>,
         input: &str,
+        manifest: Option<Manifest>,
     ) -> anyhow::Result<EventsStats> {
         let dir = OutputDir::open(&self.dir, self.overwrite)?;
-        let config = ExportConfig {
-            dir: Arc::new(Mutex::new(dir)),
-            formats: self.template.formats,
-            dialect: self.template.dialect,
-            parquet: self.template.parquet,
-            pipeline: self.template.pipeline,
-        };
+        let t = self.template.clone();
+        let config =
+            ExportConfig::with_layout(dir, t.formats, t.dialect, t.parquet, t.pipeline, t.layout);
         let stats = state_events::export(
             open,
             input,
@@ -94,28 +84,102 @@ impl EventsOutput {
             &mut |columns, schema| {
                 let mut writers: Vec<Box<dyn TableWriter>> = Vec::new();
                 if config.formats.csv {
+                    // The CSV keeps the source's own names: people read it.
                     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-                    writers.push(Box::new(CsvWriter::new(
-                        &names,
-                        config.dialect,
-                        None,
-                        config.file_creator(TABLE_NAME, "csv"),
-                    )?));
+                    writers.push(config.csv_writer(TABLE_NAME, &names).map_err(|e| {
+                        WriteError::Io {
+                            path: TABLE_NAME.into(),
+                            source: std::io::Error::other(e.to_string()),
+                        }
+                    })?);
                 }
                 if config.formats.parquet {
+                    // Warehouses refuse most source names (`event-type`, `1st`): Parquet gets
+                    // sanitised names, the same columns in the same order.
+                    let renamed = warehouse_schema(schema);
                     // Nothing is known of the columns, so none is assumed to repeat much.
-                    writers.push(Box::new(ParquetWriter::new(
-                        schema.clone(),
+                    let inner = ParquetWriter::new(
+                        renamed.clone(),
                         &[],
                         config.parquet,
                         config.file_creator(TABLE_NAME, "parquet"),
-                    )?));
+                    )?;
+                    writers.push(Box::new(Relabel {
+                        schema: renamed,
+                        inner: Box::new(inner),
+                    }));
                 }
                 Ok(writers)
             },
         )?;
-        config.commit()?;
+        let parquet_names: Vec<String> =
+            warehouse_schema(&state_events::arrow_schema(&stats.columns))
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+        let mut tables = BTreeMap::new();
+        tables.insert(
+            TABLE_NAME.to_string(),
+            ManifestTable {
+                rows: stats.rows,
+                columns: parquet_names
+                    .into_iter()
+                    .zip(&stats.columns)
+                    .map(|(name, source)| ManifestColumn {
+                        source_name: (name != *source).then(|| source.clone()),
+                        name,
+                        column_type: "string".into(),
+                    })
+                    .collect(),
+            },
+        );
+        config.commit_with(&stats.files, 0, tables, manifest)?;
         Ok(stats)
+    }
+}
+
+/// The state-events schema with every name made warehouse-safe ([`naming::sanitise`], then
+/// unique case-insensitively).
+pub fn warehouse_schema(schema: &SchemaRef) -> SchemaRef {
+    let names = schema
+        .fields()
+        .iter()
+        .map(|f| naming::sanitise(f.name()))
+        .collect();
+    let names = naming::make_unique(names, &[]);
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(f, name)| f.as_ref().clone().with_name(name))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// Writes batches under another schema with the same types (renamed columns).
+struct Relabel {
+    schema: SchemaRef,
+    inner: Box<dyn TableWriter>,
+}
+
+impl TableWriter for Relabel {
+    fn write(&mut self, batch: &ColumnBatch) -> Result<(), WriteError> {
+        let Some(arrow) = &batch.arrow else {
+            return Ok(());
+        };
+        // Same columns in the same order, only the names differ, so this cannot fail.
+        let arrow = RecordBatch::try_new(self.schema.clone(), arrow.columns().to_vec())
+            .expect("a renamed schema fits the same columns");
+        self.inner.write(&ColumnBatch {
+            rows: batch.rows,
+            csv: Vec::new(),
+            arrow: Some(arrow),
+        })
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<WrittenFile>, WriteError> {
+        self.inner.finish()
     }
 }
 

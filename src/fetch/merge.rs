@@ -86,6 +86,63 @@ pub fn concat_csv(
     Ok(written)
 }
 
+/// Writes the records of CSV `parts` (each without its header line) through `writer`, in
+/// chunks that end on record boundaries, each with its record count, so that a writer that
+/// splits files can split them. Quoted line breaks do not end records. Returns the records.
+pub fn feed_csv(parts: &[PathBuf], writer: &mut dyn TableWriter) -> Result<u64, MergeError> {
+    const CHUNK: usize = 1 << 20;
+    let mut total = 0u64;
+    for part in parts {
+        let file = File::open(part).map_err(io_error(part))?;
+        let mut reader = BufReader::with_capacity(CHUNK, file);
+        let mut header = Vec::new();
+        reader
+            .read_until(b'\n', &mut header)
+            .map_err(io_error(part))?;
+        let mut pending: Vec<u8> = Vec::with_capacity(2 * CHUNK);
+        let (mut in_quotes, mut scanned, mut end, mut rows) = (false, 0usize, 0usize, 0usize);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(io_error(part)(source)),
+            };
+            pending.extend_from_slice(&buf[..n]);
+            for (i, &b) in pending.iter().enumerate().skip(scanned) {
+                if b == b'"' {
+                    in_quotes = !in_quotes;
+                } else if b == b'\n' && !in_quotes {
+                    rows += 1;
+                    end = i + 1;
+                }
+            }
+            scanned = pending.len();
+            if (end >= CHUNK || n == 0) && end > 0 {
+                let rest = pending.split_off(end);
+                writer.write(&ColumnBatch {
+                    rows,
+                    csv: std::mem::replace(&mut pending, rest),
+                    arrow: None,
+                })?;
+                total += rows as u64;
+                scanned -= end;
+                (end, rows) = (0, 0);
+            }
+            if n == 0 {
+                if !pending.is_empty() {
+                    return Err(MergeError::Segment {
+                        path: part.clone(),
+                        problem: "it ends inside a record".into(),
+                    });
+                }
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// Appends `parts` to `out` byte for byte. Returns the bytes written.
 pub fn concat_bytes(
     parts: &[PathBuf],
@@ -186,6 +243,38 @@ mod tests {
         std::fs::write(&d, "x,z\n").unwrap();
         let e = concat_csv(&[a, d], &mut Vec::new(), Path::new("out")).unwrap_err();
         assert!(e.to_string().contains("header differs"), "{e}");
+    }
+
+    /// Collects what a writer is given.
+    struct Collect(Vec<(usize, Vec<u8>)>);
+
+    impl TableWriter for Collect {
+        fn write(&mut self, batch: &ColumnBatch) -> Result<(), WriteError> {
+            self.0.push((batch.rows, batch.csv.clone()));
+            Ok(())
+        }
+        fn finish(self: Box<Self>) -> Result<Vec<crate::sink::WrittenFile>, WriteError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn csv_records_are_fed_whole_with_their_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.csv");
+        let b = dir.path().join("b.csv");
+        std::fs::write(&a, "\u{feff}x,y\r\n1,\"a\r\nb\"\r\n2,\r\n").unwrap();
+        std::fs::write(&b, "\u{feff}x,y\r\n3,\"\"\"\"\r\n").unwrap();
+        let mut out = Collect(Vec::new());
+        let n = feed_csv(&[a, b], &mut out).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            out.0,
+            [
+                (2, b"1,\"a\r\nb\"\r\n2,\r\n".to_vec()),
+                (1, b"3,\"\"\"\"\r\n".to_vec())
+            ]
+        );
     }
 
     #[test]

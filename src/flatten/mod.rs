@@ -12,6 +12,7 @@ pub mod timestamp;
 use std::cell::RefCell;
 
 use crate::error::{BadItem, InputError, Location};
+use crate::extension::{self, UsersExtension};
 use crate::schema::Table;
 use crate::source::framer::RawBatch;
 use crate::source::syntax::{self, SyntaxError, describe_byte};
@@ -35,6 +36,8 @@ pub struct FlattenOptions {
     pub formats: Formats,
     pub dialect: CsvDialect,
     pub on_error: OnError,
+    /// Wide attribute columns and hashed identifiers in `users` (see [`crate::extension`]).
+    pub users: Option<&'static UsersExtension>,
 }
 
 /// A rejected item: why, and its bytes exactly as they were.
@@ -75,23 +78,21 @@ thread_local! {
 fn take_builders(opts: &FlattenOptions) -> Vec<TableBuilder> {
     let cached = BUILDERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
     let fits = cached.len() == 3
-        && Table::ALL
-            .iter()
-            .zip(&cached)
-            .all(|(t, b)| b.fits(&t.def().arrow_schema_ref(), opts.formats, opts.dialect));
+        && Table::ALL.iter().zip(&cached).all(|(t, b)| {
+            b.fits(
+                &extension::schema_of(*t, opts.users),
+                opts.formats,
+                opts.dialect,
+            )
+        });
     if fits {
         return cached;
     }
     Table::ALL
         .iter()
         .map(|t| {
-            let def = t.def();
-            TableBuilder::new(
-                def.arrow_schema_ref(),
-                &def.column_types(),
-                opts.formats,
-                opts.dialect,
-            )
+            let (schema, types) = extension::layout(*t, opts.users);
+            TableBuilder::new(schema, &types, opts.formats, opts.dialect)
         })
         .collect()
 }
@@ -146,7 +147,7 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
                 Err(not_an_object(bytes))
             };
             let Err(e) = outcome else {
-                emit(&item, users, grants, attributes);
+                emit(&item, opts.users, users, grants, attributes);
                 continue;
             };
             // Decoding stops at the first problem, which may come before broken JSON further
@@ -186,16 +187,18 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
 
 fn emit(
     item: &Item<'_>,
+    ext: Option<&UsersExtension>,
     users: &mut TableBuilder,
     grants: &mut TableBuilder,
     attributes: &mut TableBuilder,
 ) {
     let user_id = item.user_id.as_deref().unwrap_or_default();
+    let (email_address, username) = extension::identifiers(ext, item);
     // The user id repeats on every grant and attribute row: check its CSV form once.
     let plain_id = csv_text::is_plain(user_id, users.dialect());
     users.text(Some(user_id));
-    users.text(item.email_address.as_deref());
-    users.text(item.username.as_deref());
+    users.text(email_address.as_deref());
+    users.text(username.as_deref());
     users.boolean(item.email_verified);
     users.text(item.tracking_id.as_deref());
     users.timestamp(item.registered);
@@ -204,6 +207,7 @@ fn emit(
     users.timestamp(item.last_login);
     users.int64(item.seq_no);
     users.text(extra::user_extra(item).as_deref());
+    extension::push_wide(ext, item, users);
     users.end_row();
 
     for grant in &item.grants {

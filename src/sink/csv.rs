@@ -45,7 +45,8 @@ impl CsvWriter {
             if i > 0 {
                 header.push(b',');
             }
-            push_text_cell(&mut header, name, CsvDialect::Plain);
+            // Names come from the source too (state events), so the Excel guard applies.
+            push_text_cell(&mut header, name, dialect);
         }
         header.extend_from_slice(dialect.line_end());
         let mut writer = CsvWriter {

@@ -195,8 +195,13 @@ fn take_lock(dir: &Path, lock: &Path) -> Result<(), OutputError> {
     })
 }
 
-/// Removes the temporary files that the dead run `pid` left in `dir`.
+/// Removes the temporary files that the dead run `pid` left in `dir` and in its table
+/// folders (`--max-rows-per-file` writes `users/part-00000.parquet`, ...).
 fn remove_temporaries_of(dir: &Path, pid: &str) {
+    remove_temporaries_in(dir, pid, true);
+}
+
+fn remove_temporaries_in(dir: &Path, pid: &str, descend: bool) {
     let suffix = format!("{TEMP_MARK}{pid}");
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -206,6 +211,8 @@ fn remove_temporaries_of(dir: &Path, pid: &str) {
         let name = name.to_string_lossy();
         if name.starts_with('.') && name.ends_with(&suffix) {
             let _ = fs::remove_file(entry.path());
+        } else if descend && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_temporaries_in(&entry.path(), pid, false);
         }
     }
 }

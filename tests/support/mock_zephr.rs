@@ -21,6 +21,9 @@
 //!   [`StateEventsMock`] in the same envelope; 400 without `eventsExport=true`, `from` and
 //!   `to`; 500 every time when [`StateEventsMock::fail`].
 //!
+//! - `GET /v3/schema/users`: [`MockConfig::user_schema`] as it is (a JSON array of fields);
+//!   404 when it is `None`.
+//!
 //! [`Fault`]s apply to `/v3/user-export` only, by page and by attempt: the n-th request for a
 //! page that passed the signature check is attempt n (1-based).
 //!
@@ -50,6 +53,8 @@ pub const MAX_SKEW_MS: u64 = 5 * 60 * 1000;
 pub const USERS_PATH: &str = "/v3/user-export";
 /// The path of the state events export.
 pub const EVENTS_PATH: &str = "/v4/user-export";
+/// The path of the user schema.
+pub const USER_SCHEMA_PATH: &str = "/v3/schema/users";
 
 /// What the mock serves and how it misbehaves.
 #[derive(Clone, Debug)]
@@ -74,6 +79,8 @@ pub struct MockConfig {
     pub nested_results: bool,
     /// The server stops by itself after this long.
     pub lifetime: Duration,
+    /// The body of `GET /v3/schema/users`; `None` answers 404 there.
+    pub user_schema: Option<String>,
 }
 
 impl MockConfig {
@@ -90,6 +97,7 @@ impl MockConfig {
             include_links: true,
             nested_results: false,
             lifetime: DEFAULT_LIFETIME,
+            user_schema: None,
         }
     }
 }
@@ -522,6 +530,10 @@ impl State {
         match path {
             USERS_PATH => self.users(path, query, &params, record),
             EVENTS_PATH => self.events(path, query, &params, record),
+            USER_SCHEMA_PATH => match &self.cfg.user_schema {
+                Some(body) => Reply::json(200, body.clone()),
+                None => Reply::message(404, "not found"),
+            },
             _ => Reply::message(404, "not found"),
         }
     }

@@ -12,27 +12,30 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use anyhow::{Context, anyhow};
+use zephr_etl::extension;
 use zephr_etl::fetch::feed::{Page, PageFeed};
-use zephr_etl::fetch::merge::{concat_bytes, concat_csv, concat_parquet};
+use zephr_etl::fetch::merge::{concat_bytes, concat_csv, concat_parquet, feed_csv};
 use zephr_etl::fetch::resume::{Journal, SegmentRecord, WorkDir, check_same};
 use zephr_etl::fetch::state_file::iso_utc;
 use zephr_etl::fetch::{Client, USER_EXPORT_PATH};
+use zephr_etl::flatten::OnError;
+use zephr_etl::manifest::Manifest;
 use zephr_etl::pipeline::RunStats;
 use zephr_etl::progress::Progress;
 use zephr_etl::schema::Table;
 use zephr_etl::signal;
-use zephr_etl::sink::TableWriter;
 use zephr_etl::sink::output_dir::OutputDir;
 use zephr_etl::sink::parquet::ParquetWriter;
+use zephr_etl::sink::{TableWriter, WrittenFile};
 
 use super::{Fetched, Plan};
 use crate::commands::UsageError;
-use crate::commands::export::ExportConfig;
+use crate::commands::export::{ExportConfig, REJECTS_NAME};
 
 /// The name of a segment's share of the `--save-raw` copy.
 const RAW_PART: &str = "raw.part";
@@ -83,7 +86,7 @@ pub(super) fn run(
         rejects: journal.rejects(),
         ..RunStats::default()
     };
-    assemble(config, &work, &journal, plan.save_raw.as_deref())?;
+    let manifest = assemble(config, &work, &journal, plan.save_raw.as_deref())?;
     if let Err(e) = work.remove() {
         progress.line(&format!("warning: {e}; delete it by hand"));
     }
@@ -91,6 +94,7 @@ pub(super) fn run(
         stats,
         bytes: journal.bytes(),
         started_at: journal.started_at,
+        manifest,
     })
 }
 
@@ -194,13 +198,7 @@ fn run_segment(
     let mut pipeline = main.pipeline;
     pipeline.first_item = journal.items() + 1;
     pipeline.rejects_before = journal.rejects();
-    let seg = ExportConfig {
-        dir: Arc::new(Mutex::new(OutputDir::open(&seg_dir, true)?)),
-        formats: main.formats,
-        dialect: main.dialect,
-        parquet: main.parquet,
-        pipeline,
-    };
+    let seg = main.segment(OutputDir::open(&seg_dir, true)?, pipeline);
     let raw = match plan.save_raw {
         Some(_) => {
             let mut dir = seg.dir.lock().unwrap_or_else(|e| e.into_inner());
@@ -246,13 +244,14 @@ fn run_segment(
     Ok(())
 }
 
-/// Builds every final file from the segments and commits them together.
+/// Builds every final file from the segments and commits them together. Returns the
+/// manifest when one is written.
 fn assemble(
     config: ExportConfig,
     work: &WorkDir,
     journal: &Journal,
     save_raw: Option<&Path>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Manifest>> {
     if journal.segments.is_empty() {
         anyhow::bail!("internal error: the fetch ended without a single page");
     }
@@ -263,59 +262,115 @@ fn assemble(
             .map(|s| work.segment_dir(s.number).join(name))
             .collect()
     };
-    for name in config.target_names() {
-        let sources = parts(&name);
-        let (file, temp) = config
-            .dir
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .create(Path::new(&name))?;
-        if let [only] = &sources[..] {
-            // One segment: its file already is the table.
-            drop(file);
-            std::fs::rename(only, &temp)
-                .with_context(|| format!("cannot move {} into place", only.display()))?;
-            continue;
-        }
-        if let Some(stem) = name.strip_suffix(".parquet") {
-            let table = Table::from_name(stem)
-                .ok_or_else(|| anyhow!("internal error: no table named {stem}"))?;
-            let schema = table.def().arrow_schema();
-            let mut once = Some((file, temp.clone()));
-            let mut writer = ParquetWriter::new(
-                schema.clone(),
-                &table.def().dictionary_columns(),
-                config.parquet,
-                Box::new(move |_| {
-                    once.take().ok_or_else(|| zephr_etl::sink::WriteError::Io {
-                        path: temp.clone(),
-                        source: std::io::Error::other("a table is assembled into one file"),
-                    })
-                }),
-            )?;
-            concat_parquet(&sources, &schema, &mut writer)?;
-            Box::new(writer).finish()?;
-        } else {
-            let mut out = BufWriter::with_capacity(1 << 20, file);
-            if name.ends_with(".csv") {
-                concat_csv(&sources, &mut out, &temp)?;
-            } else {
-                concat_bytes(&sources, &mut out, &temp)?;
+    let mut stats = RunStats {
+        rows: journal.rows(),
+        rejects: journal.rejects(),
+        ..RunStats::default()
+    };
+    if config.layout.splits() {
+        // Parts or worksheets: the segments' rows go through the final writers again.
+        for table in Table::ALL {
+            // table_writers gives the CSV writer first, then the Parquet one.
+            let mut writers = config.table_writers(table)?;
+            let mut i = 0;
+            if config.formats.csv {
+                feed_csv(
+                    &parts(&format!("{}.csv", table.name())),
+                    writers[i].as_mut(),
+                )?;
+                i += 1;
             }
+            if config.formats.parquet {
+                let schema = extension::schema_of(table, config.users());
+                concat_parquet(
+                    &parts(&format!("{}.parquet", table.name())),
+                    &schema,
+                    writers[i].as_mut(),
+                )?;
+            }
+            for writer in writers {
+                stats
+                    .files
+                    .extend(writer.finish()?.into_iter().map(|f| (table, f)));
+            }
+        }
+        if config.pipeline.flatten.on_error == OnError::Skip {
+            let (file, temp) = config.create_rejects()?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            concat_bytes(&parts(REJECTS_NAME), &mut out, &temp)?;
             finish_file(out, &temp)?;
+        }
+    } else {
+        for name in config.target_names() {
+            let sources = parts(&name);
+            let (table, extension) = name.rsplit_once('.').unwrap_or((&name, ""));
+            let table = Table::from_name(table);
+            let (file, temp) = match table {
+                Some(table) => {
+                    let mut create = config.file_creator(table.name(), static_extension(extension));
+                    create(0)?
+                }
+                None => config.create_rejects()?,
+            };
+            if let Some(table) = table {
+                stats.files.push((
+                    table,
+                    WrittenFile {
+                        path: temp.clone(),
+                        rows: stats.rows[table as usize],
+                        bytes: 0,
+                    },
+                ));
+            }
+            if let [only] = &sources[..] {
+                // One segment: its file already is the table.
+                drop(file);
+                std::fs::rename(only, &temp)
+                    .with_context(|| format!("cannot move {} into place", only.display()))?;
+                continue;
+            }
+            if let (Some(table), "parquet") = (table, extension) {
+                let schema = extension::schema_of(table, config.users());
+                let mut once = Some((file, temp.clone()));
+                let mut writer = ParquetWriter::new(
+                    schema.clone(),
+                    &config.def(table).dictionary_columns(),
+                    config.parquet,
+                    Box::new(move |_| {
+                        once.take().ok_or_else(|| zephr_etl::sink::WriteError::Io {
+                            path: temp.clone(),
+                            source: std::io::Error::other("a table is assembled into one file"),
+                        })
+                    }),
+                )?;
+                concat_parquet(&sources, &schema, &mut writer)?;
+                Box::new(writer).finish()?;
+            } else {
+                let mut out = BufWriter::with_capacity(1 << 20, file);
+                if name.ends_with(".csv") {
+                    concat_csv(&sources, &mut out, &temp)?;
+                } else {
+                    concat_bytes(&sources, &mut out, &temp)?;
+                }
+                finish_file(out, &temp)?;
+            }
         }
     }
     let raw = match save_raw {
         Some(path) => Some(assemble_raw(path, &parts(RAW_PART))?),
         None => None,
     };
-    config.commit()?;
+    let manifest = config.commit_run(&stats)?;
     if let (Some(raw), Some(path)) = (raw, save_raw) {
         raw.persist(path)
             .map_err(|e| e.error)
             .with_context(|| format!("the tables were written, but not {}", path.display()))?;
     }
-    Ok(())
+    Ok(manifest)
+}
+
+fn static_extension(extension: &str) -> &'static str {
+    if extension == "csv" { "csv" } else { "parquet" }
 }
 
 fn finish_file(out: BufWriter<File>, path: &Path) -> anyhow::Result<()> {

@@ -59,7 +59,7 @@ pub(super) fn run(
             .sync_all()
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    config.commit()?;
+    let manifest = config.commit_run(&stats)?;
     if let Some((temp, path)) = raw {
         temp.persist(&path)
             .map_err(|e| e.error)
@@ -69,6 +69,7 @@ pub(super) fn run(
         stats,
         bytes: counter.load(Ordering::Relaxed),
         started_at: iso_utc(started),
+        manifest,
     })
 }
 
