@@ -51,7 +51,7 @@ impl Default for ParquetOptions {
             compression: ParquetCompression::Zstd,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             row_group_rows: 122_880,
-            row_group_bytes: 16 << 20,
+            row_group_bytes: 8 << 20,
             max_rows_per_file: None,
         }
     }
