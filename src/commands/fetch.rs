@@ -374,6 +374,19 @@ fn fetch_events(
     result
 }
 
+/// A hidden temporary file in the folder of `path` (for `--save-raw`), so that the final
+/// rename stays atomic.
+fn temp_next_to(path: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".zephr-etl-raw-")
+        .tempfile_in(&parent)
+        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::strip_userinfo;

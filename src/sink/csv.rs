@@ -100,14 +100,7 @@ impl CsvWriter {
 }
 
 fn close((out, info): (BufWriter<File>, WrittenFile)) -> Result<WrittenFile, WriteError> {
-    let file = out.into_inner().map_err(|e| WriteError::Io {
-        path: info.path.clone(),
-        source: e.into_error(),
-    })?;
-    file.sync_all().map_err(|source| WriteError::Io {
-        path: info.path.clone(),
-        source,
-    })?;
+    super::flush_and_sync(out, &info.path)?;
     Ok(info)
 }
 

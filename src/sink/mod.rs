@@ -45,3 +45,17 @@ pub trait TableWriter: Send {
     /// Flushes, writes any footer, syncs the file to disk, and reports what was written.
     fn finish(self: Box<Self>) -> Result<Vec<WrittenFile>, WriteError>;
 }
+
+/// Flushes a buffered file and syncs it to disk: the last step of every writer's `finish`.
+pub fn flush_and_sync(
+    out: std::io::BufWriter<std::fs::File>,
+    path: &std::path::Path,
+) -> Result<std::fs::File, WriteError> {
+    let io = |source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    Ok(file)
+}

@@ -145,14 +145,7 @@ fn close((writer, mut info): Open) -> Result<WrittenFile, WriteError> {
         path: info.path.clone(),
         source,
     })?;
-    let file = buffered.into_inner().map_err(|e| WriteError::Io {
-        path: info.path.clone(),
-        source: e.into_error(),
-    })?;
-    file.sync_all().map_err(|source| WriteError::Io {
-        path: info.path.clone(),
-        source,
-    })?;
+    let file = super::flush_and_sync(buffered, &info.path)?;
     info.bytes = file
         .metadata()
         .map_err(|source| WriteError::Io {

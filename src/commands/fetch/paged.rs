@@ -384,14 +384,7 @@ fn finish_file(out: BufWriter<File>, path: &Path) -> anyhow::Result<()> {
 
 /// The `--save-raw` copy as a temporary file next to its final name, renamed after the tables.
 fn assemble_raw(path: &Path, parts: &[PathBuf]) -> anyhow::Result<tempfile::NamedTempFile> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let temp = tempfile::Builder::new()
-        .prefix(".zephr-etl-raw-")
-        .tempfile_in(&parent)
-        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
+    let temp = super::temp_next_to(path)?;
     let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
     concat_bytes(parts, &mut out, path)?;
     out.flush()

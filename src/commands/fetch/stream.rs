@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -35,7 +35,7 @@ pub(super) fn run(
     let stream = client.open_stream(USER_EXPORT_PATH, &query.to_query(None))?;
     let total = stream.content_length();
     let raw = match &plan.save_raw {
-        Some(path) => Some(temp_next_to(path)?),
+        Some(path) => Some((super::temp_next_to(path)?, path.to_path_buf())),
         None => None,
     };
     let name: Arc<str> = Arc::from(format!("GET {USER_EXPORT_PATH}"));
@@ -71,19 +71,6 @@ pub(super) fn run(
         started_at: iso_utc(started),
         manifest,
     })
-}
-
-/// A hidden temporary file in the folder of `path`, so the final rename stays atomic.
-fn temp_next_to(path: &Path) -> anyhow::Result<(tempfile::NamedTempFile, PathBuf)> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let temp = tempfile::Builder::new()
-        .prefix(".zephr-etl-raw-")
-        .tempfile_in(&parent)
-        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
-    Ok((temp, path.to_path_buf()))
 }
 
 /// Copies what is read into a file.
