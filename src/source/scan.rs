@@ -111,3 +111,48 @@ pub(super) fn find_quote_or_backslash(buf: &[u8], from: usize) -> Option<usize> 
         .position(|&b| b == b'"' || b == b'\\')
         .map(|k| i + k)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end_of(text: &str) -> Result<usize, usize> {
+        let (mut depth, mut in_string) = (0, false);
+        scan_structure(text.as_bytes(), 0, &mut depth, &mut in_string)
+    }
+
+    #[test]
+    fn finds_the_end_of_values() {
+        assert_eq!(end_of(r#"{"a":1} ,{}"#), Ok(7));
+        assert_eq!(end_of(r#"{"a":"}]\"{","b":[1,{"c":[]}]}x"#), Ok(30));
+        assert_eq!(end_of(r#""a string with \" and \\" tail"#), Ok(25));
+        let long = format!(r#"{{"k":"{}\"{}"}},"#, "x".repeat(40), "y".repeat(17));
+        assert_eq!(end_of(&long), Ok(long.len() - 1));
+    }
+
+    #[test]
+    fn asks_for_more_when_the_value_is_open() {
+        assert_eq!(end_of(r#"{"a":[1,2"#), Err(9));
+        assert_eq!(end_of(r#"{"a":"abc"#), Err(9));
+        // A trailing backslash: the escaped byte is past the end, so resume one beyond it.
+        assert_eq!(end_of(r#"{"a":"ab\"#), Err(10));
+    }
+
+    #[test]
+    fn resumes_where_it_stopped() {
+        let text = br#"{"a":"0123456789abcdef0123\"x","b":[{}]}"#;
+        for cut in 1..text.len() {
+            let (mut depth, mut in_string) = (0, false);
+            let mut at = match scan_structure(&text[..cut], 0, &mut depth, &mut in_string) {
+                Ok(end) => panic!("ended early at {end} with cut {cut}"),
+                Err(next) => next,
+            };
+            at = at.min(text.len());
+            assert_eq!(
+                scan_structure(text, at, &mut depth, &mut in_string),
+                Ok(text.len()),
+                "cut {cut}"
+            );
+        }
+    }
+}
