@@ -1,10 +1,10 @@
 //! Assembling a table from the segments of a fetch (see [`super::resume`]).
 //!
 //! CSV segments are appended byte for byte, each without its header line after the first.
-//! Parquet segments are read back batch by batch with the parquet crate's Arrow reader and
-//! written again through one [`TableWriter`], so the final file has full-size row groups and
-//! one footer; memory stays at one batch plus the writer's row group. Other files (rejects,
-//! raw responses) are plain concatenations.
+//! Parquet segments are joined by copying their encoded row groups into one file with one
+//! footer ([`copy_row_groups`]); only when the output is split into parts are they read back
+//! batch by batch and written again through the final [`TableWriter`] ([`concat_parquet`]).
+//! Other files (rejects, raw responses) are plain concatenations.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -12,7 +12,14 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
+use std::io::BufWriter;
+use std::sync::Arc;
+
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 
 use crate::sink::{TableWriter, WriteError};
 use crate::table::ColumnBatch;
@@ -211,6 +218,87 @@ pub fn concat_parquet(
             })?;
         }
     }
+    Ok(rows)
+}
+
+/// Joins Parquet segments into `out` by copying their row groups as they are: the column
+/// chunks are already encoded and compressed, so nothing is decoded or compressed again and
+/// the join costs little more than copying bytes (the approach of parquet-rs's
+/// `parquet-concat`). Every segment must have the first one's schema. The first segment's
+/// key-value metadata (the Arrow schema, so readers see `Timestamp(µs, "UTC")`) is kept.
+/// Returns the rows copied.
+pub fn copy_row_groups(parts: &[PathBuf], out: File, out_path: &Path) -> Result<u64, MergeError> {
+    let write_error = |e: parquet::errors::ParquetError| MergeError::Io {
+        path: out_path.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    };
+    let mut inputs = Vec::with_capacity(parts.len());
+    for part in parts {
+        let file = File::open(part).map_err(io_error(part))?;
+        let metadata = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .parse_and_finish(&file)
+            .map_err(|e| MergeError::Segment {
+                path: part.clone(),
+                problem: e.to_string(),
+            })?;
+        inputs.push((part, file, metadata));
+    }
+    let Some((_, _, first)) = inputs.first() else {
+        return Ok(0);
+    };
+    let schema = first.file_metadata().schema_descr().root_schema_ptr();
+    let properties = WriterProperties::builder()
+        .set_key_value_metadata(first.file_metadata().key_value_metadata().cloned())
+        .set_created_by(
+            first
+                .file_metadata()
+                .created_by()
+                .unwrap_or_default()
+                .to_string(),
+        )
+        .build();
+    let mut writer = SerializedFileWriter::new(
+        BufWriter::with_capacity(1 << 20, out),
+        schema,
+        Arc::new(properties),
+    )
+    .map_err(write_error)?;
+    let mut rows = 0u64;
+    for (part, file, metadata) in &inputs {
+        if metadata.file_metadata().schema() != first.file_metadata().schema() {
+            return Err(MergeError::Segment {
+                path: (*part).clone(),
+                problem: "its schema differs from the first segment's".into(),
+            });
+        }
+        let page_index = metadata.page_index();
+        for (rg_index, row_group) in metadata.row_groups().iter().enumerate() {
+            let mut rg_out = writer.next_row_group().map_err(write_error)?;
+            for (col_index, column) in row_group.columns().iter().enumerate() {
+                let result = ColumnCloseResult {
+                    bytes_written: column.compressed_size() as u64,
+                    rows_written: row_group.num_rows() as u64,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: page_index
+                        .and_then(|p| p.column_index(rg_index, col_index))
+                        .cloned(),
+                    offset_index: page_index
+                        .and_then(|p| p.offset_index(rg_index, col_index))
+                        .cloned(),
+                };
+                rg_out.append_column(file, result).map_err(write_error)?;
+            }
+            rg_out.close().map_err(write_error)?;
+            rows += row_group.num_rows() as u64;
+        }
+    }
+    let buffered = writer.into_inner().map_err(write_error)?;
+    crate::sink::flush_and_sync(buffered, out_path).map_err(|e| MergeError::Io {
+        path: out_path.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    })?;
     Ok(rows)
 }
 

@@ -19,7 +19,9 @@ use std::time::SystemTime;
 use anyhow::{Context, anyhow};
 use zephr_etl::extension;
 use zephr_etl::fetch::feed::{Page, PageFeed};
-use zephr_etl::fetch::merge::{concat_bytes, concat_csv, concat_parquet, feed_csv};
+use zephr_etl::fetch::merge::{
+    concat_bytes, concat_csv, concat_parquet, copy_row_groups, feed_csv,
+};
 use zephr_etl::fetch::resume::{Journal, SegmentRecord, WorkDir, check_same};
 use zephr_etl::fetch::state_file::iso_utc;
 use zephr_etl::fetch::{Client, USER_EXPORT_PATH};
@@ -29,9 +31,8 @@ use zephr_etl::pipeline::RunStats;
 use zephr_etl::progress::Progress;
 use zephr_etl::schema::Table;
 use zephr_etl::signal;
+use zephr_etl::sink::WrittenFile;
 use zephr_etl::sink::output_dir::OutputDir;
-use zephr_etl::sink::parquet::ParquetWriter;
-use zephr_etl::sink::{TableWriter, WrittenFile};
 
 use super::{Fetched, Plan};
 use crate::commands::UsageError;
@@ -329,22 +330,8 @@ fn assemble(
                     .with_context(|| format!("cannot move {} into place", only.display()))?;
                 continue;
             }
-            if let (Some(table), "parquet") = (table, extension) {
-                let schema = extension::schema_of(table, config.users());
-                let mut once = Some((file, temp.clone()));
-                let mut writer = ParquetWriter::new(
-                    schema.clone(),
-                    &config.def(table).dictionary_columns(),
-                    config.parquet,
-                    Box::new(move |_| {
-                        once.take().ok_or_else(|| zephr_etl::sink::WriteError::Io {
-                            path: temp.clone(),
-                            source: std::io::Error::other("a table is assembled into one file"),
-                        })
-                    }),
-                )?;
-                concat_parquet(&sources, &schema, &mut writer)?;
-                Box::new(writer).finish()?;
+            if extension == "parquet" {
+                copy_row_groups(&sources, file, &temp)?;
             } else {
                 let mut out = BufWriter::with_capacity(1 << 20, file);
                 if name.ends_with(".csv") {
