@@ -153,6 +153,10 @@ pub struct ConvertArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Credentials: the access key comes from ZEPHR_ACCESS_KEY, the secret key from \
+ZEPHR_SECRET_KEY or --secret-key-file; neither is ever printed."
+)]
 pub struct FetchArgs {
     /// The Zephr tenant (the API is https://TENANT.api.zephr.com unless --base-url says otherwise).
     #[arg(long)]
@@ -208,7 +212,7 @@ pub struct FetchArgs {
     #[arg(long, value_name = "TS")]
     pub events_to: Option<String>,
     /// Also keep the user export's response bodies, as received, in this file (page by page:
-    /// one body per line; with --no-paginate: the single array). Written once the tables are.
+    /// one body per line; with --no-paginate: the single array). Written once the tables are in place.
     #[arg(long, value_name = "FILE")]
     pub save_raw: Option<PathBuf>,
     /// API root instead of https://TENANT.api.zephr.com (a proxy, or a local test server).

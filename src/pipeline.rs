@@ -22,7 +22,6 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 
 use crate::error::{BadItem, InputError};
-use crate::flatten::json::push_compact;
 use crate::flatten::{FlatBatch, FlattenError, FlattenOptions, Reject, flatten_batch};
 use crate::schema::Table;
 use crate::signal;
@@ -341,9 +340,9 @@ fn write_reject(
         serde_json::to_string(&reject.bad.to_string()).unwrap_or_default()
     );
     match &reject.raw {
-        // The raw item is valid JSON (it was checked); compacting only drops line breaks and
-        // indentation, so the line stays one NDJSON record.
-        Some(raw) => push_compact(&mut line, &String::from_utf8_lossy(raw)),
+        // The item is valid JSON, so no line break can be inside a string: turning each into
+        // a space keeps every other byte (and every offset) as it was, on one NDJSON line.
+        Some(raw) => line.push_str(&String::from_utf8_lossy(raw).replace(['\n', '\r'], " ")),
         // Larger than --max-item-bytes: its bytes were never held in memory.
         None => line.push_str("null,\"too_large\":true"),
     }

@@ -473,7 +473,11 @@ fn schema_prints_the_schema_files() {
         "{text}"
     );
     let output = zephr().args(["schema", "nope"]).output().unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "an unknown table is bad usage"
+    );
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown table \"nope\""));
 }
 
@@ -518,4 +522,31 @@ fn usage_errors_exit_with_2() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn repeated_keys_fill_the_column_once_and_keep_the_rest_in_extra() {
+    let tmp = TempDir::new().unwrap();
+    let input = write_file(
+        tmp.path(),
+        "dup.json",
+        br#"{"user":{"user_id":"u","foo":1,"registered":"2020-01-01","registered":"2021-01-01","identifiers":{"email_address":"a@x","email_address":"b@x"}},"user":{"user_id":"v"},"seq-no":1,"seq-no":2,"grants":[{"grantId":"g1","grantId":"g2"}]}"#,
+    );
+    let out = tmp.path().join("out");
+    convert_ok(&[&input], &out, &[]);
+    let users = csv_table(&out, "users").1;
+    let cell = |s: &str| Some(s.to_string());
+    assert_eq!(users[0][0], cell("u"));
+    assert_eq!(users[0][1], cell("a@x"));
+    assert_eq!(users[0][5], cell("2020-01-01T00:00:00Z"));
+    assert_eq!(users[0][9], cell("1"));
+    assert_eq!(
+        users[0][10],
+        cell(
+            r#"{"user":{"foo":1,"registered":"2021-01-01","identifiers":{"email_address":"b@x"}},"user":{"user_id":"v"},"seq-no":2}"#
+        )
+    );
+    let grants = csv_table(&out, "grants").1;
+    assert_eq!(grants[0][1], cell("g1"));
+    assert_eq!(grants[0][10], cell(r#"{"grantId":"g2"}"#));
 }

@@ -988,3 +988,29 @@ fn rejects_keep_their_export_wide_item_numbers_across_segments() {
     assert_eq!(rejects(&out), rejects(&want));
     assert_eq!(rejects(&out)[0].0, 8);
 }
+
+#[test]
+fn credentials_in_a_base_url_never_reach_the_message() {
+    let out = tempfile::tempdir().unwrap();
+    for url in [
+        "ftp://user:hunter2@host",
+        "http://user:hunter2@ho st",
+        "user:hunter2@nowhere",
+    ] {
+        let output = assert_cmd::Command::cargo_bin("zephr-etl")
+            .unwrap()
+            .env("ZEPHR_ACCESS_KEY", "AK")
+            .env("ZEPHR_SECRET_KEY", "SK")
+            .args(["fetch", "--tenant", "t", "--base-url", url, "-o"])
+            .arg(out.path().join("o"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{url}");
+        assert!(stderr.contains("invalid base URL"), "{stderr}");
+        assert!(
+            !stderr.contains("hunter2") && !stderr.contains("user:"),
+            "{url}: {stderr}"
+        );
+    }
+}

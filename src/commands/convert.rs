@@ -21,7 +21,9 @@ use crate::cli::ConvertArgs;
 pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let inputs: Vec<InputSpec> = args.inputs.iter().map(|a| InputSpec::parse(a)).collect();
     if inputs.iter().filter(|i| **i == InputSpec::Stdin).count() > 1 {
-        anyhow::bail!("`-` (stdin) can be given only once");
+        return Err(anyhow::Error::new(super::UsageError(
+            "`-` (stdin) can be given only once".into(),
+        )));
     }
     let users = UsersPlan::check(&args.output)?;
     if users.needs_columns() {

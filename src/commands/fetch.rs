@@ -96,7 +96,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let mut config = ExportConfig::open(&args.output)?;
     config.set_source(json!({
         "tenant": plan.tenant,
-        "base_url": strip_userinfo(&plan.base_url),
+        "base_url": zephr_etl::fetch::client::strip_userinfo(&plan.base_url),
         "query": plan.query.to_query(None),
         "state_events": plan.events.as_ref().map(|e| e.to_query(None)),
     }));
@@ -285,7 +285,10 @@ fn fingerprint_arguments(
     let mut map = BTreeMap::new();
     map.insert("zephr-etl".into(), env!("CARGO_PKG_VERSION").into());
     map.insert("tenant".into(), plan.tenant.clone());
-    map.insert("base-url".into(), strip_userinfo(&plan.base_url));
+    map.insert(
+        "base-url".into(),
+        zephr_etl::fetch::client::strip_userinfo(&plan.base_url),
+    );
     map.insert("query".into(), plan.query.to_query(None));
     map.insert("format".into(), formats.join(","));
     map.insert("on-error".into(), format!("{:?}", out.on_error));
@@ -311,20 +314,6 @@ fn fingerprint_arguments(
         }
     }
     map
-}
-
-/// A URL without `user:password@`, which has no place in a file.
-fn strip_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let host_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..host_end].rfind('@') {
-                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-                None => url.to_owned(),
-            }
-        }
-        None => url.to_owned(),
-    }
 }
 
 /// The state-events phase: pages spooled as NDJSON into the work folder, then converted.
@@ -389,7 +378,7 @@ fn temp_next_to(path: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
 
 #[cfg(test)]
 mod tests {
-    use super::strip_userinfo;
+    use zephr_etl::fetch::client::strip_userinfo;
 
     #[test]
     fn userinfo_is_stripped() {

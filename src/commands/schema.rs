@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use anyhow::bail;
 use zephr_etl::schema::{self, Table, TableDef};
 
 use super::wide::{UsersPlan, read_user_schema};
@@ -14,9 +13,11 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
     let tables: Vec<&str> = match args.table.as_deref() {
         None => vec!["users", "grants", "attributes", "state_events"],
         Some(name @ ("users" | "grants" | "attributes" | "state_events")) => vec![name],
-        Some(other) => bail!(
-            "unknown table {other:?}; the tables are users, grants, attributes and state_events"
-        ),
+        Some(other) => {
+            return Err(anyhow::Error::new(super::UsageError(format!(
+                "unknown table {other:?}; the tables are users, grants, attributes and state_events"
+            ))));
+        }
     };
     // With --user-schema, users is shown as --wide-attributes makes it, from the same
     // definition the writers use.

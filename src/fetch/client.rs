@@ -237,10 +237,29 @@ pub struct Client {
     received: Arc<AtomicU64>,
 }
 
+/// A URL without `user:password@`: credentials in a proxy URL must never reach a message,
+/// a log or a file.
+pub fn strip_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..host_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => match url.rfind('@') {
+            // Not even a scheme: keep only what follows the last `@`, to be safe.
+            Some(at) => url[at + 1..].to_owned(),
+            None => url.to_owned(),
+        },
+    }
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("base_url", &self.base_url)
+            .field("base_url", &strip_userinfo(&self.base_url))
             .field("tenant", &self.tenant)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
@@ -255,7 +274,7 @@ impl Client {
             .strip_prefix("https://")
             .or_else(|| base_url.strip_prefix("http://"));
         if rest.is_none_or(|host| host.is_empty() || host.contains(['?', '#', ' '])) {
-            return Err(FetchError::BaseUrl(config.base_url));
+            return Err(FetchError::BaseUrl(strip_userinfo(&config.base_url)));
         }
         let agent = ureq::Agent::config_builder()
             // Statuses are ours to judge: 401/403/429/5xx each need their own handling.
@@ -619,15 +638,15 @@ impl std::fmt::Debug for BodyStream {
 impl Read for BodyStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.reader.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            if let Some(expected) = self.content_length {
-                if self.read < expected {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("body truncated: got {} of {expected} bytes", self.read),
-                    ));
-                }
-            }
+        if n == 0
+            && !buf.is_empty()
+            && let Some(expected) = self.content_length
+            && self.read < expected
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("body truncated: got {} of {expected} bytes", self.read),
+            ));
         }
         self.read += n as u64;
         self.counter.fetch_add(n as u64, Ordering::Relaxed);

@@ -166,12 +166,12 @@ impl Iterator for SegmentPages {
             None => recv(&self.rx, &self.cancel)?,
         };
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(raw) = log.raw.as_mut() {
-            if let Err(e) = raw.write_all(&body).and_then(|()| raw.write_all(b"\n")) {
-                log.raw_error = Some(e);
-                self.left = 0;
-                return None;
-            }
+        if let Some(raw) = log.raw.as_mut()
+            && let Err(e) = raw.write_all(&body).and_then(|()| raw.write_all(b"\n"))
+        {
+            log.raw_error = Some(e);
+            self.left = 0;
+            return None;
         }
         log.last_page = page;
         log.pages += 1;

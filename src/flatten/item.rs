@@ -103,6 +103,23 @@ pub struct Item<'a> {
     pub saw_user: bool,
 }
 
+/// The mapped keys an object has shown so far. A JSON object may repeat a key; the first
+/// occurrence fills the column and every repeat is kept, as written, in `extra`, so nothing
+/// is dropped and no column silently takes the last value.
+#[derive(Default)]
+struct Seen(Vec<&'static str>);
+
+impl Seen {
+    /// Records `field`; true the first time it is seen.
+    fn first(&mut self, field: &'static str) -> bool {
+        if self.0.contains(&field) {
+            return false;
+        }
+        self.0.push(field);
+        true
+    }
+}
+
 /// The field being decoded, so a failure can name it (`grants.results[2].startTime`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FieldPath {
@@ -190,8 +207,20 @@ impl<'de> Visitor<'de> for ItemVisitor<'_, 'de> {
         f.write_str("an item object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = Seen::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            // A key that repeats is kept, as written, in `extra`; only the first fills columns.
+            let mapped = match key.as_ref() {
+                "user" => seen.first("user"),
+                "seq-no" => seen.first("seq-no"),
+                "grants" => seen.first("grants"),
+                _ => false,
+            };
             match key.as_ref() {
+                _ if !mapped => {
+                    let raw: &RawValue = map.next_value()?;
+                    self.item.item_members.push(ItemMember::Other((key, raw)));
+                }
                 "user" => {
                     *self.path = FieldPath {
                         field: "user",
@@ -270,6 +299,7 @@ impl<'de> Visitor<'de> for UserSeed<'_, 'de> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let item = self.item;
+        let mut seen = Seen::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let field: &'static str = match key.as_ref() {
                 "user_id" => "user.user_id",
@@ -281,12 +311,14 @@ impl<'de> Visitor<'de> for UserSeed<'_, 'de> {
                 "registration_state" => "user.registration_state",
                 "last_login" => "user.last_login",
                 "attributes" => "user.attributes",
-                _ => {
-                    let raw: &RawValue = map.next_value()?;
-                    item.user_members.push((key, raw));
-                    continue;
-                }
+                _ => "",
             };
+            if field.is_empty() || !seen.first(field) {
+                // Unmapped, or a repeat of a mapped key: kept as written for `extra`.
+                let raw: &RawValue = map.next_value()?;
+                item.user_members.push((key, raw));
+                continue;
+            }
             *self.path = FieldPath { field, grant: None };
             match field {
                 "user.identifiers" => {
@@ -364,9 +396,21 @@ impl<'de> Visitor<'de> for IdentifiersSeed<'_, 'de> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let item = self.item;
+        let mut seen = Seen::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let raw: &'de RawValue = map.next_value()?;
+            let first = match key.as_ref() {
+                "email_address" => seen.first("email_address"),
+                "username" => seen.first("username"),
+                _ => false,
+            };
             match key.as_ref() {
+                _ if !first => {
+                    if item.identifiers_at.is_none() {
+                        item.identifiers_at = Some(item.user_members.len());
+                    }
+                    item.identifier_members.push((key, raw));
+                }
                 "email_address" => {
                     *self.path = FieldPath {
                         field: "user.identifiers.email_address",
@@ -510,6 +554,7 @@ impl<'de> Visitor<'de> for GrantSeed<'_, 'de> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let grant = self.grant;
+        let mut seen = Seen::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let raw: &'de RawValue = map.next_value()?;
             let field: &'static str = match key.as_ref() {
@@ -525,11 +570,12 @@ impl<'de> Visitor<'de> for GrantSeed<'_, 'de> {
                 "createdAt" => "createdAt",
                 "created_at" => "created_at",
                 "user_id" => "user_id",
-                _ => {
-                    grant.members.push(GrantMember::Other((key, raw)));
-                    continue;
-                }
+                _ => "",
             };
+            if field.is_empty() || !seen.first(field) {
+                grant.members.push(GrantMember::Other((key, raw)));
+                continue;
+            }
             self.path.field = field;
             match field {
                 "grantId" => {

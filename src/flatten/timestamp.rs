@@ -6,6 +6,11 @@
 //! CSV prints back. A hand-written parser is used because it is exact (no float arithmetic)
 //! and several times faster than a general date library on this hot path.
 
+/// 0000-01-01T00:00:00Z, the first instant a four-digit year can show.
+const MIN_MICROS: i64 = -62_167_219_200_000_000;
+/// 9999-12-31T23:59:59.999999Z, the last.
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
 /// Parses an ISO-8601-like timestamp into microseconds since the epoch, UTC.
 ///
 /// Accepted: `YYYY-MM-DD`, or `YYYY-MM-DD[T| ]HH:MM:SS[.f{1,9}][Z|±HH:MM|±HHMM|±HH]`.
@@ -35,8 +40,8 @@ pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
     let hour = digits(b, 11, 2)? as i64;
     let minute = digits(b, 14, 2)? as i64;
     let second = digits(b, 17, 2)? as i64;
-    // 60 admits a leap second as written by some systems; it lands on the next minute.
-    if hour > 23 || minute > 59 || second > 60 {
+    // No leap seconds: Unix time has none, so a :60 could only be stored by moving it.
+    if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
     let mut pos = 19;
@@ -60,7 +65,12 @@ pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
     }
     let offset_seconds = parse_zone(&b[pos..])?;
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
-    seconds.checked_mul(1_000_000)?.checked_add(micros)
+    let micros = seconds.checked_mul(1_000_000)?.checked_add(micros)?;
+    // An offset can push a time across year 0 or 9999; ISO-8601 text (and many readers)
+    // cannot represent that, so it is not a timestamp this tool can keep exactly.
+    (MIN_MICROS..=MAX_MICROS)
+        .contains(&micros)
+        .then_some(micros)
 }
 
 /// Parses the zone suffix: empty or `Z` is UTC, else `±HH[:MM]` or `±HHMM`, in seconds east.
@@ -161,7 +171,7 @@ pub fn write_timestamp(out: &mut Vec<u8>, micros: i64) {
     push_padded(out, secs_of_day % 60, 2);
     if fraction != 0 {
         out.push(b'.');
-        if fraction % 1000 == 0 {
+        if fraction.is_multiple_of(1000) {
             push_padded(out, fraction / 1000, 3);
         } else {
             push_padded(out, fraction, 6);
@@ -244,11 +254,29 @@ mod tests {
             "2021-02-24T15:43:28+1",
             "yesterday",
             "2021-02-24T15:43:28Zjunk",
+            "2021-12-31T23:59:60Z",
+            "9999-12-31T23:59:59-14:00",
+            "0000-01-01T00:00:00+14:00",
             "2021-02-24T15:43:28.1234567890Z",
             "२०२१-02-24",
         ] {
             assert_eq!(parse_timestamp_micros(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_range_ends_are_exact() {
+        assert_eq!(
+            parse_timestamp_micros("0000-01-01T00:00:00Z"),
+            Some(MIN_MICROS)
+        );
+        assert_eq!(
+            parse_timestamp_micros("9999-12-31T23:59:59.999999Z"),
+            Some(MAX_MICROS)
+        );
+        let mut out = Vec::new();
+        write_timestamp(&mut out, MAX_MICROS);
+        assert_eq!(out, b"9999-12-31T23:59:59.999999Z");
     }
 
     #[test]

@@ -183,13 +183,25 @@ fn flatten_item(n: usize, item: &str, tables: &mut Tables) {
     let timestamp = |m: &[Member], key| find(m, key).and_then(timestamp_cell);
 
     // Users extra: the item with every mapped field removed and emptied objects dropped.
+    // A mapped key that repeats is kept, as written, in `extra`: only its first occurrence
+    // fills a column.
     let mut extra_item = Vec::new();
+    let mut seen_item = std::collections::HashSet::new();
     for m in &members {
+        let first = seen_item.insert(m.key.clone());
         match m.key.as_str() {
+            "seq-no" | "user" | "grants" if !first => {
+                extra_item.push((m.raw_key, compact(m.value)))
+            }
             "seq-no" => {}
             "user" => {
                 let mut extra_user = Vec::new();
+                let mut seen_user = std::collections::HashSet::new();
                 for um in &user {
+                    if !seen_user.insert(um.key.clone()) {
+                        extra_user.push((um.raw_key, compact(um.value)));
+                        continue;
+                    }
                     match um.key.as_str() {
                         "user_id"
                         | "email_verified"
@@ -200,9 +212,13 @@ fn flatten_item(n: usize, item: &str, tables: &mut Tables) {
                         | "last_login"
                         | "attributes" => {}
                         "identifiers" => {
+                            let mut seen_id = std::collections::HashSet::new();
                             let rest: Vec<&Member> = identifiers
                                 .iter()
-                                .filter(|im| im.key != "email_address" && im.key != "username")
+                                .filter(|im| {
+                                    let mapped = im.key == "email_address" || im.key == "username";
+                                    !(mapped && seen_id.insert(im.key.clone()))
+                                })
                                 .collect();
                             if !rest.is_empty() {
                                 extra_user.push((um.raw_key, compact_object(&rest)));
@@ -313,7 +329,12 @@ fn grant_row(n: usize, user_id: &str, raw: &str) -> Vec<Option<String>> {
         "user_id" => scalar_text(m.value).as_deref() == Some(user_id),
         key => key == id_key || key == created_key,
     };
-    let rest: Vec<&Member> = grant.iter().filter(|m| !mapped(m)).collect();
+    // Only the first occurrence of a mapped key fills its column; a repeat stays in `extra`.
+    let mut seen = std::collections::HashSet::new();
+    let rest: Vec<&Member> = grant
+        .iter()
+        .filter(|m| !(mapped(m) && seen.insert(m.key.clone())))
+        .collect();
     let text = |key| find(&grant, key).and_then(text_cell);
     let time = |key| find(&grant, key).and_then(timestamp_cell);
     vec![
