@@ -108,6 +108,9 @@ pub fn run(
     opts: PipelineOptions,
     on_progress: &mut dyn FnMut(&RunStats),
 ) -> Result<RunStats, PipelineError> {
+    if opts.threads <= 1 {
+        return run_sequential(sources, writers, rejects, opts, on_progress);
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.max(1))
         .thread_name(|i| format!("zephr-etl-worker-{i}"))
@@ -185,6 +188,135 @@ pub fn run(
             Ok(stats)
         }
     }
+}
+
+/// `--threads 1`: one thread frames, flattens and writes, batch after batch, so the run uses
+/// one core. This thread only writes rejects, reports progress and watches for Ctrl-C, which
+/// it can then honour even while the worker is blocked reading stdin.
+fn run_sequential(
+    sources: Sources,
+    writers: Vec<Vec<Box<dyn TableWriter>>>,
+    mut rejects: Option<&mut (dyn Write + Send)>,
+    opts: PipelineOptions,
+    on_progress: &mut dyn FnMut(&RunStats),
+) -> Result<RunStats, PipelineError> {
+    // One batch ahead at most: the worker waits while this thread takes in the last one.
+    let (result_tx, result_rx) = bounded::<Message>(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let stop = stop.clone();
+        thread::Builder::new()
+            .name("zephr-etl-worker".into())
+            .spawn(move || sequential_worker(sources, writers, opts, &result_tx, &stop))
+            .map_err(|e| PipelineError::Internal(format!("cannot start the worker thread: {e}")))?
+    };
+    let (no_permits, _) = unbounded::<()>();
+    let mut stats = RunStats::default();
+    let outcome = reorder_and_dispatch(
+        &result_rx,
+        &no_permits,
+        &[],
+        &mut rejects,
+        opts,
+        &mut stats,
+        on_progress,
+    );
+    if let Err(e) = outcome {
+        stop.store(true, Ordering::SeqCst);
+        // A worker that already ended may have ended on a write error, which says more.
+        if worker.is_finished()
+            && let Ok(Err(write)) = worker.join()
+        {
+            return Err(PipelineError::Write(write));
+        }
+        // Otherwise it is not joined: it may be blocked on input, and stops at its next batch.
+        return Err(e);
+    }
+    match worker.join() {
+        Ok(Ok(files)) => stats.files = files,
+        Ok(Err(e)) => return Err(PipelineError::Write(e)),
+        Err(_) => return Err(PipelineError::Internal("the worker thread panicked".into())),
+    }
+    if signal::interrupted() {
+        return Err(PipelineError::Interrupted);
+    }
+    Ok(stats)
+}
+
+/// The worker of [`run_sequential`]: frames, flattens and writes each batch in turn, and sends
+/// what the calling thread needs (rejects and counts; the tables' contents stay here).
+fn sequential_worker(
+    sources: Sources,
+    mut writers: Vec<Vec<Box<dyn TableWriter>>>,
+    opts: PipelineOptions,
+    results: &Sender<Message>,
+    stop: &AtomicBool,
+) -> Result<Vec<(Table, WrittenFile)>, WriteError> {
+    let mut seq = 0u64;
+    let mut next_number = opts.first_item.max(1);
+    for source in sources {
+        let source = match source {
+            Ok(source) => source,
+            Err(e) => {
+                let _ = results.send(Message::Failed(seq, e));
+                return Ok(Vec::new());
+            }
+        };
+        let mut framer = Framer::new(source.reader, source.name, opts.framer, next_number);
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(Vec::new());
+            }
+            let mut batch = RawBatch::default();
+            let (more, failed) = match framer.next_batch(&mut batch) {
+                Ok(more) => (more, None),
+                Err(e) => (false, Some(e)),
+            };
+            if !batch.items.is_empty() {
+                let outcome =
+                    catch_unwind(AssertUnwindSafe(|| flatten_batch(&batch, &opts.flatten)))
+                        .unwrap_or_else(|_| Err(FlattenError::Input(internal_error(&batch))));
+                let outcome = match outcome {
+                    Ok(mut flat) => {
+                        for (table_writers, columns) in writers.iter_mut().zip(&mut flat.tables) {
+                            for writer in table_writers.iter_mut() {
+                                writer.write(columns)?;
+                            }
+                            // Written: only the row count travels on.
+                            *columns = ColumnBatch {
+                                rows: columns.rows,
+                                csv: Vec::new(),
+                                arrow: None,
+                            };
+                        }
+                        Ok(flat)
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed_here = outcome.is_err();
+                if results.send(Message::Batch(seq, outcome)).is_err() || failed_here {
+                    return Ok(Vec::new());
+                }
+                seq += 1;
+            }
+            if let Some(e) = failed {
+                let _ = results.send(Message::Failed(seq, e));
+                return Ok(Vec::new());
+            }
+            if !more {
+                break;
+            }
+        }
+        next_number = framer.next_number();
+    }
+    let mut files = Vec::new();
+    for (table, table_writers) in Table::ALL.into_iter().zip(writers) {
+        for writer in table_writers {
+            files.extend(writer.finish()?.into_iter().map(|f| (table, f)));
+        }
+    }
+    let _ = results.send(Message::Finished(seq));
+    Ok(files)
 }
 
 /// The reader thread: frames every source into batches and hands them to the pool.
@@ -295,24 +427,9 @@ fn reorder_and_dispatch(
             }
         }
         while let Some(outcome) = waiting.remove(&next) {
-            let flat = outcome?;
-            for reject in &flat.rejects {
-                write_reject(reject, rejects)?;
-                stats.rejects += 1;
-                // Counted one by one, so the run stops at exactly the N-th reject.
-                if let Some(limit) = opts.max_errors
-                    && opts.rejects_before + stats.rejects >= limit
-                {
-                    return Err(PipelineError::TooManyRejects {
-                        limit,
-                        last: Box::new(reject.bad.clone()),
-                    });
-                }
-            }
-            stats.items += flat.items;
-            stats.input_bytes = stats.input_bytes.max(flat.input_bytes);
-            for ((rows, tx), batch) in stats.rows.iter_mut().zip(tables).zip(flat.tables) {
-                *rows += batch.rows as u64;
+            let flat = take_in(outcome?, rejects, opts, stats)?;
+            // In sequential mode there are no writer threads: the batch was written already.
+            for (tx, batch) in tables.iter().zip(flat) {
                 if tx.send(batch).is_err() {
                     return Err(PipelineError::Internal("a writer stopped".into()));
                 }
@@ -326,6 +443,34 @@ fn reorder_and_dispatch(
 
 /// Writes a rejected item as a `{"item":N,"offset":B,"error":"...","raw":<item>}` line
 /// (`"raw":null,"too_large":true` for an item larger than `--max-item-bytes`).
+/// Takes one flattened batch in input order: writes its rejects (stopping at exactly the
+/// N-th reject of `--max-errors`), counts its items and rows, and hands back its tables.
+fn take_in(
+    flat: FlatBatch,
+    rejects: &mut Option<&mut (dyn Write + Send)>,
+    opts: PipelineOptions,
+    stats: &mut RunStats,
+) -> Result<Vec<ColumnBatch>, PipelineError> {
+    for reject in &flat.rejects {
+        write_reject(reject, rejects)?;
+        stats.rejects += 1;
+        if let Some(limit) = opts.max_errors
+            && opts.rejects_before + stats.rejects >= limit
+        {
+            return Err(PipelineError::TooManyRejects {
+                limit,
+                last: Box::new(reject.bad.clone()),
+            });
+        }
+    }
+    stats.items += flat.items;
+    stats.input_bytes = stats.input_bytes.max(flat.input_bytes);
+    for (rows, batch) in stats.rows.iter_mut().zip(&flat.tables) {
+        *rows += batch.rows as u64;
+    }
+    Ok(flat.tables)
+}
+
 fn write_reject(
     reject: &Reject,
     out: &mut Option<&mut (dyn Write + Send)>,

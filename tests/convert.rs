@@ -343,33 +343,32 @@ fn batch_and_buffer_sizes_do_not_change_a_byte() {
     let input = write_file(tmp.path(), "export.json", &export);
     let baseline = tmp.path().join("default");
     convert_ok(&[&input], &baseline, &[]);
-    for (batch, buffer) in [
-        ("1", "1"),
-        ("3", "3"),
-        ("1", "1048576"),
-        ("2048", "1"),
-        ("3", "7"),
-        ("2048", "3"),
+    // Threads 1 runs the sequential pipeline; 2 and 3 the parallel one.
+    for (batch, buffer, threads) in [
+        ("1", "1", "3"),
+        ("3", "3", "3"),
+        ("1", "1048576", "2"),
+        ("2048", "1", "3"),
+        ("3", "7", "1"),
+        ("2048", "3", "1"),
+        ("2048", "1048576", "1"),
     ] {
-        let out = tmp.path().join(format!("b{batch}-{buffer}"));
-        convert_ok(
-            &[&input],
-            &out,
-            &[
-                "--batch-size",
-                batch,
-                "--buffer-size",
-                buffer,
-                "--threads",
-                "3",
-            ],
-        );
+        let out = tmp.path().join(format!("b{batch}-{buffer}-t{threads}"));
+        let sizes = [
+            "--batch-size",
+            batch,
+            "--buffer-size",
+            buffer,
+            "--threads",
+            threads,
+        ];
+        convert_ok(&[&input], &out, &sizes);
         for table in TABLES {
             let name = format!("{table}.csv");
             assert_eq!(
                 std::fs::read(baseline.join(&name)).unwrap(),
                 std::fs::read(out.join(&name)).unwrap(),
-                "{name} batch {batch} buffer {buffer}"
+                "{name} batch {batch} buffer {buffer} threads {threads}"
             );
         }
         assert_same_tables(&baseline, &out);

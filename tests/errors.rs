@@ -347,7 +347,12 @@ fn broken_corpus() {
         let expected = expected_stderr(file, &bytes);
         // The default sizes, and one byte at a time in batches of one item, so that no
         // buffer or batch boundary can change what is reported.
-        for sizes in [&[][..], &["--buffer-size", "1", "--batch-size", "1"][..]] {
+        // Default sizes; 1-byte reads in 1-item batches; and the sequential --threads 1 path.
+        for sizes in [
+            &[][..],
+            &["--buffer-size", "1", "--batch-size", "1"][..],
+            &["--buffer-size", "7", "--batch-size", "2", "--threads", "1"][..],
+        ] {
             let out_dir = tmp.path().join(format!("{file}{}", sizes.len()));
             let out_arg = out_dir.to_str().unwrap();
             let mut args = vec!["convert", "-q", file.as_str(), "-o", out_arg];
@@ -535,6 +540,7 @@ fn skip_writes_rejects_and_keeps_the_good_items() {
     for sizes in [
         &[][..],
         &["--buffer-size", "3", "--batch-size", "2", "--threads", "3"][..],
+        &["--buffer-size", "3", "--batch-size", "2", "--threads", "1"][..],
     ] {
         let _ = std::fs::remove_dir_all(tmp.path().join("out"));
         let mut args = vec!["convert", "mixed.json", "-o", "out", "--on-error", "skip"];

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -52,9 +52,24 @@ pub struct ExportConfig {
     pub layout: Layout,
     /// Every file created so far, for the manifest and the clean-up of stale parts.
     created: Arc<Mutex<Vec<Created>>>,
+    /// Gives the directory up when the config is dropped without a commit, even if a worker
+    /// that is still blocked on input holds the directory too.
+    _abort: AbortOnDrop,
     /// Declared last so it drops after `dir`: table folders this run created are removed
     /// once the temporary files in them are gone, unless the run committed.
     folders: FolderCleanup,
+}
+
+/// Aborts the output directory on drop. A `Weak` reference: it neither keeps the directory
+/// alive nor stands in the way of the commit, which takes the directory out of its `Arc`.
+struct AbortOnDrop(Weak<Mutex<OutputDir>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.upgrade() {
+            lock(&dir).abort();
+        }
+    }
 }
 
 /// A file this run created: its temporary path, final relative name, table and format.
@@ -171,8 +186,10 @@ impl ExportConfig {
         pipeline: PipelineOptions,
         layout: Layout,
     ) -> ExportConfig {
+        let dir = Arc::new(Mutex::new(dir));
         ExportConfig {
-            dir: Arc::new(Mutex::new(dir)),
+            _abort: AbortOnDrop(Arc::downgrade(&dir)),
+            dir,
             formats,
             dialect,
             parquet,

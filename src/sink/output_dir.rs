@@ -54,6 +54,8 @@ pub struct OutputDir {
     /// (temporary path, final path) of every file created so far.
     pending: Vec<(PathBuf, PathBuf)>,
     committed: bool,
+    /// Given up (see [`OutputDir::abort`]): nothing more may be created.
+    aborted: bool,
 }
 
 impl OutputDir {
@@ -71,6 +73,7 @@ impl OutputDir {
             overwrite,
             pending: Vec::new(),
             committed: false,
+            aborted: false,
         })
     }
 
@@ -112,6 +115,15 @@ impl OutputDir {
                 path: temp.clone(),
                 source,
             })?;
+        if self.aborted {
+            // The run was given up while a writer was still busy: leave nothing behind.
+            drop(file);
+            let _ = fs::remove_file(&temp);
+            return Err(OutputError::Io {
+                path: temp,
+                source: io::Error::other("the run was stopped"),
+            });
+        }
         self.pending.push((temp.clone(), target));
         Ok((file, temp))
     }
@@ -143,14 +155,24 @@ impl OutputDir {
     }
 }
 
-impl Drop for OutputDir {
-    fn drop(&mut self) {
-        for (temp, _) in &self.pending {
+impl OutputDir {
+    /// Gives the run up: removes every temporary file and the lock, and refuses to create
+    /// more. Called on drop, and directly when a failed run cannot wait for every holder of
+    /// the directory to let go (a worker blocked on input).
+    pub fn abort(&mut self) {
+        for (temp, _) in self.pending.drain(..) {
             let _ = fs::remove_file(temp);
         }
-        if !self.committed {
+        if !self.committed && !self.aborted {
             let _ = fs::remove_file(&self.lock);
         }
+        self.aborted = true;
+    }
+}
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        self.abort();
     }
 }
 
