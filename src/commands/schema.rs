@@ -33,15 +33,29 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let mut out = String::new();
+    if args.json {
+        // One table: its schema file as it is. All of them: one JSON array of those objects,
+        // so the output is still a single JSON document.
+        let mut documents = Vec::new();
+        for name in &tables {
+            documents.push(match (users, *name) {
+                (Some(def), "users") => serde_json::to_string_pretty(def)? + "\n",
+                _ => raw_file(name).to_string(),
+            });
+        }
+        out = match &documents[..] {
+            [one] => one.clone(),
+            many => format!(
+                "[\n{}]\n",
+                many.iter()
+                    .map(|d| d.trim_end())
+                    .collect::<Vec<_>>()
+                    .join(",\n")
+            ),
+        };
+    }
     for (i, name) in tables.iter().enumerate() {
         if args.json {
-            match (users, *name) {
-                (Some(def), "users") => {
-                    out.push_str(&serde_json::to_string_pretty(def)?);
-                    out.push('\n');
-                }
-                _ => out.push_str(raw_file(name)),
-            }
             continue;
         }
         if i > 0 {
