@@ -114,6 +114,8 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
             e.valid_up_to(),
         ),
     };
+    // One item, cleared between items, so its vectors are allocated once per batch.
+    let mut item = Item::default();
     for (index, span) in batch.items.iter().enumerate() {
         // Items start and end on ASCII bytes in the input, except scalars of an NDJSON stream,
         // which can cut a character in two (`a\xc3 \xa9b`): `get` refuses such a cut.
@@ -127,7 +129,7 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
             return Err(invalid_utf8(batch, at));
         };
         let bytes = item_text.as_bytes();
-        let mut item = Item::default();
+        item.clear();
         let mut path = FieldPath::default();
         let bad = if let Some(size) = span.too_large {
             BadItem {
