@@ -3,7 +3,7 @@
 Usage: report.py RUNS.tsv META.txt RESULTS.md
 
 RUNS.tsv has one line per run: tool, run, input bytes, wall seconds, peak RSS KiB, CPU
-seconds, % of one core other processes used just before the run, status. META.txt has `key<TAB>value` lines
+seconds, % of one core that other processes used during the run, status. META.txt has `key<TAB>value` lines
 (machine, command, notes, checks). MB/s is input bytes / 10^6 / the median wall time of the
 tool's successful runs; peak RSS is the largest of its runs, in MiB. Only the standard library
 is used, so the system Python runs it.
@@ -121,7 +121,7 @@ def main():
         row = rows[tool]
         label = LABELS.get(tool, tool)
         if row is None:
-            table.append((label, "failed", "", "", "", "", ""))
+            table.append((label, "failed", "", "", "", "", "", ""))
             continue
         table.append((
             label,
@@ -130,18 +130,20 @@ def main():
             f"{row['min']:.2f}-{row['max']:.2f}",
             f"{row['cpu']:.2f}",
             f"{row['rss']:.1f}",
+            f"{row['busy']:.0f}",
             f"{row['runs']}" + (f" (+{row['failed']} failed)" if row["failed"] else ""),
         ))
-    head = ("tool", "MB/s", "median s", "min-max s", "CPU s", "peak RSS MiB", "runs")
+    head = ("tool", "MB/s", "median s", "min-max s", "CPU s", "peak RSS MiB", "others' CPU %", "runs")
     checks_rows = targets(rows, meta.get("nproc", "?"))
     machine = f"{meta.get('cpu', '?')}, {meta.get('nproc', '?')} cores, {meta.get('memory', '?')} RAM, {meta.get('kernel', '?')}"
     input_line = f"{meta.get('input', '?')}: {int(meta.get('input_bytes', 0)) / 1e6:.1f} MB, {meta.get('users', '?')} users"
     if "input4" in meta:
         input_line += f"; 4x: {int(meta['input4_bytes']) / 1e6:.1f} MB"
-    # % of one core that other processes used just before a run.
+    # % of one core that other processes used during a kept run.
     busiest = max((r["busy"] for r in rows.values() if r), default=0.0)
-    busy_note = (f"other processes used up to {busiest:.0f}% of a core just before a run "
-                 "(2 cores = 200%); contention skews the wall times" if busiest > 30 else None)
+    busy_note = (f"other processes used up to {busiest:.0f}% of one core during a kept run "
+                 f"({meta.get('nproc', '?')} cores = {100 * int(meta.get('nproc', '1'))}%); "
+                 "such runs are slower than on a quiet machine" if busiest > 30 else None)
 
     # Plain text for the terminal.
     widths = [max(len(str(r[i])) for r in [head] + table) for i in range(len(head))]
@@ -190,7 +192,9 @@ def main():
         md.append(f"- warning: {busy_note}")
     md.append("")
     md.append("MB/s = input bytes / 10^6 / median wall time; CPU s = median user + system time; "
-              "peak RSS = largest maximum resident set of the runs (GNU time `%M`).")
+              "peak RSS = largest maximum resident set of the runs (GNU time `%M`); others' CPU % = "
+              "the most CPU that other processes used during a kept run, in % of one core "
+              "(a disturbed run is repeated, up to 3 attempts, and the least disturbed kept).")
     with open(md_path, "w", encoding="utf-8") as f:
         f.write("\n".join(md) + "\n")
     print(f"\nwritten: {md_path}")
