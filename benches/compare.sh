@@ -271,7 +271,11 @@ run_fetch() {
     for f in users.csv grants.csv attributes.csv; do
         cmp -s "$OUT/fetch/$f" "$OUT/zephr/$f" || diff+=("$f")
     done
-    if ((${#diff[@]})); then note "fetch run $1: ${diff[*]} differ from convert's"; fi
+    if ((${#diff[@]})); then
+        note "fetch run $1: ${diff[*]} differ from convert's"
+    elif [[ $1 == 1 ]]; then
+        meta check "fetch: users.csv, grants.csv and attributes.csv byte-identical to convert's"
+    fi
 }
 
 for run in $(seq 1 "$RUNS"); do
