@@ -1,0 +1,111 @@
+//! The writer stage: pre-built `ColumnBatch`es → files, with the real `CsvWriter` and
+//! `ParquetWriter` into a scratch directory, set up as `convert` sets them up (default
+//! options, the schema's dictionary columns).
+//!
+//! Each table has its own writer thread in the pipeline, so the per-table figures say whether
+//! one writer keeps up with the workers; `all_tables` is the sum of the three, as a single
+//! core would have to do it. Throughput is in bytes of input JSON, like the other benches.
+//! `finish` (footer, flush and fsync) is part of each iteration, as it is part of a run.
+
+mod common;
+
+use std::fs::File;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use zephr_etl::schema::Table;
+use zephr_etl::sink::csv::{CreateFile, CsvWriter};
+use zephr_etl::sink::parquet::{ParquetOptions, ParquetWriter};
+use zephr_etl::sink::{TableWriter, WriteError};
+use zephr_etl::table::CsvDialect;
+
+#[derive(Clone, Copy)]
+enum Format {
+    Csv,
+    Parquet,
+}
+
+/// Creates (truncating) `dir/stem-partN.ext`, like the output directory's temporary files.
+fn creator(dir: &Path, stem: &str, ext: &str) -> CreateFile {
+    let (dir, stem, ext) = (dir.to_path_buf(), stem.to_owned(), ext.to_owned());
+    Box::new(move |part| {
+        let path: PathBuf = dir.join(format!("{stem}-{part}.{ext}"));
+        let file = File::create(&path).map_err(|source| WriteError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok((file, path))
+    })
+}
+
+fn writer(format: Format, table: Table, dir: &Path) -> Box<dyn TableWriter> {
+    let def = table.def();
+    match format {
+        Format::Csv => {
+            let columns: Vec<&str> = def.columns.iter().map(|c| c.name.as_str()).collect();
+            Box::new(
+                CsvWriter::new(
+                    &columns,
+                    CsvDialect::Plain,
+                    None,
+                    creator(dir, table.name(), "csv"),
+                )
+                .expect("opens"),
+            )
+        }
+        Format::Parquet => Box::new(
+            ParquetWriter::new(
+                def.arrow_schema(),
+                &def.dictionary_columns(),
+                ParquetOptions::default(),
+                creator(dir, table.name(), "parquet"),
+            )
+            .expect("opens"),
+        ),
+    }
+}
+
+fn writers(c: &mut Criterion) {
+    let data = common::export();
+    let batches = common::frame(&data);
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    for (group_name, format, csv, parquet) in [
+        ("writers_csv", Format::Csv, true, false),
+        ("writers_parquet", Format::Parquet, false, true),
+    ] {
+        let flat = common::flatten(&batches, &common::options(csv, parquet));
+        let mut group = c.benchmark_group(group_name);
+        group.throughput(Throughput::Bytes(data.len() as u64));
+        let cases: [(&str, &[Table]); 4] = [
+            ("users", &[Table::Users]),
+            ("grants", &[Table::Grants]),
+            ("attributes", &[Table::Attributes]),
+            ("all_tables", &Table::ALL),
+        ];
+        for (name, tables) in cases {
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    let mut bytes = 0u64;
+                    for &table in tables {
+                        let mut w = writer(format, table, dir.path());
+                        for batch in &flat {
+                            w.write(&batch.tables[table as usize]).expect("writes");
+                        }
+                        let files = w.finish().expect("finishes");
+                        bytes += files.iter().map(|f| f.bytes).sum::<u64>();
+                    }
+                    black_box(bytes)
+                });
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = common::config();
+    targets = writers
+}
+criterion_main!(benches);
