@@ -71,6 +71,7 @@ pub fn options(csv: bool, parquet: bool) -> FlattenOptions {
         formats: Formats { csv, parquet },
         dialect: CsvDialect::Plain,
         on_error: OnError::Fail,
+        users: None,
     }
 }
 
