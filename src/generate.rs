@@ -371,7 +371,10 @@ impl Gen {
         let grant_id = self.uuid();
         let both_spellings = self.rng.chance(10);
         self.buf.push('{');
-        self.buf.push_str(if self.rng.chance(650) {
+        // Drawn even when both spellings are written, so the random sequence (and every other
+        // value of the export) stays the same.
+        let camel = self.rng.chance(650);
+        self.buf.push_str(if camel || both_spellings {
             "\"grantId\":"
         } else {
             "\"grant_id\":"
