@@ -94,7 +94,11 @@ impl CsvWriter {
             source,
         })?;
         info.rows += rows;
+        let before = info.bytes;
         info.bytes += bytes.len() as u64;
+        if before / super::WRITEBACK_EVERY != info.bytes / super::WRITEBACK_EVERY {
+            super::start_writeback(out.get_ref());
+        }
         Ok(())
     }
 }

@@ -187,6 +187,13 @@ impl TableWriter for ParquetWriter {
                     source,
                 })?;
             }
+            // Row groups close here or inside the writer (at the row limit); either way the
+            // file grows, and each WRITEBACK_EVERY bytes start going to disk.
+            let written = writer.bytes_written() as u64;
+            if written / super::WRITEBACK_EVERY != info.bytes / super::WRITEBACK_EVERY {
+                super::start_writeback(writer.inner().get_ref());
+            }
+            info.bytes = written;
             info.rows += take as u64;
             offset += take;
         }
