@@ -255,56 +255,108 @@ fn sequential_worker(
     results: &Sender<Message>,
     stop: &AtomicBool,
 ) -> Result<Vec<(Table, WrittenFile)>, WriteError> {
+    let mut write_error = None;
+    let framed = frame_all(
+        sources,
+        opts,
+        || !stop.load(Ordering::Relaxed),
+        |seq, batch| {
+            let outcome = match flatten_guarded(&batch, &opts.flatten) {
+                Ok(mut flat) => {
+                    for (table_writers, columns) in writers.iter_mut().zip(&mut flat.tables) {
+                        for writer in table_writers.iter_mut() {
+                            if let Err(e) = writer.write(columns) {
+                                write_error = Some(e);
+                                return false;
+                            }
+                        }
+                        // Written: only the row count travels on.
+                        *columns = ColumnBatch {
+                            rows: columns.rows,
+                            csv: Vec::new(),
+                            arrow: None,
+                        };
+                    }
+                    Ok(flat)
+                }
+                Err(e) => Err(e),
+            };
+            let failed = outcome.is_err();
+            results.send(Message::Batch(seq, outcome)).is_ok() && !failed
+        },
+        || {},
+    );
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    match framed {
+        Framed::Finished(count) => {
+            let mut files = Vec::new();
+            for (table, table_writers) in Table::ALL.into_iter().zip(writers) {
+                for writer in table_writers {
+                    files.extend(writer.finish()?.into_iter().map(|f| (table, f)));
+                }
+            }
+            let _ = results.send(Message::Finished(count));
+            Ok(files)
+        }
+        Framed::Failed(seq, e) => {
+            let _ = results.send(Message::Failed(seq, e));
+            Ok(Vec::new())
+        }
+        Framed::Stopped => Ok(Vec::new()),
+    }
+}
+
+/// How framing every source ended.
+enum Framed {
+    /// Every source was framed into this many non-empty batches.
+    Finished(u64),
+    /// A source could not be opened or framed, after this many batches.
+    Failed(u64, InputError),
+    /// `ready` or `take` said stop.
+    Stopped,
+}
+
+/// Frames every source in order into batches of raw items, numbering items across sources.
+/// Before each batch `ready()` may wait (for a permit) or say stop; each non-empty batch goes
+/// to `take(seq, batch)`, which says whether to go on; an empty one only calls `skip()`.
+/// The items framed before a framing error are taken first, so that a problem in one of
+/// them, which comes earlier in the input, is the one reported.
+fn frame_all(
+    sources: Sources,
+    opts: PipelineOptions,
+    mut ready: impl FnMut() -> bool,
+    mut take: impl FnMut(u64, RawBatch) -> bool,
+    mut skip: impl FnMut(),
+) -> Framed {
     let mut seq = 0u64;
     let mut next_number = opts.first_item.max(1);
     for source in sources {
         let source = match source {
             Ok(source) => source,
-            Err(e) => {
-                let _ = results.send(Message::Failed(seq, e));
-                return Ok(Vec::new());
-            }
+            Err(e) => return Framed::Failed(seq, e),
         };
         let mut framer = Framer::new(source.reader, source.name, opts.framer, next_number);
         loop {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(Vec::new());
+            if !ready() {
+                return Framed::Stopped;
             }
             let mut batch = RawBatch::default();
             let (more, failed) = match framer.next_batch(&mut batch) {
                 Ok(more) => (more, None),
                 Err(e) => (false, Some(e)),
             };
-            if !batch.items.is_empty() {
-                let outcome =
-                    catch_unwind(AssertUnwindSafe(|| flatten_batch(&batch, &opts.flatten)))
-                        .unwrap_or_else(|_| Err(FlattenError::Input(internal_error(&batch))));
-                let outcome = match outcome {
-                    Ok(mut flat) => {
-                        for (table_writers, columns) in writers.iter_mut().zip(&mut flat.tables) {
-                            for writer in table_writers.iter_mut() {
-                                writer.write(columns)?;
-                            }
-                            // Written: only the row count travels on.
-                            *columns = ColumnBatch {
-                                rows: columns.rows,
-                                csv: Vec::new(),
-                                arrow: None,
-                            };
-                        }
-                        Ok(flat)
-                    }
-                    Err(e) => Err(e),
-                };
-                let failed_here = outcome.is_err();
-                if results.send(Message::Batch(seq, outcome)).is_err() || failed_here {
-                    return Ok(Vec::new());
+            if batch.items.is_empty() {
+                skip();
+            } else {
+                if !take(seq, batch) {
+                    return Framed::Stopped;
                 }
                 seq += 1;
             }
             if let Some(e) = failed {
-                let _ = results.send(Message::Failed(seq, e));
-                return Ok(Vec::new());
+                return Framed::Failed(seq, e);
             }
             if !more {
                 break;
@@ -312,14 +364,13 @@ fn sequential_worker(
         }
         next_number = framer.next_number();
     }
-    let mut files = Vec::new();
-    for (table, table_writers) in Table::ALL.into_iter().zip(writers) {
-        for writer in table_writers {
-            files.extend(writer.finish()?.into_iter().map(|f| (table, f)));
-        }
-    }
-    let _ = results.send(Message::Finished(seq));
-    Ok(files)
+    Framed::Finished(seq)
+}
+
+/// Flattens a batch, turning a panic (a bug, never input) into an error for that batch.
+fn flatten_guarded(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatch, FlattenError> {
+    catch_unwind(AssertUnwindSafe(|| flatten_batch(batch, opts)))
+        .unwrap_or_else(|_| Err(FlattenError::Input(internal_error(batch))))
 }
 
 /// The reader thread: frames every source into batches and hands them to the pool.
@@ -332,52 +383,26 @@ fn read_batches(
     results: &Sender<Message>,
     stop: &AtomicBool,
 ) {
-    let mut seq = 0u64;
-    let mut next_number = opts.first_item.max(1);
-    for source in sources {
-        let source = match source {
-            Ok(source) => source,
-            Err(e) => {
-                let _ = results.send(Message::Failed(seq, e));
-                return;
-            }
-        };
-        let mut framer = Framer::new(source.reader, source.name, opts.framer, next_number);
-        loop {
-            if stop.load(Ordering::Relaxed) || permits.recv().is_err() {
-                return;
-            }
-            let mut batch = RawBatch::default();
-            // The items framed before a framing error are flattened first, so that a problem
-            // in one of them, which comes earlier in the input, is the one reported.
-            let (more, failed) = match framer.next_batch(&mut batch) {
-                Ok(more) => (more, None),
-                Err(e) => (false, Some(e)),
-            };
-            if batch.items.is_empty() {
-                let _ = permit_back.send(());
-            } else {
-                let (results, flatten) = (results.clone(), opts.flatten);
-                let this = seq;
-                pool.spawn(move || {
-                    let outcome =
-                        catch_unwind(AssertUnwindSafe(|| flatten_batch(&batch, &flatten)))
-                            .unwrap_or_else(|_| Err(FlattenError::Input(internal_error(&batch))));
-                    let _ = results.send(Message::Batch(this, outcome));
-                });
-                seq += 1;
-            }
-            if let Some(e) = failed {
-                let _ = results.send(Message::Failed(seq, e));
-                return;
-            }
-            if !more {
-                break;
-            }
-        }
-        next_number = framer.next_number();
-    }
-    let _ = results.send(Message::Finished(seq));
+    let framed = frame_all(
+        sources,
+        opts,
+        || !stop.load(Ordering::Relaxed) && permits.recv().is_ok(),
+        |seq, batch| {
+            let (results, flatten) = (results.clone(), opts.flatten);
+            pool.spawn(move || {
+                let _ = results.send(Message::Batch(seq, flatten_guarded(&batch, &flatten)));
+            });
+            true
+        },
+        || {
+            let _ = permit_back.send(());
+        },
+    );
+    let _ = match framed {
+        Framed::Finished(count) => results.send(Message::Finished(count)),
+        Framed::Failed(seq, e) => results.send(Message::Failed(seq, e)),
+        Framed::Stopped => Ok(()),
+    };
 }
 
 fn internal_error(batch: &RawBatch) -> InputError {

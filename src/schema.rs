@@ -74,6 +74,11 @@ impl TableDef {
         Arc::new(Schema::new(fields))
     }
 
+    /// The column names in order.
+    pub fn column_names(&self) -> Vec<&str> {
+        self.columns.iter().map(|c| c.name.as_str()).collect()
+    }
+
     /// The names of the columns to dictionary-encode.
     pub fn dictionary_columns(&self) -> Vec<String> {
         self.columns

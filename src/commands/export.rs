@@ -334,7 +334,7 @@ impl ExportConfig {
         let def = self.def(table);
         let mut writers: Vec<Box<dyn TableWriter>> = Vec::new();
         if self.formats.csv {
-            let columns: Vec<&str> = def.columns.iter().map(|c| c.name.as_str()).collect();
+            let columns = def.column_names();
             writers.push(self.csv_writer(table.name(), &columns)?);
         }
         if self.formats.parquet {

@@ -71,12 +71,7 @@ fn download_user_schema(client: &Client) -> anyhow::Result<WideColumns> {
         .fetch_page(USER_SCHEMA_PATH, "")
         .with_context(|| format!("--wide-attributes: cannot download the user schema (GET {USER_SCHEMA_PATH}); pass --user-schema FILE instead"))?;
     let fields = wide::parse_user_schema(&body, &format!("GET {USER_SCHEMA_PATH}"))?;
-    let base: Vec<&str> = Table::Users
-        .def()
-        .columns
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
+    let base = Table::Users.def().column_names();
     Ok(WideColumns::from_schema(&fields, &base))
 }
 

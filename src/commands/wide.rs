@@ -51,12 +51,7 @@ impl UsersPlan {
 
     /// The extension with these wide columns (`None` when no flag asks for one).
     pub fn build(self, discovered: Option<WideColumns>) -> Option<&'static UsersExtension> {
-        let base: Vec<&str> = Table::Users
-            .def()
-            .columns
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
+        let base = Table::Users.def().column_names();
         let wide = match (self.wide, self.schema) {
             (false, _) => None,
             (true, Some(fields)) => Some(WideColumns::from_schema(&fields, &base)),
@@ -122,12 +117,7 @@ pub fn discover(
     let keys = pool
         .install(|| wide::discover_keys(sources, framer))
         .context("--wide-attributes")?;
-    let base: Vec<&str> = Table::Users
-        .def()
-        .columns
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
+    let base = Table::Users.def().column_names();
     Ok(WideColumns::from_keys(keys, &base))
 }
 
