@@ -88,8 +88,9 @@ pub struct OutputArgs {
     /// An item larger than this many bytes is a bad item, never held in memory whole.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub max_item_bytes: usize,
-    /// Worker threads (default: all cores).
-    #[arg(long, value_name = "N")]
+    /// Worker threads (default: all cores). 1 runs every stage in turn on one core; more
+    /// run the reader, that many flattening workers and a writer per table side by side.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Items per batch handed to a worker.
     #[arg(long, value_name = "N", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
@@ -296,4 +297,13 @@ pub struct GenerateArgs {
     /// Write to this file instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+/// A count that must be at least 1, with a message that says so.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
 }
