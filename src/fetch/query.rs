@@ -67,6 +67,14 @@ pub enum QueryError {
     /// An app id holding a comma, which would split it in two on the wire.
     #[error("--app-ids: app id {0:?} must not contain a comma")]
     AppIdComma(String),
+    /// A window that ends before it starts.
+    #[error("--events-to ({to}) is before --events-from ({from}); swap them")]
+    ReversedWindow {
+        /// The start given.
+        from: String,
+        /// The end given.
+        to: String,
+    },
 }
 
 impl ExportQuery {
@@ -123,6 +131,16 @@ impl EventsQuery {
     pub fn validate(&self) -> Result<(), QueryError> {
         check_time("--events-from", Some(&self.from))?;
         check_time("--events-to", Some(&self.to))?;
+        // Both are valid ISO-8601 now, so they parse; compare the instants, not the text.
+        let instant = crate::flatten::timestamp::parse_timestamp_micros;
+        if let (Some(from), Some(to)) = (instant(&self.from), instant(&self.to))
+            && to < from
+        {
+            return Err(QueryError::ReversedWindow {
+                from: self.from.clone(),
+                to: self.to.clone(),
+            });
+        }
         check_rpp(self.rpp)
     }
 
@@ -365,5 +383,27 @@ mod tests {
             "eventsExport=true&from=2024-01-01T00:00:00Z&to=2024-02-01&rpp=100&page=2"
         );
         assert_eq!(encode("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn a_reversed_events_window_is_refused() {
+        let query = |from: &str, to: &str| EventsQuery {
+            from: from.into(),
+            to: to.into(),
+            rpp: None,
+        };
+        assert!(query("2024-03-01", "2024-04-01").validate().is_ok());
+        assert!(
+            query("2024-03-01T10:00:00+02:00", "2024-03-01T08:30:00Z")
+                .validate()
+                .is_ok()
+        );
+        assert_eq!(
+            query("2024-04-01", "2024-03-01")
+                .validate()
+                .unwrap_err()
+                .to_string(),
+            "--events-to (2024-03-01) is before --events-from (2024-04-01); swap them"
+        );
     }
 }
