@@ -112,40 +112,10 @@ fn cell_text(column: &dyn Array, row: usize) -> Option<String> {
         DataType::Boolean => column.as_boolean().value(row).to_string(),
         DataType::Int64 => column.as_primitive::<Int64Type>().value(row).to_string(),
         DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" => {
-            micros_to_text(column.as_primitive::<TimestampMicrosecondType>().value(row))
+            reference::format_micros(column.as_primitive::<TimestampMicrosecondType>().value(row))
         }
         other => panic!("unexpected column type {other:?}"),
     })
-}
-
-/// UTC micros to the CSV convention, via the reference's own calendar code.
-fn micros_to_text(micros: i64) -> String {
-    let seconds = micros.div_euclid(1_000_000);
-    let fraction = micros.rem_euclid(1_000_000);
-    let days = seconds.div_euclid(86_400);
-    let rest = seconds.rem_euclid(86_400);
-    // Walk the civil calendar independently of the tool (Hinnant's algorithm, restated).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut text = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    );
-    if fraction != 0 {
-        text = reference::normalise_timestamp(&format!("{text}.{fraction:06}Z"));
-        return text;
-    }
-    text.push('Z');
-    text
 }
 
 /// Every file name in `dir`, hidden ones included, sorted.

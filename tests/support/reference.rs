@@ -619,9 +619,15 @@ pub fn normalise_timestamp(text: &str) -> String {
         days -= year_length(y);
     }
     days += (1..month).map(|m| month_length(year, m)).sum::<i64>() + day - 1;
-    let mut secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    format_micros(secs * 1_000_000 + micros)
+}
 
-    // And back: whole years, then whole months.
+/// UTC microseconds since the epoch as the CSV text CONVENTIONS.md prescribes, counting
+/// whole years and months the slow, obvious way (the tool uses its own arithmetic).
+pub fn format_micros(total: i64) -> String {
+    let micros = total.rem_euclid(1_000_000);
+    let mut secs = total.div_euclid(1_000_000);
     let mut y = 1970;
     while secs < 0 {
         y -= 1;
