@@ -91,7 +91,8 @@ pub fn user_extra(item: &Item<'_>) -> Option<String> {
 
 /// The grants table's `extra` for `grant` of an item whose user id is `user_id`.
 pub fn grant_extra(grant: &Grant<'_>, user_id: &str) -> Option<String> {
-    let mut out = String::from("{");
+    // Most grants have nothing left over: allocate only once a member is kept.
+    let mut out = String::new();
     let mut first = true;
     for member in &grant.members {
         match member {
@@ -116,6 +117,7 @@ pub fn grant_extra(grant: &Grant<'_>, user_id: &str) -> Option<String> {
     if first {
         return None;
     }
+    out.insert(0, '{');
     out.push('}');
     Some(out)
 }
