@@ -114,7 +114,7 @@ pub struct OutputArgs {
     #[arg(long, value_enum, default_value = "plain", value_name = "DIALECT")]
     pub csv_dialect: CsvDialectArg,
     /// Rows per worksheet with --csv-dialect excel, header included (Excel's limit).
-    #[arg(long, value_name = "N", default_value_t = 1_048_576, hide = true,
+    #[arg(long, value_name = "N", default_value_t = zephr_etl::sink::csv::EXCEL_MAX_DATA_ROWS + 1, hide = true,
           value_parser = clap::value_parser!(u64).range(2..))]
     pub excel_max_rows: u64,
     /// Write each table as a directory of part files of at most N rows

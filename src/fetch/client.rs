@@ -304,11 +304,6 @@ impl Client {
         &self.base_url
     }
 
-    /// The retry policy in force.
-    pub fn retry_policy(&self) -> RetryPolicy {
-        self.retry
-    }
-
     /// Body bytes received so far: whole pages once read, stream bytes as they are read.
     /// Bodies of failed attempts are not counted; pages the paginator fetched ahead past the
     /// end and dropped are.
