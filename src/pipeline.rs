@@ -177,11 +177,11 @@ pub fn run(
             Err(_) => return Err(PipelineError::Internal("a writer thread panicked".into())),
         }
     }
+    // A writer that failed closed its channel; its own error says more than "send failed".
+    if let Some(e) = write_error {
+        return Err(PipelineError::Write(e));
+    }
     match outcome {
-        // A writer that failed closed its channel; its own error says more than "send failed".
-        Err(_) | Ok(()) if write_error.is_some() => {
-            Err(PipelineError::Write(write_error.expect("checked")))
-        }
         Err(e) => Err(e),
         // A signal while the writers were finishing: nothing is committed yet, so honour it.
         Ok(()) if signal::interrupted() => Err(PipelineError::Interrupted),
