@@ -29,7 +29,7 @@ fn push_object(out: &mut String, first: &mut bool, key: &str, members: &[Member<
     out.push_str(":{");
     let mut inner_first = true;
     for (k, raw) in members {
-        push_member(out, &mut inner_first, k, raw.get());
+        push_member(out, &mut inner_first, k, raw);
     }
     out.push('}');
 }
@@ -50,7 +50,7 @@ pub fn user_extra(item: &Item<'_>) -> Option<String> {
     let mut first = true;
     for member in &item.item_members {
         match member {
-            ItemMember::Other((key, raw)) => push_member(&mut out, &mut first, key, raw.get()),
+            ItemMember::Other((key, raw)) => push_member(&mut out, &mut first, key, raw),
             ItemMember::Grants => push_object(&mut out, &mut first, "grants", &item.grants_members),
             ItemMember::User => {
                 if item.user_members.is_empty() && item.identifier_members.is_empty() {
@@ -71,7 +71,7 @@ pub fn user_extra(item: &Item<'_>) -> Option<String> {
                             &item.identifier_members,
                         );
                     }
-                    push_member(&mut out, &mut user_first, key, raw.get());
+                    push_member(&mut out, &mut user_first, key, raw);
                 }
                 if item.identifiers_at == Some(item.user_members.len()) {
                     push_object(
@@ -96,11 +96,11 @@ pub fn grant_extra(grant: &Grant<'_>, user_id: &str) -> Option<String> {
     let mut first = true;
     for member in &grant.members {
         match member {
-            GrantMember::Other((key, raw)) => push_member(&mut out, &mut first, key, raw.get()),
+            GrantMember::Other((key, raw)) => push_member(&mut out, &mut first, key, raw),
             GrantMember::UserId(raw) => {
                 let same = matches!(&grant.user_id, Some((Some(text), _)) if text == user_id);
                 if !same {
-                    push_member(&mut out, &mut first, "user_id", raw.get());
+                    push_member(&mut out, &mut first, "user_id", raw);
                 }
             }
             GrantMember::SnakeSpelling((key, raw)) => {
@@ -109,7 +109,7 @@ pub fn grant_extra(grant: &Grant<'_>, user_id: &str) -> Option<String> {
                     _ => grant.has_camel_created,
                 };
                 if shadowed {
-                    push_member(&mut out, &mut first, key, raw.get());
+                    push_member(&mut out, &mut first, key, raw);
                 }
             }
         }

@@ -1,9 +1,11 @@
 //! Decoding one raw item into borrowed values, with no intermediate JSON tree.
 //!
-//! serde visitors walk the item's bytes once; every mapped field is taken as a
-//! `&RawValue` (a slice of the source), classified by [`Leaf`], and checked. Strings without
-//! escapes are borrowed, so a typical item allocates only its small vectors. Decoding finishes
-//! before any row is emitted, so a bad item can never leave half its rows in a table.
+//! [`Item`] is what a decoded item is, and [`decode`] fills it. The hand-written reader of
+//! `fast.rs` decodes nearly every item; what it declines, the serde visitors here decode from
+//! scratch, and they word every error. They take every mapped field as a `&RawValue` (a
+//! slice of the source), classify it with [`Leaf`], and check it. Strings without escapes are
+//! borrowed, so a typical item allocates only its small vectors. Decoding finishes before any
+//! row is emitted, so a bad item can never leave half its rows in a table.
 //!
 //! Unmapped fields are kept as raw slices in source order and assembled into the `extra`
 //! objects (see `extra.rs`).
@@ -39,11 +41,11 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// An unmapped member kept for `extra`: its key and its value exactly as written.
-pub type Member<'a> = (Cow<'a, str>, &'a RawValue);
+/// An unmapped member kept for `extra`: its key and its value's raw text exactly as written.
+pub type Member<'a> = (Cow<'a, str>, &'a str);
 
 /// A grant, decoded.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Grant<'a> {
     pub grant_id: Option<Cow<'a, str>>,
     pub account_id: Option<Cow<'a, str>>,
@@ -55,7 +57,7 @@ pub struct Grant<'a> {
     pub end_time: Option<i64>,
     pub created_at: Option<i64>,
     /// The grant's own `user_id`, kept in `extra` only if it differs from the item's.
-    pub user_id: Option<(Option<Cow<'a, str>>, &'a RawValue)>,
+    pub user_id: Option<(Option<Cow<'a, str>>, &'a str)>,
     /// Every member in source order that may go to `extra`, including the snake_case spelling
     /// when the camelCase one is also present (resolved in `extra.rs`).
     pub members: Vec<GrantMember<'a>>,
@@ -64,15 +66,17 @@ pub struct Grant<'a> {
 }
 
 /// A grant member that may belong in `extra`.
+#[derive(Debug, PartialEq)]
 pub enum GrantMember<'a> {
     Other(Member<'a>),
     /// `user_id`, kept only when it differs from the item's user id.
-    UserId(&'a RawValue),
+    UserId(&'a str),
     /// `grant_id` or `created_at`, kept only when the camelCase spelling is present too.
     SnakeSpelling(Member<'a>),
 }
 
 /// Where `user` and `grants` sit among the item's members, so `extra` keeps source order.
+#[derive(Debug, PartialEq)]
 pub enum ItemMember<'a> {
     Other(Member<'a>),
     User,
@@ -80,7 +84,7 @@ pub enum ItemMember<'a> {
 }
 
 /// An item, decoded and checked, borrowing from its raw bytes.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Item<'a> {
     pub user_id: Option<Cow<'a, str>>,
     pub email_address: Option<Cow<'a, str>>,
@@ -135,7 +139,7 @@ impl Item<'_> {
 /// occurrence fills the column and every repeat is kept, as written, in `extra`, so nothing
 /// is dropped and no column silently takes the last value.
 #[derive(Default)]
-struct Seen {
+pub(super) struct Seen {
     /// No object has more mapped keys than this; kept inline, as this runs for every object
     /// of every item and an allocation here showed up in profiles.
     names: [&'static str; 16],
@@ -144,7 +148,7 @@ struct Seen {
 
 impl Seen {
     /// Records `field`; true the first time it is seen.
-    fn first(&mut self, field: &'static str) -> bool {
+    pub(super) fn first(&mut self, field: &'static str) -> bool {
         let seen = &self.names[..self.len];
         // Same length first: most names differ there, and the string compare is skipped.
         if seen.iter().any(|f| f.len() == field.len() && *f == field) {
@@ -179,10 +183,26 @@ impl fmt::Display for FieldPath {
     }
 }
 
-/// Decodes `text` (one item, known to start with `{`) into `item`. On failure `path` names
-/// the field that was being read; serde_json's error category tells a bad item (`Data`) from
-/// broken JSON (`Syntax`, `Eof`).
+/// Decodes `text` (one item, known to start with `{`) into an empty `item`. On failure `path`
+/// names the field that was being read; serde_json's error category tells a bad item (`Data`)
+/// from broken JSON (`Syntax`, `Eof`).
+///
+/// The hand-written reader of `fast.rs` decodes nearly every item; whatever it declines is
+/// decoded again from scratch by serde, which also words every error.
 pub fn decode<'a>(
+    text: &'a str,
+    item: &mut Item<'a>,
+    path: &mut FieldPath,
+) -> Result<(), serde_json::Error> {
+    if super::fast::decode(text, item) {
+        return Ok(());
+    }
+    item.clear();
+    decode_with_serde(text, item, path)
+}
+
+/// [`decode`] through serde's visitors only.
+pub fn decode_with_serde<'a>(
     text: &'a str,
     item: &mut Item<'a>,
     path: &mut FieldPath,
@@ -209,7 +229,7 @@ pub fn decode<'a>(
     Ok(())
 }
 
-fn text<'a, E: de::Error>(raw: &'a RawValue) -> Result<Option<Cow<'a, str>>, E> {
+fn text<'a, E: de::Error>(raw: &'a str) -> Result<Option<Cow<'a, str>>, E> {
     Leaf::of(raw).into_text().map_err(|kind| {
         E::custom(format!(
             "expected text, a number or a boolean, found {kind}"
@@ -217,7 +237,7 @@ fn text<'a, E: de::Error>(raw: &'a RawValue) -> Result<Option<Cow<'a, str>>, E> 
     })
 }
 
-fn timestamp<E: de::Error>(raw: &RawValue) -> Result<Option<i64>, E> {
+fn timestamp<E: de::Error>(raw: &str) -> Result<Option<i64>, E> {
     match Leaf::of(raw) {
         Leaf::Null => Ok(None),
         Leaf::String(s) => parse_timestamp_micros(&s).map(Some).ok_or_else(|| {
@@ -256,7 +276,7 @@ impl<'de> Visitor<'de> for ItemVisitor<'_, 'de> {
             };
             match key.as_ref() {
                 _ if !mapped => {
-                    let raw: &RawValue = map.next_value()?;
+                    let raw = map.next_value::<&'de RawValue>()?.get();
                     self.item.item_members.push(ItemMember::Other((key, raw)));
                 }
                 "user" => {
@@ -276,7 +296,7 @@ impl<'de> Visitor<'de> for ItemVisitor<'_, 'de> {
                         field: "seq-no",
                         grant: None,
                     };
-                    let raw: &RawValue = map.next_value()?;
+                    let raw = map.next_value::<&'de RawValue>()?.get();
                     self.item.seq_no = match Leaf::of(raw) {
                         Leaf::Null => None,
                         Leaf::Number(n) => Some(n.parse().map_err(|_| {
@@ -309,7 +329,7 @@ impl<'de> Visitor<'de> for ItemVisitor<'_, 'de> {
                     self.item.item_members.push(ItemMember::Grants);
                 }
                 _ => {
-                    let raw: &RawValue = map.next_value()?;
+                    let raw = map.next_value::<&'de RawValue>()?.get();
                     self.item.item_members.push(ItemMember::Other((key, raw)));
                 }
             }
@@ -353,7 +373,7 @@ impl<'de> Visitor<'de> for UserSeed<'_, 'de> {
             };
             if field.is_empty() || !seen.first(field) {
                 // Unmapped, or a repeat of a mapped key: kept as written for `extra`.
-                let raw: &RawValue = map.next_value()?;
+                let raw = map.next_value::<&'de RawValue>()?.get();
                 item.user_members.push((key, raw));
                 continue;
             }
@@ -372,7 +392,7 @@ impl<'de> Visitor<'de> for UserSeed<'_, 'de> {
                 }
                 _ => {}
             }
-            let raw: &'de RawValue = map.next_value()?;
+            let raw = map.next_value::<&'de RawValue>()?.get();
             match field {
                 "user.user_id" => {
                     item.user_id = text(raw)?;
@@ -388,7 +408,7 @@ impl<'de> Visitor<'de> for UserSeed<'_, 'de> {
                         Leaf::Bool(b) => Some(b),
                         other => {
                             // The value as written, cut short: it may be a whole object.
-                            let text = raw.get();
+                            let text = raw;
                             let shown = match text.char_indices().nth(40) {
                                 Some((cut, _)) => format!("{}…", &text[..cut]),
                                 None => text.to_string(),
@@ -436,7 +456,7 @@ impl<'de> Visitor<'de> for IdentifiersSeed<'_, 'de> {
         let item = self.item;
         let mut seen = Seen::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let raw: &'de RawValue = map.next_value()?;
+            let raw = map.next_value::<&'de RawValue>()?.get();
             let first = match key.as_ref() {
                 "email_address" => seen.first("email_address"),
                 "username" => seen.first("username"),
@@ -496,7 +516,7 @@ impl<'de> Visitor<'de> for AttributesSeed<'_, 'de> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let raw: &'de RawValue = map.next_value()?;
+            let raw = map.next_value::<&'de RawValue>()?.get();
             self.item.attributes.push((key, Leaf::of(raw)));
         }
         Ok(())
@@ -565,7 +585,7 @@ impl<'de> Visitor<'de> for GrantsSeed<'_, 'de> {
                     in_results: true,
                 })?;
             } else {
-                let raw: &RawValue = map.next_value()?;
+                let raw = map.next_value::<&'de RawValue>()?.get();
                 self.item.grants_members.push((key, raw));
             }
         }
@@ -594,7 +614,7 @@ impl<'de> Visitor<'de> for GrantSeed<'_, 'de> {
         let grant = self.grant;
         let mut seen = Seen::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let raw: &'de RawValue = map.next_value()?;
+            let raw = map.next_value::<&'de RawValue>()?.get();
             let field: &'static str = match key.as_ref() {
                 "grantId" => "grantId",
                 "grant_id" => "grant_id",

@@ -1,13 +1,11 @@
 //! Leaf values of an item, read from the raw JSON text.
 //!
 //! The flattener keeps every value it does not decode as the exact text of the source
-//! (`serde_json::value::RawValue`), so numbers keep the digits they were written with
+//! (its raw JSON text, already checked), so numbers keep the digits they were written with
 //! (`1.50` stays `1.50`) and nothing passes through a float. This module turns such raw text
 //! into what a cell needs: the unescaped string, the kind of value, or compact JSON.
 
 use std::borrow::Cow;
-
-use serde_json::value::RawValue;
 
 /// A JSON value seen through its raw text, classified by its first byte.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,10 +22,9 @@ pub enum Leaf<'a> {
 }
 
 impl<'a> Leaf<'a> {
-    /// Classifies a raw value. The text was validated by serde_json when it was framed as a
-    /// `RawValue`, so the first byte decides the kind.
-    pub fn of(raw: &'a RawValue) -> Leaf<'a> {
-        let text = raw.get();
+    /// Classifies the raw text of one value. The decoder checked the text when it read it, so
+    /// the first byte decides the kind.
+    pub fn of(text: &'a str) -> Leaf<'a> {
         match text.as_bytes().first() {
             Some(b'"') => Leaf::String(unescape(text)),
             Some(b'n') => Leaf::Null,
@@ -69,7 +66,7 @@ impl<'a> Leaf<'a> {
 
 /// Unescapes the raw text of a JSON string (quotes included). Borrows when there is no escape,
 /// which is nearly always, so the hot path does not allocate.
-fn unescape(raw: &str) -> Cow<'_, str> {
+pub(super) fn unescape(raw: &str) -> Cow<'_, str> {
     let inner = &raw[1..raw.len() - 1];
     if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
         return Cow::Borrowed(inner);
@@ -144,26 +141,22 @@ pub fn push_json_key(out: &mut String, key: &str) {
 mod tests {
     use super::*;
 
-    fn raw(text: &str) -> Box<RawValue> {
-        RawValue::from_string(text.to_string()).unwrap()
-    }
-
     #[test]
     fn classifies_and_keeps_numbers_as_written() {
-        assert_eq!(Leaf::of(&raw("1.50")), Leaf::Number("1.50"));
-        assert_eq!(Leaf::of(&raw("-0e10")), Leaf::Number("-0e10"));
-        assert_eq!(Leaf::of(&raw("null")), Leaf::Null);
-        assert_eq!(Leaf::of(&raw("false")), Leaf::Bool(false));
+        assert_eq!(Leaf::of("1.50"), Leaf::Number("1.50"));
+        assert_eq!(Leaf::of("-0e10"), Leaf::Number("-0e10"));
+        assert_eq!(Leaf::of("null"), Leaf::Null);
+        assert_eq!(Leaf::of("false"), Leaf::Bool(false));
         assert_eq!(
-            Leaf::of(&raw(r#""a\"b\u00e9\n""#)),
+            Leaf::of(r#""a\"b\u00e9\n""#),
             Leaf::String(Cow::Owned("a\"bé\n".into()))
         );
         assert!(matches!(
-            Leaf::of(&raw(r#""plain""#)),
+            Leaf::of(r#""plain""#),
             Leaf::String(Cow::Borrowed("plain"))
         ));
-        assert_eq!(Leaf::of(&raw("[1]")).type_name(), "array");
-        assert_eq!(Leaf::of(&raw("{}")).into_text(), Err("an object"));
+        assert_eq!(Leaf::of("[1]").type_name(), "array");
+        assert_eq!(Leaf::of("{}").into_text(), Err("an object"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! run; it never leaves part of its rows behind. Rows keep the order of the export.
 
 pub mod extra;
+mod fast;
 pub mod item;
 pub mod json;
 pub mod timestamp;
