@@ -228,10 +228,14 @@ pub struct FetchArgs {
     /// Longest wait before a retry, `Retry-After` included, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 30_000, hide = true)]
     pub retry_max_ms: u64,
-    /// Pages per resumable segment (see --resume).
-    #[arg(long, value_name = "N", default_value_t = 100, hide = true,
+    /// Close a resumable segment (see --resume) after this many pages; no limit by default.
+    #[arg(long, value_name = "N", hide = true,
           value_parser = clap::value_parser!(u32).range(1..))]
-    pub segment_pages: u32,
+    pub segment_pages: Option<u32>,
+    /// Close a resumable segment once its pages reach this many bytes of response bodies.
+    #[arg(long, value_name = "BYTES", default_value_t = 1_000_000_000, hide = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub segment_bytes: u64,
 }
 
 #[derive(Debug, Args)]

@@ -455,6 +455,64 @@ fn resume_continues_after_the_last_committed_page() {
     assert!(!out.join(WORK_DIR).exists());
 }
 
+/// The pages of each segment the journal of a failed run in `dir` records.
+fn journal_segments(dir: &Path) -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string(dir.join(WORK_DIR).join("journal.json")).unwrap();
+    let journal: serde_json::Value = serde_json::from_str(&text).unwrap();
+    journal["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["first_page"].as_u64().unwrap(),
+                s["last_page"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn segments_close_by_size_and_a_failed_run_commits_its_open_one() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, items) = export(10);
+    let want = converted(&bytes, &tmp);
+    // Page 4 fails twice, which with --retries 1 ends a run after pages 1-3.
+    let faults = || {
+        (1..=2)
+            .map(|attempt| Fault::Status {
+                page: 4,
+                attempt,
+                status: 503,
+                retry_after: None,
+            })
+            .collect()
+    };
+    let args = ["--rpp", "3", "--retries", "1", "--concurrency", "1"];
+
+    // By default a segment holds about 1 GB: pages 1-3 are one segment, committed on failure.
+    let server = mock(&items, faults());
+    let out = tmp.path().join("default");
+    let output = fetch(&server, &out, &args).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert_eq!(journal_segments(&out), [(1, 3)]);
+
+    // A byte limit below one page's body closes a segment after every page.
+    let server = mock(&items, faults());
+    let out = tmp.path().join("small");
+    let small = [&args[..], &["--segment-bytes", "1"]].concat();
+    let output = fetch(&server, &out, &small).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert_eq!(journal_segments(&out), [(1, 1), (2, 2), (3, 3)]);
+    let output = fetch(&server, &out, &small)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_same_tables(&out, &want);
+    assert!(!out.join(WORK_DIR).exists());
+}
+
 #[test]
 fn a_rerun_without_resume_starts_over() {
     let tmp = TempDir::new().unwrap();

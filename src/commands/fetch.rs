@@ -20,6 +20,7 @@ use anyhow::Context;
 use serde_json::json;
 use zephr_etl::extension::UsersExtension;
 use zephr_etl::fetch::client::ClientConfig;
+use zephr_etl::fetch::feed::SegmentLimit;
 use zephr_etl::fetch::state_file::{self, RunState, STATE_FILE_VERSION};
 use zephr_etl::fetch::{
     Client, Credentials, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery, FetchError, RetryPolicy,
@@ -47,7 +48,7 @@ struct Plan {
     events: Option<EventsQuery>,
     retry: RetryPolicy,
     concurrency: usize,
-    segment_pages: usize,
+    segment: SegmentLimit,
     save_raw: Option<PathBuf>,
     state_file: Option<PathBuf>,
     /// Where `since` came from when it was not given: the state file's time.
@@ -261,7 +262,10 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
             max_delay: Duration::from_millis(args.retry_max_ms),
         },
         concurrency: args.concurrency as usize,
-        segment_pages: args.segment_pages as usize,
+        segment: SegmentLimit {
+            pages: args.segment_pages.map_or(usize::MAX, |n| n as usize),
+            bytes: args.segment_bytes,
+        },
         save_raw: args.save_raw.clone(),
         state_file: args.state_file.clone(),
         since_from_state,

@@ -85,12 +85,12 @@ impl PageFeed {
     }
 
     /// The pipeline's sources for a segment: `first` (from [`PageFeed::next_page`]) and the
-    /// pages after it, `max_pages` in all at most. Each body also goes to `raw` when given,
-    /// followed by a newline. The log says which pages went out.
+    /// pages after it, up to `limit`. Each body also goes to `raw` when given, followed by a
+    /// newline. The log says which pages went out.
     pub fn segment(
         &self,
         first: Page,
-        max_pages: usize,
+        limit: SegmentLimit,
         raw: Option<BufWriter<File>>,
     ) -> (Sources, Arc<Mutex<SegmentLog>>) {
         let log = Arc::new(Mutex::new(SegmentLog {
@@ -104,7 +104,8 @@ impl PageFeed {
         let pages = SegmentPages {
             first: Some(first),
             rx: self.rx.clone(),
-            left: max_pages.max(1),
+            left: limit.pages.max(1),
+            bytes_left: limit.bytes.max(1),
             log: Arc::clone(&log),
             cancel: Arc::clone(&self.cancel),
         };
@@ -129,6 +130,19 @@ impl Drop for PageFeed {
     }
 }
 
+/// When a segment closes: after `pages` pages, or after the page that brings its bodies to
+/// `bytes`, whichever comes first. Every segment holds at least one page.
+///
+/// A segment is committed whole, and the segments are joined once the fetch is done, which
+/// copies every output once more; so segments are large, and a run that fits in one (most
+/// do) renames its segment into place. A failing or interrupted run commits the pages it has
+/// anyway; only a hard kill loses the open segment.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentLimit {
+    pub pages: usize,
+    pub bytes: u64,
+}
+
 /// What a segment's sources handed to the pipeline.
 #[derive(Debug)]
 pub struct SegmentLog {
@@ -150,6 +164,7 @@ struct SegmentPages {
     first: Option<Page>,
     rx: Receiver<Page>,
     left: usize,
+    bytes_left: u64,
     log: Arc<Mutex<SegmentLog>>,
     cancel: Arc<AtomicBool>,
 }
@@ -158,7 +173,7 @@ impl Iterator for SegmentPages {
     type Item = Result<Source, crate::error::InputError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
+        if self.left == 0 || self.bytes_left == 0 {
             return None;
         }
         let (page, body) = match self.first.take() {
@@ -177,6 +192,7 @@ impl Iterator for SegmentPages {
         log.pages += 1;
         log.bytes += body.len() as u64;
         self.left -= 1;
+        self.bytes_left = self.bytes_left.saturating_sub(body.len() as u64);
         Some(Ok(Source {
             name: Arc::from(format!("page {page}")),
             reader: Box::new(Cursor::new(body)),

@@ -5,7 +5,7 @@
 //! through a file or a download the run is.
 
 pub mod framer;
-mod scan;
+pub mod scan;
 pub mod syntax;
 
 use std::fs::File;

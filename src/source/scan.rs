@@ -1,4 +1,5 @@
 //! The framer's scanning kernels: finding where a JSON value ends without parsing it.
+//! [`value_end`] lends them to the fetcher, which skips a page's items the same way.
 //!
 //! Every byte of an export passes through here on the single reader thread, so these loops
 //! are written for speed: strings (most of an export) are skipped 16 bytes at a time, and the
@@ -110,6 +111,26 @@ pub(super) fn find_quote_or_backslash(buf: &[u8], from: usize) -> Option<usize> 
         .iter()
         .position(|&b| b == b'"' || b == b'\\')
         .map(|k| i + k)
+}
+
+/// One past the end of the JSON value starting at `buf[start]`, found without parsing it:
+/// brackets and strings are followed, nothing is checked. A scalar ends at the first byte
+/// that cannot be part of one. `None` when the buffer ends first.
+pub fn value_end(buf: &[u8], start: usize) -> Option<usize> {
+    match buf.get(start)? {
+        b'{' | b'[' | b'"' => {
+            let (mut depth, mut in_string) = (0, false);
+            scan_structure(buf, start, &mut depth, &mut in_string).ok()
+        }
+        _ => match buf[start..]
+            .iter()
+            .position(|b| matches!(b, b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))
+        {
+            Some(0) => None,
+            Some(n) => Some(start + n),
+            None => Some(buf.len()),
+        },
+    }
 }
 
 #[cfg(test)]

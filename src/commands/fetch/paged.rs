@@ -1,8 +1,8 @@
 //! The paginated fetch: pages in segments into the work folder, then the final tables.
 //!
-//! Pages arrive in order from a [`PageFeed`]. Every `--segment-pages` pages (and when the
-//! fetch fails part way), the pipeline run over those pages is committed into its own segment
-//! folder and recorded in the journal (see `zephr_etl::fetch::resume`). A page is only ever
+//! Pages arrive in order from a [`PageFeed`]. Every 1 GB of pages or so (`--segment-bytes`,
+//! `--segment-pages`), and when the fetch fails part way, the pipeline run over those pages is
+//! committed into its own segment folder and recorded in the journal (see `zephr_etl::fetch::resume`). A page is only ever
 //! in the pipeline whole, so a retried page is never doubled or lost. Once the last page is in
 //! a segment, the segments are assembled into the tables in `DIR` in one all-or-nothing
 //! commit, and the work folder is deleted. `--resume` starts from the first page that is not
@@ -208,7 +208,7 @@ fn run_segment(
         }
         None => None,
     };
-    let (sources, log) = segment.feed.segment(segment.first, plan.segment_pages, raw);
+    let (sources, log) = segment.feed.segment(segment.first, plan.segment, raw);
     let rows_before: u64 = journal.rows().iter().sum();
     let received = client.bytes_counter();
     let stats = seg.run_with(sources, &mut |stats: &RunStats| {
