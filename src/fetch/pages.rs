@@ -126,12 +126,7 @@ fn parse_page_info_with_serde(body: &[u8]) -> Result<PageInfo, PageError> {
 /// anything unusual (a key with an escape, a repeated key, a `results` that is not an
 /// array or null, broken structure), which [`parse_page_info`] then leaves to serde.
 fn quick_envelope(body: &[u8]) -> Option<PageInfo> {
-    let ws = |mut at: usize| {
-        while body.get(at).is_some_and(u8::is_ascii_whitespace) {
-            at += 1;
-        }
-        at
-    };
+    let ws = |at| skip_ws(body, at);
     let mut at = ws(0);
     if body.get(at) != Some(&b'{') {
         return None;
@@ -205,7 +200,7 @@ fn count_items(body: &[u8], start: usize) -> Option<(u64, usize)> {
     }
     let mut n = 0;
     let end = for_each_element(body, start, |element| {
-        n += if body[element] == b'[' {
+        n += if body.get(element) == Some(&b'[') {
             // A nested page of items: its elements are the items.
             let mut inner = 0;
             for_each_element(body, element, |_| {
@@ -228,12 +223,7 @@ fn for_each_element(
     start: usize,
     mut each: impl FnMut(usize) -> Option<()>,
 ) -> Option<usize> {
-    let ws = |mut at: usize| {
-        while body.get(at).is_some_and(u8::is_ascii_whitespace) {
-            at += 1;
-        }
-        at
-    };
+    let ws = |at| skip_ws(body, at);
     if body.get(start) != Some(&b'[') {
         return None;
     }
@@ -250,6 +240,14 @@ fn for_each_element(
             _ => return None,
         }
     }
+}
+
+/// The first position at or after `at` that is not whitespace.
+fn skip_ws(body: &[u8], mut at: usize) -> usize {
+    while body.get(at).is_some_and(u8::is_ascii_whitespace) {
+        at += 1;
+    }
+    at
 }
 
 #[derive(Deserialize)]
@@ -646,6 +644,10 @@ mod tests {
             r#"{"results":[]} x"#,
             r#"{"results":[],}"#,
             r#"{"results":[]"#,
+            r#"{"results":["#,
+            r#"{"results":[1,"#,
+            r#"{"results":[[1,"#,
+            r#"{"results":[ "#,
             r#"{"results":[],"meta":{"count":[}}"#,
             r#"{"results":[],"meta":5}"#,
             r#"{"meta":{}}"#,
