@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 
-use super::item::{Grant, GrantMember, Item, ItemMember, Seen};
+use super::item::{Grant, GrantMember, Item, ItemMember, Seen, grant_field, user_field};
 use super::json::{Leaf, unescape};
 use super::timestamp::parse_timestamp_micros;
 
@@ -316,18 +316,7 @@ impl<'a> Reader<'a> {
         }
         let mut seen = Seen::default();
         self.members(|r, key| {
-            let field: &'static str = match key {
-                "user_id" => "user.user_id",
-                "identifiers" => "user.identifiers",
-                "email_verified" => "user.email_verified",
-                "tracking_id" => "user.tracking_id",
-                "registered" => "user.registered",
-                "registration_tenant" => "user.registration_tenant",
-                "registration_state" => "user.registration_state",
-                "last_login" => "user.last_login",
-                "attributes" => "user.attributes",
-                _ => "",
-            };
+            let field = user_field(key);
             if field.is_empty() || !seen.first(field) {
                 let raw = r.raw(2)?;
                 item.user_members.push((Cow::Borrowed(key), raw));
@@ -452,21 +441,7 @@ impl<'a> Reader<'a> {
         let mut seen = Seen::default();
         self.members(|r, key| {
             let (raw, leaf) = r.leaf(3)?;
-            let field: &'static str = match key {
-                "grantId" => "grantId",
-                "grant_id" => "grant_id",
-                "account_id" => "account_id",
-                "expiry_state" => "expiry_state",
-                "entitlement_type" => "entitlement_type",
-                "entitlement_id" => "entitlement_id",
-                "product_id" => "product_id",
-                "startTime" => "startTime",
-                "endTime" => "endTime",
-                "createdAt" => "createdAt",
-                "created_at" => "created_at",
-                "user_id" => "user_id",
-                _ => "",
-            };
+            let field = grant_field(key);
             let key = Cow::Borrowed(key);
             if field.is_empty() || !seen.first(field) {
                 grant.members.push(GrantMember::Other((key, raw)));

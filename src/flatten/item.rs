@@ -162,6 +162,43 @@ impl Seen {
     }
 }
 
+/// The mapped user member `key` as errors name it (`user.user_id`); "" when it is not
+/// mapped. Both decoders map keys with it.
+pub(super) fn user_field(key: &str) -> &'static str {
+    match key {
+        "user_id" => "user.user_id",
+        "identifiers" => "user.identifiers",
+        "email_verified" => "user.email_verified",
+        "tracking_id" => "user.tracking_id",
+        "registered" => "user.registered",
+        "registration_tenant" => "user.registration_tenant",
+        "registration_state" => "user.registration_state",
+        "last_login" => "user.last_login",
+        "attributes" => "user.attributes",
+        _ => "",
+    }
+}
+
+/// The mapped grant member `key` as [`Seen`] records it; "" when it is not mapped. Both
+/// decoders map keys with it.
+pub(super) fn grant_field(key: &str) -> &'static str {
+    match key {
+        "grantId" => "grantId",
+        "grant_id" => "grant_id",
+        "account_id" => "account_id",
+        "expiry_state" => "expiry_state",
+        "entitlement_type" => "entitlement_type",
+        "entitlement_id" => "entitlement_id",
+        "product_id" => "product_id",
+        "startTime" => "startTime",
+        "endTime" => "endTime",
+        "createdAt" => "createdAt",
+        "created_at" => "created_at",
+        "user_id" => "user_id",
+        _ => "",
+    }
+}
+
 /// The field being decoded, so a failure can name it (`grants.results[2].startTime`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FieldPath {
@@ -359,18 +396,7 @@ impl<'de> Visitor<'de> for UserSeed<'_, 'de> {
         let item = self.item;
         let mut seen = Seen::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let field: &'static str = match key.as_ref() {
-                "user_id" => "user.user_id",
-                "identifiers" => "user.identifiers",
-                "email_verified" => "user.email_verified",
-                "tracking_id" => "user.tracking_id",
-                "registered" => "user.registered",
-                "registration_tenant" => "user.registration_tenant",
-                "registration_state" => "user.registration_state",
-                "last_login" => "user.last_login",
-                "attributes" => "user.attributes",
-                _ => "",
-            };
+            let field = user_field(&key);
             if field.is_empty() || !seen.first(field) {
                 // Unmapped, or a repeat of a mapped key: kept as written for `extra`.
                 let raw = map.next_value::<&'de RawValue>()?.get();
@@ -615,21 +641,7 @@ impl<'de> Visitor<'de> for GrantSeed<'_, 'de> {
         let mut seen = Seen::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let raw = map.next_value::<&'de RawValue>()?.get();
-            let field: &'static str = match key.as_ref() {
-                "grantId" => "grantId",
-                "grant_id" => "grant_id",
-                "account_id" => "account_id",
-                "expiry_state" => "expiry_state",
-                "entitlement_type" => "entitlement_type",
-                "entitlement_id" => "entitlement_id",
-                "product_id" => "product_id",
-                "startTime" => "startTime",
-                "endTime" => "endTime",
-                "createdAt" => "createdAt",
-                "created_at" => "created_at",
-                "user_id" => "user_id",
-                _ => "",
-            };
+            let field = grant_field(&key);
             if field.is_empty() || !seen.first(field) {
                 grant.members.push(GrantMember::Other((key, raw)));
                 continue;
