@@ -105,14 +105,7 @@ fn parse_page_info_with_serde(body: &[u8]) -> Result<PageInfo, PageError> {
         Some(b'{') => {
             let env: Envelope = serde_json::from_slice(body)?;
             let results = env.results.0.ok_or(PageError::NoResults)?;
-            let meta = env.meta.unwrap_or_default();
-            Ok(PageInfo {
-                count: meta.count.and_then(|v| lenient_u64(&v)),
-                rpp: meta.rpp.and_then(|v| lenient_u64(&v)),
-                has_next: env.links.map(|l| l.next.is_some()),
-                results,
-                shape: BodyShape::Envelope,
-            })
+            Ok(envelope_info(results, env.meta, env.links))
         }
         Some(&b) => Err(PageError::NotAnExport(format!("byte 0x{b:02x}"))),
         None => Err(PageError::NotAnExport("an empty body".to_owned())),
@@ -181,14 +174,19 @@ fn quick_envelope(body: &[u8]) -> Option<PageInfo> {
     // `meta` and `links` are a few bytes: serde reads them as before.
     let meta: Option<Meta> = parts[0].map_or(Some(None), |m| serde_json::from_slice(m).ok())?;
     let links: Option<Links> = parts[1].map_or(Some(None), |l| serde_json::from_slice(l).ok())?;
+    Some(envelope_info(results, meta, links))
+}
+
+/// An envelope's facts from its parts, however they were read.
+fn envelope_info(results: u64, meta: Option<Meta>, links: Option<Links>) -> PageInfo {
     let meta = meta.unwrap_or_default();
-    Some(PageInfo {
+    PageInfo {
         count: meta.count.and_then(|v| lenient_u64(&v)),
         rpp: meta.rpp.and_then(|v| lenient_u64(&v)),
         has_next: links.map(|l| l.next.is_some()),
         results,
         shape: BodyShape::Envelope,
-    })
+    }
 }
 
 /// Items in the `results` that starts at `body[start]`, as [`Results`] counts them (null is
