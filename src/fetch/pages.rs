@@ -198,28 +198,27 @@ fn count_items(body: &[u8], start: usize) -> Option<(u64, usize)> {
     }
     let mut n = 0;
     let end = for_each_element(body, start, |element| {
-        n += if body.get(element) == Some(&b'[') {
-            // A nested page of items: its elements are the items.
-            let mut inner = 0;
-            for_each_element(body, element, |_| {
-                inner += 1;
-                Some(())
-            })?;
-            inner
+        if body.get(element) == Some(&b'[') {
+            // A nested page of items (Zephr's published shape): its elements are the items.
+            for_each_element(body, element, |item| {
+                n += 1;
+                scan::value_end(body, item)
+            })
         } else {
-            1
-        };
-        Some(())
+            n += 1;
+            scan::value_end(body, element)
+        }
     })?;
     Some((n, end))
 }
 
-/// Calls `each` with the start of every element of the JSON array at `body[start]`, and
-/// returns one past the array's end. Each element is skipped once, with the framer's scan.
+/// Calls `each` with the start of every element of the JSON array at `body[start]`; `each`
+/// returns one past the element's end, so every byte is walked once. Returns one past the
+/// array's end.
 fn for_each_element(
     body: &[u8],
     start: usize,
-    mut each: impl FnMut(usize) -> Option<()>,
+    mut each: impl FnMut(usize) -> Option<usize>,
 ) -> Option<usize> {
     let ws = |at| skip_ws(body, at);
     if body.get(start) != Some(&b'[') {
@@ -230,8 +229,7 @@ fn for_each_element(
         return Some(at + 1);
     }
     loop {
-        each(at)?;
-        at = ws(scan::value_end(body, at)?);
+        at = ws(each(at)?);
         match body.get(at)? {
             b',' => at = ws(at + 1),
             b']' => return Some(at + 1),
