@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
+use super::sync_behind::SyncBehind;
 use super::{TableWriter, WriteError, WrittenFile};
 use crate::table::ColumnBatch;
 use crate::table::csv_text::{CsvDialect, push_text_cell};
@@ -18,13 +19,16 @@ pub const EXCEL_MAX_DATA_ROWS: u64 = 1_048_575;
 /// Opens a new file for a part; the output directory decides names and cleanup.
 pub type CreateFile = Box<dyn FnMut(usize) -> Result<(File, PathBuf), WriteError> + Send>;
 
+/// A part being written: the buffered file, what it holds so far, and its background syncs.
+type Open = (BufWriter<File>, WrittenFile, SyncBehind);
+
 /// Writes one table as CSV.
 pub struct CsvWriter {
     header: Vec<u8>,
     dialect: CsvDialect,
     create: CreateFile,
     max_rows_per_file: Option<u64>,
-    current: Option<(BufWriter<File>, WrittenFile)>,
+    current: Option<Open>,
     done: Vec<WrittenFile>,
 }
 
@@ -64,6 +68,7 @@ impl CsvWriter {
     fn open_part(&mut self) -> Result<(), WriteError> {
         let part = self.done.len() + usize::from(self.current.is_some());
         let (file, path) = (self.create)(part)?;
+        let behind = SyncBehind::new(&file);
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&self.header)
             .map_err(|source| WriteError::Io {
@@ -78,6 +83,7 @@ impl CsvWriter {
                 rows: 0,
                 bytes: header_bytes,
             },
+            behind,
         )) {
             self.done.push(close(previous)?);
         }
@@ -85,26 +91,26 @@ impl CsvWriter {
     }
 
     fn write_bytes(&mut self, bytes: &[u8], rows: u64) -> Result<(), WriteError> {
-        let (out, info) = self
+        let (out, info, behind) = self
             .current
             .as_mut()
             .expect("a part is always open until finish");
-        out.write_all(bytes).map_err(|source| WriteError::Io {
+        let io = |source| WriteError::Io {
             path: info.path.clone(),
             source,
-        })?;
+        };
+        out.write_all(bytes).map_err(io)?;
         info.rows += rows;
-        let before = info.bytes;
         info.bytes += bytes.len() as u64;
-        if before / super::WRITEBACK_EVERY != info.bytes / super::WRITEBACK_EVERY {
-            super::start_writeback(out.get_ref());
-        }
+        // What the buffer holds has not reached the file yet.
+        let in_file = info.bytes - out.buffer().len() as u64;
+        behind.progress(in_file).map_err(io)?;
         Ok(())
     }
 }
 
-fn close((out, info): (BufWriter<File>, WrittenFile)) -> Result<WrittenFile, WriteError> {
-    super::flush_and_sync(out, &info.path)?;
+fn close((out, info, behind): Open) -> Result<WrittenFile, WriteError> {
+    super::finish_file(out, Some(behind), &info.path)?;
     Ok(info)
 }
 
@@ -118,7 +124,7 @@ impl TableWriter for CsvWriter {
         let line_end = self.dialect.line_end();
         let mut rest = &batch.csv[..];
         while !rest.is_empty() {
-            let room = limit - self.current.as_ref().map_or(0, |(_, info)| info.rows);
+            let room = limit - self.current.as_ref().map_or(0, |(_, info, _)| info.rows);
             if room == 0 {
                 self.open_part()?;
                 continue;

@@ -7,6 +7,7 @@
 pub mod csv;
 pub mod output_dir;
 pub mod parquet;
+pub mod sync_behind;
 
 use std::path::PathBuf;
 
@@ -51,34 +52,24 @@ pub fn flush_and_sync(
     out: std::io::BufWriter<std::fs::File>,
     path: &std::path::Path,
 ) -> Result<std::fs::File, WriteError> {
+    finish_file(out, None, path)
+}
+
+/// [`flush_and_sync`] for a file that was synced behind its writer: waits for the background
+/// sync too, and fails if it failed.
+pub fn finish_file(
+    out: std::io::BufWriter<std::fs::File>,
+    behind: Option<sync_behind::SyncBehind>,
+    path: &std::path::Path,
+) -> Result<std::fs::File, WriteError> {
     let io = |source| WriteError::Io {
         path: path.to_path_buf(),
         source,
     };
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    if let Some(behind) = behind {
+        behind.finish().map_err(io)?;
+    }
     file.sync_all().map_err(io)?;
     Ok(file)
-}
-
-/// Bytes written between two [`start_writeback`] calls.
-pub const WRITEBACK_EVERY: u64 = 8 << 20;
-
-/// Asks the kernel to start writing `file`'s dirty pages to disk now, without waiting.
-///
-/// Every output is fsynced before it is renamed into place; without this, the whole output
-/// (hundreds of MB) would be written back only then, and the run would sit idle at the end
-/// waiting for the disk. Started as the data is produced, the final fsync has little left.
-/// Best effort: on other systems, or if the call fails, the final fsync does all the work.
-pub fn start_writeback(file: &std::fs::File) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open for the
-        // duration of the call; offset 0 and length 0 mean the whole file.
-        unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = file;
 }

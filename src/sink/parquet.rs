@@ -15,6 +15,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::csv::CreateFile;
+use super::sync_behind::SyncBehind;
 use super::{TableWriter, WriteError, WrittenFile};
 use crate::table::ColumnBatch;
 
@@ -80,7 +81,8 @@ impl ParquetOptions {
     }
 }
 
-type Open = (ArrowWriter<BufWriter<File>>, WrittenFile);
+/// A part being written: the Arrow writer, what it holds so far, and its background syncs.
+type Open = (ArrowWriter<BufWriter<File>>, WrittenFile, SyncBehind);
 
 /// Writes one table as Parquet.
 pub struct ParquetWriter {
@@ -119,6 +121,7 @@ impl ParquetWriter {
             self.done.push(close(previous)?);
         }
         let (file, path) = (self.create)(self.done.len())?;
+        let behind = SyncBehind::new(&file);
         let writer = ArrowWriter::try_new(
             BufWriter::with_capacity(1 << 20, file),
             self.schema.clone(),
@@ -135,17 +138,18 @@ impl ParquetWriter {
                 rows: 0,
                 bytes: 0,
             },
+            behind,
         ));
         Ok(())
     }
 }
 
-fn close((writer, mut info): Open) -> Result<WrittenFile, WriteError> {
+fn close((writer, mut info, behind): Open) -> Result<WrittenFile, WriteError> {
     let buffered = writer.into_inner().map_err(|source| WriteError::Parquet {
         path: info.path.clone(),
         source,
     })?;
-    let file = super::flush_and_sync(buffered, &info.path)?;
+    let file = super::finish_file(buffered, Some(behind), &info.path)?;
     info.bytes = file
         .metadata()
         .map_err(|source| WriteError::Io {
@@ -163,7 +167,7 @@ impl TableWriter for ParquetWriter {
         };
         let mut offset = 0;
         while offset < record_batch.num_rows() {
-            let (writer, info) = self
+            let (writer, info, behind) = self
                 .current
                 .as_mut()
                 .expect("a part is always open until finish");
@@ -188,12 +192,13 @@ impl TableWriter for ParquetWriter {
                 })?;
             }
             // Row groups close here or inside the writer (at the row limit); either way the
-            // file grows, and each WRITEBACK_EVERY bytes start going to disk.
-            let written = writer.bytes_written() as u64;
-            if written / super::WRITEBACK_EVERY != info.bytes / super::WRITEBACK_EVERY {
-                super::start_writeback(writer.inner().get_ref());
-            }
-            info.bytes = written;
+            // file grows, and what reached it is synced behind the writer.
+            info.bytes = writer.bytes_written() as u64;
+            let in_file = info.bytes - writer.inner().buffer().len() as u64;
+            behind.progress(in_file).map_err(|source| WriteError::Io {
+                path: info.path.clone(),
+                source,
+            })?;
             info.rows += take as u64;
             offset += take;
         }
