@@ -169,12 +169,28 @@ const EXPECTED_EXPORT: &str =
 impl<R: Read> Framer<R> {
     /// A framer over `reader`, named `input` in errors; items are numbered from `first_number`.
     pub fn new(reader: R, input: Arc<str>, opts: FramerOptions, first_number: u64) -> Self {
+        Framer::reusing(reader, input, opts, first_number, Vec::new())
+    }
+
+    /// [`Framer::new`] reading into `buffer`, which an earlier framer gave back with
+    /// [`Framer::into_buffer`]. A fetch frames every page as its own input; a fresh zeroed
+    /// megabyte for each was 2% of a fetch's CPU, page faults not counted.
+    pub fn reusing(
+        reader: R,
+        input: Arc<str>,
+        opts: FramerOptions,
+        first_number: u64,
+        mut buffer: Vec<u8>,
+    ) -> Self {
         let capacity = opts.buffer_size.clamp(1, 1 << 24);
+        if buffer.len() < capacity {
+            buffer.resize(capacity, 0);
+        }
         Framer {
             reader,
             input,
             opts,
-            buf: vec![0; capacity],
+            buf: buffer,
             pos: 0,
             len: 0,
             eof: false,
@@ -186,6 +202,11 @@ impl<R: Read> Framer<R> {
             next_number: first_number,
             declared_count: None,
         }
+    }
+
+    /// The read buffer, for the framer of the next input.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     /// The number the next item will get.
