@@ -409,28 +409,37 @@ fn the_second_input_is_named_and_items_are_numbered_across_inputs() {
     )
     .unwrap();
     let out_dir = tmp.path().join("out");
-    let out = run_in(
-        &dir,
-        &[
+    let bytes = std::fs::read(dir.join("bad-item-no-user.json")).unwrap();
+    // A batch takes items from both inputs unless it is too small to: each item keeps its
+    // own input's name, whichever batch it lands in.
+    for sizes in [
+        &[][..],
+        &["--batch-size", "1"][..],
+        &["--batch-size", "3"][..],
+        &["--batch-size", "3", "--threads", "1"][..],
+    ] {
+        let mut args = vec![
             "convert",
             "-q",
             good.to_str().unwrap(),
             "bad-item-no-user.json",
             "-o",
             out_dir.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let bytes = std::fs::read(dir.join("bad-item-no-user.json")).unwrap();
-    // Item 2 of the second file is item 4 of the export.
-    assert_eq!(
-        stderr(&out),
-        format!(
-            "zephr-etl: bad item: item 4 (bad-item-no-user.json: {}), field `user`: the item has no `user` object\n{SKIP_HINT}\n",
-            place(&bytes, line_start(&bytes, 2))
-        )
-    );
-    assert!(dir_listing(&out_dir).is_empty());
+        ];
+        args.extend_from_slice(sizes);
+        let out = run_in(&dir, &args);
+        assert_eq!(out.status.code(), Some(1), "{sizes:?}");
+        // Item 2 of the second file is item 4 of the export.
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "zephr-etl: bad item: item 4 (bad-item-no-user.json: {}), field `user`: the item has no `user` object\n{SKIP_HINT}\n",
+                place(&bytes, line_start(&bytes, 2))
+            ),
+            "{sizes:?}"
+        );
+        assert!(dir_listing(&out_dir).is_empty());
+    }
 }
 
 #[test]

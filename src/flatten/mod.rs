@@ -327,7 +327,7 @@ fn locate(batch: &RawBatch, index: usize, within: usize) -> Location {
         None => span.column + bytes.len() as u64,
     };
     Location {
-        input: batch.input.clone(),
+        input: span.input.clone(),
         offset: span.offset + bytes.len() as u64,
         line: span.line + newlines,
         column,

@@ -22,6 +22,8 @@ use crate::error::{InputError, Location};
 /// One framed item: its bytes in [`RawBatch::data`] and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemSpan {
+    /// The input's name for messages (a batch may hold the items of several inputs).
+    pub input: Arc<str>,
     pub start: usize,
     pub end: usize,
     /// 1-based number of the item in the whole export.
@@ -38,7 +40,6 @@ pub struct ItemSpan {
 /// A batch of raw items, their bytes stored back to back.
 #[derive(Debug, Default)]
 pub struct RawBatch {
-    pub input: Arc<str>,
     pub data: Vec<u8>,
     pub items: Vec<ItemSpan>,
     /// Input bytes consumed up to the end of this batch (for progress).
@@ -56,7 +57,7 @@ impl RawBatch {
     pub fn location(&self, index: usize) -> Location {
         let span = &self.items[index];
         Location {
-            input: self.input.clone(),
+            input: span.input.clone(),
             offset: span.offset,
             line: span.line,
             column: span.column,
@@ -320,9 +321,14 @@ impl<R: Read> Framer<R> {
     /// Fills `batch` with up to a batch of items. Returns `false` once the export is complete
     /// (the batch may still hold items then).
     pub fn next_batch(&mut self, batch: &mut RawBatch) -> Result<bool, InputError> {
-        batch.input = self.input.clone();
         batch.data.clear();
         batch.items.clear();
+        self.extend_batch(batch)
+    }
+
+    /// Adds items to `batch` until it is full. Returns `true` when it is full, `false` when
+    /// this input is complete first (the batch may have room left for the next input's items).
+    pub fn extend_batch(&mut self, batch: &mut RawBatch) -> Result<bool, InputError> {
         while batch.items.len() < self.opts.batch_items && batch.data.len() < self.opts.batch_bytes
         {
             if !self.step(batch)? {
@@ -733,6 +739,7 @@ impl<R: Read> Framer<R> {
             Scanned::TooLarge { end, size } => (end, Some(size)),
         };
         batch.items.push(ItemSpan {
+            input: self.input.clone(),
             start: from,
             end: batch.data.len(),
             number: self.next_number,
