@@ -25,7 +25,8 @@
 # Each run is timed (wall clock) and its peak RSS and CPU time taken by /usr/bin/time (or a
 # Python fallback); the CPU time the rest of the machine used meanwhile is recorded too, since
 # on a shared 2-core machine other processes can halve a tool's share without any sign. benches/report.py prints the table and targets and writes
-# benches/results.md. The input is in the page cache for every run (it was just written).
+# benches/results.md. The input is in the page cache for every run (it was just written), and every
+# run starts after a `sync`, so that no tool pays for the disk writes of the one before.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -142,6 +143,9 @@ measure_once() {
     local dir=$1 tf=$DATA/last.time start end t0 t1 h0 h1 status=ok rss user sys cpu wall others
     shift 2 # dir --
     [[ $dir == - ]] || rm -rf "$dir"
+    # Every run starts with nothing left to write back: an fsync flushes the disk's whole
+    # cache, so without this a tool would pay for the tables the one before it wrote.
+    sync
     wait_quiet
     h0=$([[ -n $HELPER_PID ]] && pid_ticks "$HELPER_PID" || echo 0)
     t0=$(busy_ticks)
