@@ -114,6 +114,21 @@ mod tests {
         assert!(back.iter().all(|&b| b == b'x'));
     }
 
+    /// `/dev/null` refuses fsync (EINVAL): the background failure must surface, not vanish.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_background_sync_is_reported() {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let mut behind = SyncBehind::new(&file);
+        behind.progress(SYNC_EVERY).unwrap();
+        assert!(behind.in_flight.is_some());
+        let error = behind.finish().unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
+    }
+
     #[test]
     fn no_sync_below_the_threshold() {
         let file = tempfile::tempfile().unwrap();
