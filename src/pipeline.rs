@@ -63,8 +63,6 @@ pub struct RunStats {
     /// Rows per table, in [`Table::ALL`] order.
     pub rows: [u64; 3],
     pub rejects: u64,
-    /// Bytes framed so far (decompressed).
-    pub input_bytes: u64,
     /// Every file written, at its temporary path (filled in at the end).
     pub files: Vec<(Table, WrittenFile)>,
 }
@@ -261,7 +259,8 @@ fn sequential_worker(
         sources,
         opts,
         &spare,
-        || !stop.load(Ordering::Relaxed),
+        || stop.load(Ordering::Relaxed),
+        || true,
         |seq, batch| {
             let outcome = match flatten_guarded(&batch, &opts.flatten) {
                 Ok(mut flat) => {
@@ -325,15 +324,17 @@ enum Framed {
 /// A batch is filled from as many sources as it takes: a fetch frames every page as its own
 /// source, and batches of one 500-item page each cost 13% more time than full ones.
 ///
-/// Before a batch is started `ready()` may wait (for a permit) or say stop; each non-empty
-/// batch goes to `take(seq, batch)`, which says whether to go on; an empty one only calls
-/// `skip()`. Batches are framed into the ones flattened earlier, from `spare`, when there are
-/// any. The items framed before a framing error are taken first, so that a problem in one of
-/// them, which comes earlier in the input, is the one reported.
+/// `stopped()` is asked before each source is opened and each batch started; before a batch is
+/// started `ready()` may wait (for a permit) or say stop. Each non-empty batch goes to
+/// `take(seq, batch)`, which says whether to go on; an empty one only calls `skip()`. Batches
+/// are framed into the ones flattened earlier, from `spare`, when there are any. The items
+/// framed before a framing error are taken first, so that a problem in one of them, which
+/// comes earlier in the input, is the one reported.
 fn frame_all(
-    sources: Sources,
+    mut sources: Sources,
     opts: PipelineOptions,
     spare: &Receiver<RawBatch>,
+    stopped: impl Fn() -> bool,
     mut ready: impl FnMut() -> bool,
     mut take: impl FnMut(u64, RawBatch) -> bool,
     mut skip: impl FnMut(),
@@ -352,7 +353,14 @@ fn frame_all(
     let mut next_number = opts.first_item.max(1);
     let mut buffer = Vec::new();
     let mut started: Option<RawBatch> = None;
-    for source in sources {
+    loop {
+        // A batch may wait for the next source, so stopping is checked here too.
+        if stopped() {
+            return Framed::Stopped;
+        }
+        let Some(source) = sources.next() else {
+            break;
+        };
         let source = match source {
             Ok(source) => source,
             Err(e) => {
@@ -374,11 +382,14 @@ fn frame_all(
         loop {
             let batch = match &mut started {
                 Some(batch) => batch,
-                None if !ready() => return Framed::Stopped,
+                None if stopped() || !ready() => return Framed::Stopped,
                 None => {
                     // A used batch keeps its buffers at full size: no growing, copying and
                     // page faults for every batch (measured: 6% of the reader thread's time).
-                    let mut batch = spare.try_recv().unwrap_or_default();
+                    // One that a huge item blew up is let go, so that memory stays flat.
+                    let mut batch = std::iter::from_fn(|| spare.try_recv().ok())
+                        .find(|batch| batch.data.capacity() <= 2 * opts.framer.batch_bytes)
+                        .unwrap_or_default();
                     batch.data.clear();
                     batch.items.clear();
                     started.insert(batch)
@@ -428,18 +439,21 @@ fn read_batches(
     results: &Sender<Message>,
     stop: &AtomicBool,
 ) {
-    // Never more batches than permits exist, so this bounds what the spares hold.
+    // A batch goes back before its result is sent, and so before its permit is returned:
+    // there are never more batches than permits, and this holds all that are not in use.
     let (recycle, spare) = bounded::<RawBatch>(opts.threads.max(1) + 2);
     let framed = frame_all(
         sources,
         opts,
         &spare,
-        || !stop.load(Ordering::Relaxed) && permits.recv().is_ok(),
+        || stop.load(Ordering::Relaxed),
+        || permits.recv().is_ok(),
         |seq, batch| {
             let (results, recycle, flatten) = (results.clone(), recycle.clone(), opts.flatten);
             pool.spawn(move || {
-                let _ = results.send(Message::Batch(seq, flatten_guarded(&batch, &flatten)));
+                let outcome = flatten_guarded(&batch, &flatten);
                 let _ = recycle.try_send(batch);
+                let _ = results.send(Message::Batch(seq, outcome));
             });
             true
         },
@@ -457,7 +471,8 @@ fn read_batches(
 fn internal_error(batch: &RawBatch) -> InputError {
     InputError::Syntax {
         location: batch.location(0),
-        problem: "internal error while flattening this batch; please report it with the input"
+        problem: "internal error while flattening the batch of items that starts here; please \
+                  report it with the input"
             .into(),
     }
 }
@@ -541,7 +556,6 @@ fn take_in(
         }
     }
     stats.items += flat.items;
-    stats.input_bytes = stats.input_bytes.max(flat.input_bytes);
     for (rows, batch) in stats.rows.iter_mut().zip(&flat.tables) {
         *rows += batch.rows as u64;
     }

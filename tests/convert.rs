@@ -375,6 +375,57 @@ fn batch_and_buffer_sizes_do_not_change_a_byte() {
     }
 }
 
+/// A batch takes items from as many inputs as it needs, and empty inputs in between (more of
+/// them than batches may be in flight) neither lose a batch's place nor hold one up.
+#[test]
+fn many_inputs_and_empty_ones_share_batches() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let export = generated(25, 5);
+    let items = items_of(&export);
+    let baseline = dir.join("baseline");
+    convert_ok(&[&write_file(dir, "all.json", &export)], &baseline, &[]);
+    let mut inputs = Vec::new();
+    for (i, chunk) in items.chunks(4).enumerate() {
+        // Three empty inputs of each kind before every chunk of four items.
+        for (j, empty) in ["[]", r#"{"results": []}"#, r#"{"results": [[]]}"#]
+            .iter()
+            .enumerate()
+        {
+            inputs.push(write_file(
+                dir,
+                &format!("{i}-empty{j}.json"),
+                empty.as_bytes(),
+            ));
+        }
+        let page = format!(r#"{{"results": [{}]}}"#, join(chunk, ","));
+        inputs.push(write_file(dir, &format!("{i}-page.json"), page.as_bytes()));
+    }
+    let inputs: Vec<&Path> = inputs.iter().map(|p| p.as_path()).collect();
+    for (batch, threads) in [
+        ("2048", "2"),
+        ("3", "2"),
+        ("1", "3"),
+        ("3", "1"),
+        ("2048", "1"),
+    ] {
+        let out = dir.join(format!("b{batch}-t{threads}"));
+        convert_ok(
+            &inputs,
+            &out,
+            &["--batch-size", batch, "--threads", threads],
+        );
+        for table in TABLES {
+            let name = format!("{table}.csv");
+            assert_eq!(
+                std::fs::read(baseline.join(&name)).unwrap(),
+                std::fs::read(out.join(&name)).unwrap(),
+                "{name} batch {batch} threads {threads}"
+            );
+        }
+    }
+}
+
 #[test]
 fn an_export_of_no_items_gives_headers_and_no_rows() {
     let tmp = TempDir::new().unwrap();

@@ -56,8 +56,6 @@ pub struct FlatBatch {
     pub tables: Vec<ColumnBatch>,
     pub rejects: Vec<Reject>,
     pub items: u64,
-    /// Input bytes consumed up to the end of this batch.
-    pub input_bytes: u64,
 }
 
 /// Why a batch could not be flattened.
@@ -184,7 +182,6 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
         tables,
         rejects,
         items: batch.items.len() as u64,
-        input_bytes: batch.input_bytes,
     })
 }
 

@@ -47,7 +47,8 @@ pub trait TableWriter: Send {
     fn finish(self: Box<Self>) -> Result<Vec<WrittenFile>, WriteError>;
 }
 
-/// Flushes a buffered file and syncs it to disk: the last step of every writer's `finish`.
+/// Flushes a buffered file and syncs it to disk, all at the end: [`finish_file`] without
+/// background syncs, for files written in one go (fetch's merge of segments).
 pub fn flush_and_sync(
     out: std::io::BufWriter<std::fs::File>,
     path: &std::path::Path,
@@ -55,8 +56,8 @@ pub fn flush_and_sync(
     finish_file(out, None, path)
 }
 
-/// [`flush_and_sync`] for a file that was synced behind its writer: waits for the background
-/// sync too, and fails if it failed.
+/// The last step of every table writer's `finish`: flushes `out`, waits for the background
+/// sync `behind` it, if any (and fails if that failed), then syncs what is left.
 pub fn finish_file(
     out: std::io::BufWriter<std::fs::File>,
     behind: Option<sync_behind::SyncBehind>,

@@ -192,7 +192,8 @@ impl TableWriter for ParquetWriter {
                 })?;
             }
             // Row groups close here or inside the writer (at the row limit); either way the
-            // file grows, and what reached it is synced behind the writer.
+            // file grows, and what reached it is synced behind the writer (give or take the
+            // few KiB that arrow-rs buffers itself: this only paces the syncs).
             info.bytes = writer.bytes_written() as u64;
             let in_file = info.bytes - writer.inner().buffer().len() as u64;
             behind.progress(in_file).map_err(|source| WriteError::Io {

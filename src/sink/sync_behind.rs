@@ -10,7 +10,9 @@
 //!
 //! An error from a background sync is not dropped: the kernel reports a writeback error once
 //! per open file, so it is kept and returned by the next [`SyncBehind::progress`] or by
-//! [`SyncBehind::finish`], and the run fails as it would have at the final fsync.
+//! [`SyncBehind::finish`], and the run fails as it would have at the final fsync. Dropping a
+//! `SyncBehind` without `finish` (a failed run) does not wait: the sync in flight ends on its
+//! own, holding its own handle of the file, which the failed run deletes anyway.
 
 use std::fs::File;
 use std::io;
@@ -26,7 +28,8 @@ pub struct SyncBehind {
     /// final fsync does all the work, as it would without this).
     file: Option<Arc<File>>,
     in_flight: Option<JoinHandle<io::Result<()>>>,
-    /// The file's size when the last background sync started.
+    /// The file's size when the last background sync was due (and started, unless a thread
+    /// could not be had).
     synced_to: u64,
 }
 

@@ -42,8 +42,6 @@ pub struct ItemSpan {
 pub struct RawBatch {
     pub data: Vec<u8>,
     pub items: Vec<ItemSpan>,
-    /// Input bytes consumed up to the end of this batch (for progress).
-    pub input_bytes: u64,
 }
 
 impl RawBatch {
@@ -205,9 +203,16 @@ impl<R: Read> Framer<R> {
         }
     }
 
-    /// The read buffer, for the framer of the next input.
+    /// The read buffer, for the framer of the next input. One that a huge item grew is cut
+    /// back to the usual size first, so that memory stays flat.
     pub fn into_buffer(self) -> Vec<u8> {
-        self.buf
+        let mut buf = self.buf;
+        let usual = self.opts.buffer_size.clamp(1, 1 << 24);
+        if buf.len() > 4 * usual {
+            buf.truncate(usual);
+            buf.shrink_to_fit();
+        }
+        buf
     }
 
     /// The number the next item will get.
@@ -328,15 +333,15 @@ impl<R: Read> Framer<R> {
 
     /// Adds items to `batch` until it is full. Returns `true` when it is full, `false` when
     /// this input is complete first (the batch may have room left for the next input's items).
+    /// A batch that fills just as the input ends gets `true`; the next call then adds nothing
+    /// and returns `false`.
     pub fn extend_batch(&mut self, batch: &mut RawBatch) -> Result<bool, InputError> {
         while batch.items.len() < self.opts.batch_items && batch.data.len() < self.opts.batch_bytes
         {
             if !self.step(batch)? {
-                batch.input_bytes = self.consumed();
                 return Ok(false);
             }
         }
-        batch.input_bytes = self.consumed();
         Ok(true)
     }
 

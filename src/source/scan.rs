@@ -70,7 +70,7 @@ enum Blocks {
 #[inline]
 fn scan_blocks(buf: &[u8], mut i: usize, depth: &mut u64, in_string: &mut bool) -> Blocks {
     while *depth > 0
-        && let Some(block) = buf.get(i..i + 64)
+        && let Some(block) = buf.get(i..i.saturating_add(64))
     {
         let Bits {
             quote,

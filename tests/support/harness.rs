@@ -17,11 +17,13 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::reference;
 
-/// The binary under test.
+/// The binary under test. A run that hangs (a lost permit, a stuck server) is killed after
+/// two minutes and fails its test instead of holding up the suite.
 pub fn zephr() -> Command {
     let mut cmd = Command::cargo_bin("zephr-etl").expect("the binary builds");
     cmd.env_remove("ZEPHR_ACCESS_KEY")
-        .env_remove("ZEPHR_SECRET_KEY");
+        .env_remove("ZEPHR_SECRET_KEY")
+        .timeout(std::time::Duration::from_secs(120));
     cmd
 }
 
