@@ -13,7 +13,9 @@
 
 use std::borrow::Cow;
 
-use super::item::{Grant, GrantMember, Item, ItemMember, Seen, grant_field, user_field};
+use super::item::{
+    Grant, GrantMember, GrantValue, Item, ItemMember, Seen, grant_field, user_field,
+};
 use super::json::{Leaf, unescape};
 use super::timestamp::parse_timestamp_micros;
 
@@ -447,41 +449,16 @@ impl<'a> Reader<'a> {
                 grant.members.push(GrantMember::Other((key, raw)));
                 return Some(());
             }
-            match field {
-                "grantId" => {
-                    grant.grant_id = leaf.into_text().ok()?;
-                    grant.has_camel_id = true;
-                }
-                "grant_id" => {
-                    if !grant.has_camel_id {
-                        grant.grant_id = leaf.into_text().ok()?;
-                    }
-                    grant.members.push(GrantMember::SnakeSpelling((key, raw)));
-                }
-                "account_id" => grant.account_id = leaf.into_text().ok()?,
-                "expiry_state" => grant.expiry_state = leaf.into_text().ok()?,
-                "entitlement_type" => grant.entitlement_type = leaf.into_text().ok()?,
-                "entitlement_id" => grant.entitlement_id = leaf.into_text().ok()?,
-                "product_id" => grant.product_id = leaf.into_text().ok()?,
-                "startTime" => grant.start_time = timestamp(leaf)?,
-                "endTime" => grant.end_time = timestamp(leaf)?,
-                "createdAt" => {
-                    grant.created_at = timestamp(leaf)?;
-                    grant.has_camel_created = true;
-                }
-                "created_at" => {
-                    let value = timestamp(leaf)?;
-                    if !grant.has_camel_created {
-                        grant.created_at = value;
-                    }
-                    grant.members.push(GrantMember::SnakeSpelling((key, raw)));
-                }
-                _ => {
-                    grant.user_id = Some((leaf.into_text().ok()?, raw));
-                    grant.members.push(GrantMember::UserId(raw));
-                }
-            }
-            Some(())
+            // `()`: whatever does not decode here goes back to serde, which words the error.
+            grant
+                .assign(field, key, raw, |time| {
+                    Ok::<_, ()>(if time {
+                        GrantValue::Time(timestamp(leaf).ok_or(())?)
+                    } else {
+                        GrantValue::Text(leaf.into_text().map_err(|_| ())?)
+                    })
+                })
+                .ok()
         })?;
         Some(grant)
     }

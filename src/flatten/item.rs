@@ -199,6 +199,66 @@ pub(super) fn grant_field(key: &str) -> &'static str {
     }
 }
 
+/// The decoded value of a mapped grant field: text for ids and states, a timestamp for times.
+pub(super) enum GrantValue<'a> {
+    Text(Option<Cow<'a, str>>),
+    Time(Option<i64>),
+}
+
+impl<'a> Grant<'a> {
+    /// Stores the first occurrence of the mapped grant `field` (as [`grant_field`] names it),
+    /// written as `key` with text `raw`: which spelling wins and what is kept for `extra`, for
+    /// both decoders. `decode(time)` decodes the value, as a timestamp when `time`, else as
+    /// text; its error is returned. A `grant_id` after `grantId` is kept for `extra` undecoded.
+    pub(super) fn assign<E>(
+        &mut self,
+        field: &str,
+        key: Cow<'a, str>,
+        raw: &'a str,
+        decode: impl FnOnce(bool) -> Result<GrantValue<'a>, E>,
+    ) -> Result<(), E> {
+        use GrantValue::{Text, Time};
+        if field == "grant_id" && self.has_camel_id {
+            self.members.push(GrantMember::SnakeSpelling((key, raw)));
+            return Ok(());
+        }
+        let time = matches!(field, "startTime" | "endTime" | "createdAt" | "created_at");
+        match (field, decode(time)?) {
+            ("grantId", Text(v)) => {
+                self.grant_id = v;
+                self.has_camel_id = true;
+            }
+            ("grant_id", Text(v)) => {
+                self.grant_id = v;
+                self.members.push(GrantMember::SnakeSpelling((key, raw)));
+            }
+            ("account_id", Text(v)) => self.account_id = v,
+            ("expiry_state", Text(v)) => self.expiry_state = v,
+            ("entitlement_type", Text(v)) => self.entitlement_type = v,
+            ("entitlement_id", Text(v)) => self.entitlement_id = v,
+            ("product_id", Text(v)) => self.product_id = v,
+            ("user_id", Text(v)) => {
+                self.user_id = Some((v, raw));
+                self.members.push(GrantMember::UserId(raw));
+            }
+            ("startTime", Time(v)) => self.start_time = v,
+            ("endTime", Time(v)) => self.end_time = v,
+            ("createdAt", Time(v)) => {
+                self.created_at = v;
+                self.has_camel_created = true;
+            }
+            ("created_at", Time(v)) => {
+                if !self.has_camel_created {
+                    self.created_at = v;
+                }
+                self.members.push(GrantMember::SnakeSpelling((key, raw)));
+            }
+            (field, _) => unreachable!("grant field {field:?} decoded as the wrong kind"),
+        }
+        Ok(())
+    }
+}
+
 /// The field being decoded, so a failure can name it (`grants.results[2].startTime`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FieldPath {
@@ -489,20 +549,14 @@ impl<'de> Visitor<'de> for IdentifiersSeed<'_, 'de> {
                 _ => false,
             };
             match key.as_ref() {
-                _ if !first => {
-                    if item.identifiers_at.is_none() {
-                        item.identifiers_at = Some(item.user_members.len());
-                    }
-                    item.identifier_members.push((key, raw));
-                }
-                "email_address" => {
+                "email_address" if first => {
                     *self.path = FieldPath {
                         field: "user.identifiers.email_address",
                         grant: None,
                     };
                     item.email_address = text(raw)?;
                 }
-                "username" => {
+                "username" if first => {
                     *self.path = FieldPath {
                         field: "user.identifiers.username",
                         grant: None,
@@ -647,41 +701,13 @@ impl<'de> Visitor<'de> for GrantSeed<'_, 'de> {
                 continue;
             }
             self.path.field = field;
-            match field {
-                "grantId" => {
-                    grant.grant_id = text(raw)?;
-                    grant.has_camel_id = true;
-                }
-                "grant_id" => {
-                    if !grant.has_camel_id {
-                        grant.grant_id = text(raw)?;
-                    }
-                    grant.members.push(GrantMember::SnakeSpelling((key, raw)));
-                }
-                "account_id" => grant.account_id = text(raw)?,
-                "expiry_state" => grant.expiry_state = text(raw)?,
-                "entitlement_type" => grant.entitlement_type = text(raw)?,
-                "entitlement_id" => grant.entitlement_id = text(raw)?,
-                "product_id" => grant.product_id = text(raw)?,
-                "startTime" => grant.start_time = timestamp(raw)?,
-                "endTime" => grant.end_time = timestamp(raw)?,
-                "createdAt" => {
-                    grant.created_at = timestamp(raw)?;
-                    grant.has_camel_created = true;
-                }
-                "created_at" => {
-                    let value = timestamp(raw)?;
-                    if !grant.has_camel_created {
-                        grant.created_at = value;
-                    }
-                    grant.members.push(GrantMember::SnakeSpelling((key, raw)));
-                }
-                "user_id" => {
-                    grant.user_id = Some((text(raw)?, raw));
-                    grant.members.push(GrantMember::UserId(raw));
-                }
-                _ => unreachable!("every mapped grant field is handled above"),
-            }
+            grant.assign(field, key, raw, |time| {
+                Ok(if time {
+                    GrantValue::Time(timestamp(raw)?)
+                } else {
+                    GrantValue::Text(text(raw)?)
+                })
+            })?;
         }
         Ok(())
     }
