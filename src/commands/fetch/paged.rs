@@ -9,7 +9,6 @@
 //! in a closed segment.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,8 +30,8 @@ use zephr_etl::pipeline::RunStats;
 use zephr_etl::progress::Progress;
 use zephr_etl::schema::Table;
 use zephr_etl::signal;
-use zephr_etl::sink::WrittenFile;
 use zephr_etl::sink::output_dir::OutputDir;
+use zephr_etl::sink::{WrittenFile, flush_and_sync};
 
 use super::{Fetched, Plan};
 use crate::commands::UsageError;
@@ -299,7 +298,7 @@ fn assemble(
             let (file, temp) = config.create_rejects()?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
             concat_bytes(&parts(REJECTS_NAME), &mut out, &temp)?;
-            finish_file(out, &temp)?;
+            flush_and_sync(out, &temp)?;
         }
     } else {
         for name in config.target_names() {
@@ -339,7 +338,7 @@ fn assemble(
                 } else {
                     concat_bytes(&sources, &mut out, &temp)?;
                 }
-                finish_file(out, &temp)?;
+                flush_and_sync(out, &temp)?;
             }
         }
     }
@@ -358,15 +357,6 @@ fn assemble(
 
 fn static_extension(extension: &str) -> &'static str {
     if extension == "csv" { "csv" } else { "parquet" }
-}
-
-fn finish_file(out: BufWriter<File>, path: &Path) -> anyhow::Result<()> {
-    let file = out
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all()
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The `--save-raw` copy as a temporary file next to its final name, renamed after the tables.
