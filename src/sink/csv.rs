@@ -69,7 +69,7 @@ impl CsvWriter {
         let part = self.done.len() + usize::from(self.current.is_some());
         let (file, path) = (self.create)(part)?;
         let behind = SyncBehind::new(&file);
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out = BufWriter::with_capacity(super::FILE_BUFFER_BYTES, file);
         out.write_all(&self.header)
             .map_err(|source| WriteError::Io {
                 path: path.clone(),

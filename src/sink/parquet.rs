@@ -123,7 +123,7 @@ impl ParquetWriter {
         let (file, path) = (self.create)(self.done.len())?;
         let behind = SyncBehind::new(&file);
         let writer = ArrowWriter::try_new(
-            BufWriter::with_capacity(1 << 20, file),
+            BufWriter::with_capacity(super::FILE_BUFFER_BYTES, file),
             self.schema.clone(),
             Some(self.properties.clone()),
         )
