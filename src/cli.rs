@@ -93,7 +93,8 @@ pub struct OutputArgs {
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Items per batch handed to a worker.
-    #[arg(long, value_name = "N", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = zephr_etl::source::framer::DEFAULT_BATCH_ITEMS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
     /// Bytes read from the input at a time.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1..))]

@@ -13,8 +13,10 @@
 //!
 //! Around the core: [`extension`] is the users table of a run with [`wide`] attribute columns
 //! and [`pii`]-hashed identifiers; [`naming`] keeps column names warehouse-safe; [`manifest`]
-//! describes a run's files; [`inspect`] summarises an export without writing tables.
+//! describes a run's files; [`inspect`] summarises an export without writing tables;
+//! [`allocator`] tunes glibc for the batches' large, short-lived buffers.
 
+pub mod allocator;
 pub mod error;
 pub mod extension;
 pub mod fetch;

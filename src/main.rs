@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before any large buffer exists: see the module for why and what it measured.
+    zephr_etl::allocator::tune_for_batches();
     let args = cli::Cli::parse();
     match commands::run(args) {
         Ok(code) => code,

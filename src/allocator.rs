@@ -1,0 +1,59 @@
+//! Allocator tuning for the pipeline's large, short-lived buffers.
+//!
+//! Every batch allocates megabyte-sized buffers in a worker (CSV bytes, Arrow columns) that a
+//! writer thread frees a moment later, and every Parquet column chunk of every row group
+//! allocates its own zstd workspace and page buffers inside arrow-rs. glibc serves blocks
+//! above its mmap threshold with fresh `mmap`s, and gives freed memory at the top of a heap
+//! back to the kernel, so each such buffer is page-faulted in anew: about 41,000 minor faults
+//! for a 217 MB export with the defaults, a few percent of the run's CPU. Raising both
+//! thresholds keeps those blocks in the heap, where the next batch reuses them: 23,000 faults
+//! and about 6% less CPU (measured with `GLIBC_TUNABLES` in interleaved runs). Memory stays
+//! bounded because the pipeline bounds what is live, and with batches of 1,024 items the peak
+//! RSS is lower than the defaults gave with 2,048.
+//!
+//! Other allocators and C libraries are left as they are: the settings only exist in glibc.
+
+/// Blocks smaller than this come from the heap instead of their own `mmap`. glibc caps the
+/// setting at 32 MiB on 64-bit systems (half its per-thread heap size).
+pub const MMAP_THRESHOLD: i32 = 32 << 20;
+
+/// Free memory at the top of a heap is returned to the kernel only past this size.
+pub const TRIM_THRESHOLD: i32 = 256 << 20;
+
+/// Applies the settings above; call it once, first thing in `main`. Returns whether the C
+/// library took them (always `false` where it is not glibc).
+pub fn tune_for_batches() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::ffi::c_int;
+        // glibc's <malloc.h>.
+        const M_TRIM_THRESHOLD: c_int = -1;
+        const M_MMAP_THRESHOLD: c_int = -3;
+        unsafe extern "C" {
+            fn mallopt(param: c_int, value: c_int) -> c_int;
+        }
+        // SAFETY: mallopt only changes allocator parameters; glibc takes its own lock, and it
+        // may be called at any time, before or after other threads start.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+                && mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn glibc_takes_the_settings() {
+        assert!(tune_for_batches());
+        // Still good when called again, as a test binary may.
+        assert!(tune_for_batches());
+    }
+}
