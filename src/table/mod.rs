@@ -192,7 +192,7 @@ impl TableBuilder {
         );
         self.separate();
         if self.csv_enabled {
-            self.csv.extend_from_slice(value.as_bytes());
+            csv_text::append_bytes(&mut self.csv, value.as_bytes());
         }
         if let Some(ColumnBuilder::Text(b)) = self.builder() {
             b.append_value(value);
@@ -244,8 +244,7 @@ impl TableBuilder {
         if self.csv_enabled
             && let Some(v) = value
         {
-            self.csv
-                .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+            csv_text::append_bytes(&mut self.csv, itoa::Buffer::new().format(v).as_bytes());
         }
         if let Some(ColumnBuilder::Int64(b)) = self.builder() {
             b.append_option(value);
@@ -265,7 +264,7 @@ impl TableBuilder {
         if self.csv_enabled
             && let Some((_, text)) = value
         {
-            self.csv.extend_from_slice(text.as_bytes());
+            csv_text::append_bytes(&mut self.csv, text.as_bytes());
         }
         if let Some(ColumnBuilder::Float64(b)) = self.builder() {
             b.append_option(value.map(|(v, _)| v));
@@ -285,7 +284,7 @@ impl TableBuilder {
         if self.csv_enabled
             && let Some((_, text)) = value
         {
-            self.csv.extend_from_slice(text.as_bytes());
+            csv_text::append_bytes(&mut self.csv, text.as_bytes());
         }
         if let Some(ColumnBuilder::Date(b)) = self.builder() {
             b.append_option(value.map(|(v, _)| v));
