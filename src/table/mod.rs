@@ -7,12 +7,12 @@
 //! as it can be.
 
 pub mod csv_text;
+mod text_column;
 
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    ArrayBuilder, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
@@ -20,6 +20,7 @@ use arrow_schema::SchemaRef;
 use crate::flatten::timestamp::write_timestamp;
 use crate::schema::ColumnType;
 pub use csv_text::CsvDialect;
+use text_column::TextColumn;
 
 /// Which encodings a run produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +40,7 @@ pub struct ColumnBatch {
 }
 
 enum ColumnBuilder {
-    Text(StringBuilder),
+    Text(TextColumn),
     Boolean(BooleanBuilder),
     Int64(Int64Builder),
     Float64(Float64Builder),
@@ -50,7 +51,9 @@ enum ColumnBuilder {
 impl ColumnBuilder {
     fn new(column_type: ColumnType) -> ColumnBuilder {
         match column_type {
-            ColumnType::String | ColumnType::Json => ColumnBuilder::Text(StringBuilder::new()),
+            ColumnType::String | ColumnType::Json => {
+                ColumnBuilder::Text(TextColumn::with_capacity(0, 0))
+            }
             ColumnType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::new()),
             ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
             ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
@@ -69,10 +72,8 @@ impl ColumnBuilder {
         }
         match self {
             ColumnBuilder::Text(b) => {
-                let (rows, bytes) = (b.len(), b.values_slice().len());
-                let array = b.finish();
-                *b = StringBuilder::with_capacity(room(rows), room(bytes));
-                Arc::new(array)
+                let (rows, bytes) = (b.len(), b.value_bytes());
+                b.finish(room(rows), room(bytes))
             }
             ColumnBuilder::Boolean(b) => {
                 let array = b.finish();
@@ -176,7 +177,7 @@ impl TableBuilder {
             csv_text::push_text_cell(&mut self.csv, v, self.dialect);
         }
         if let Some(ColumnBuilder::Text(b)) = self.builder() {
-            b.append_option(value);
+            b.append(value);
         } else {
             debug_assert!(self.columns.is_none(), "column {} is not text", self.column);
         }
@@ -195,7 +196,7 @@ impl TableBuilder {
             csv_text::append_bytes(&mut self.csv, value.as_bytes());
         }
         if let Some(ColumnBuilder::Text(b)) = self.builder() {
-            b.append_value(value);
+            b.append(Some(value));
         } else {
             debug_assert!(self.columns.is_none(), "column {} is not text", self.column);
         }
