@@ -245,7 +245,9 @@ impl TableBuilder {
         if self.csv_enabled
             && let Some(v) = value
         {
-            csv_text::append_bytes(&mut self.csv, itoa::Buffer::new().format(v).as_bytes());
+            // Not `append_bytes`: its wide reloads of itoa's freshly stored digits would stall.
+            self.csv
+                .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
         }
         if let Some(ColumnBuilder::Int64(b)) = self.builder() {
             b.append_option(value);
