@@ -25,10 +25,12 @@ impl CsvDialect {
     }
 }
 
-/// Appends `bytes` to `out`, for the many short pieces a CSV batch is made of (ids, keys, flags,
-/// numbers, timestamps). `extend_from_slice` calls the C library's memcpy for any length it
-/// does not know, and for pieces this short the call costs more than the copy; up to 32 bytes
-/// are moved here with two overlapping loads and stores of the widest size that fits.
+/// Appends `bytes` to `out`, for the many short pieces that CSV cells and Arrow string columns
+/// are made of (ids, keys, flags, numbers as written). `extend_from_slice` calls the C
+/// library's memcpy for any length it does not know, and for pieces this short the call costs
+/// more than the copy; up to 32 bytes are moved here with two overlapping loads and stores of
+/// the widest size that fits. Not for bytes that were just written piece by piece (a formatted
+/// number or timestamp): reloading them with wide loads stalls until those stores complete.
 #[inline(always)]
 pub fn append_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     let n = bytes.len();
