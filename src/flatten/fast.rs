@@ -412,8 +412,12 @@ impl<'a> Reader<'a> {
                     return Some(());
                 }
                 loop {
-                    let grant = self.grant()?;
-                    item.grants.push(grant);
+                    // Filled where it stands: a grant is a few hundred bytes, and building it
+                    // apart and pushing it copied every one of them once more. On failure the
+                    // caller clears the item before serde decodes it again.
+                    item.grants.push(Grant::default());
+                    let grant = item.grants.last_mut().expect("a grant was just pushed");
+                    self.grant(grant)?;
                     if !self.another(b']')? {
                         return Some(());
                     }
@@ -435,11 +439,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn grant(&mut self) -> Option<Grant<'a>> {
+    /// One grant object, into `grant` (a default one).
+    fn grant(&mut self, grant: &mut Grant<'a>) -> Option<()> {
         if !self.eat(b'{')? {
             return None;
         }
-        let mut grant = Grant::default();
         let mut seen = Seen::default();
         self.members(|r, key| {
             let (raw, leaf) = r.leaf(3)?;
@@ -459,8 +463,7 @@ impl<'a> Reader<'a> {
                     })
                 })
                 .ok()
-        })?;
-        Some(grant)
+        })
     }
 }
 
