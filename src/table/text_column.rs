@@ -59,7 +59,8 @@ impl TextColumn {
         self.offsets.push(end);
     }
 
-    /// The column as an array; the builder is left empty, with the same room again.
+    /// The column as an array; the builder is left empty, with room for `rows` values of
+    /// `bytes` bytes in all (the caller sizes it from this batch).
     pub(super) fn finish(&mut self, rows: usize, bytes: usize) -> ArrayRef {
         let next = TextColumn::with_capacity(rows, bytes);
         let TextColumn {
