@@ -6,9 +6,8 @@
 //! (`.ci/duckdb-setup.sh` makes one); otherwise the same files are checked with the Rust
 //! Parquet reader and the test says so.
 
-#[path = "support/mock_zephr.rs"]
-mod mock_zephr;
-mod support;
+use crate::support;
+use crate::support::mock_zephr;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

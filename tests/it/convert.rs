@@ -3,7 +3,7 @@
 //! The tables are checked against `support/reference.rs`, an independent flattening of the
 //! same export, so these tests assert values, not just that the tool ran.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::Path;

@@ -21,7 +21,7 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use support::harness::{dir_listing, generated};
 use tempfile::TempDir;
 
-mod support;
+use crate::support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zephr-etl");
 

@@ -5,10 +5,8 @@
 //! double nor lose rows; `--resume` must continue without fetching committed pages again;
 //! secrets must appear nowhere.
 
-#[path = "support/mock_zephr.rs"]
-mod mock_zephr;
-#[path = "support/reference.rs"]
-mod reference;
+use crate::support::mock_zephr;
+use crate::support::reference;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
