@@ -190,6 +190,7 @@ fn fetched_tables_equal_convert_rpp3_concurrency_1_and_4() {
                 "attributes.parquet",
                 "grants.csv",
                 "grants.parquet",
+                "manifest.json",
                 "users.csv",
                 "users.parquet"
             ]

@@ -326,6 +326,7 @@ fn excel_dialect_bytes_are_exact() {
         [
             "attributes.csv",
             "grants.csv",
+            "manifest.json",
             "users-00002.csv",
             "users.csv"
         ]
