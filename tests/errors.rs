@@ -929,8 +929,10 @@ fn a_live_lock_keeps_a_second_run_out_and_a_stale_one_is_taken_over() {
     let dir = tmp.path().join("out");
     std::fs::create_dir(&dir).unwrap();
     let lock = dir.join(".zephr-etl.lock");
-    // A live holder of the kernel lock: `flock` from util-linux, holding it while it sleeps.
+    // A live holder of the kernel lock: `flock` from util-linux, holding it while it sleeps
+    // (`-o`: the sleep does not inherit it, so killing `flock` releases it).
     let mut holder = Command::new("flock")
+        .arg("-o")
         .arg(&lock)
         .args(["sleep", "30"])
         .spawn()
