@@ -13,7 +13,7 @@ use zephr_etl::dest::local::LocalDir;
 use zephr_etl::export::{Export, ExportError, ExportOptions, REJECTS_NAME};
 use zephr_etl::fetch::resume::ResumeError;
 use zephr_etl::flatten::{FlattenOptions, OnError};
-use zephr_etl::pipeline::{PipelineOptions, RunStats};
+use zephr_etl::pipeline::{PipelineError, PipelineOptions, RunStats};
 use zephr_etl::progress::{Progress, megabytes};
 use zephr_etl::schema::Table;
 use zephr_etl::sink::parquet::{ParquetCompression, ParquetOptions};
@@ -75,7 +75,10 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
         excel_rows: (dialect == CsvDialect::Excel).then(|| args.excel_max_rows - 1),
         overwrite: args.overwrite,
         source: Value::Null,
-        parameters: parameters(args),
+        parameters: BTreeMap::from([(
+            "user_schema".to_string(),
+            json!(args.user_schema.as_ref().map(|p| p.display().to_string())),
+        )]),
     }
 }
 
@@ -121,51 +124,33 @@ pub fn explain(error: ExportError) -> anyhow::Error {
             work.display(),
             last + 1
         )),
-        ExportError::Resume(e @ ResumeError::Mismatch { .. }) => {
-            anyhow::Error::new(UsageError(e.to_string()))
+        ExportError::Resume(ResumeError::Mismatch { dir, differences }) => {
+            anyhow::Error::new(UsageError(format!(
+                "--resume: the interrupted fetch in {} was started with other arguments ({}); \
+                 rerun with the same arguments to continue it, or drop --resume to start over",
+                dir.display(),
+                differences.join("; ")
+            )))
         }
+        ExportError::Resume(ResumeError::Corrupt { path, problem }) => anyhow!(
+            "{} is damaged or from another version ({problem}); drop --resume to start the \
+             fetch over",
+            path.display()
+        ),
+        ExportError::Pipeline(PipelineError::BadItem(item)) => anyhow!(
+            "bad item: {item}\n(pass --on-error skip to write such items to rejects.ndjson and \
+             go on)"
+        ),
+        ExportError::Pipeline(PipelineError::TooManyRejects { limit, last }) => anyhow!(
+            "stopped after {limit} rejected items (--max-errors {limit}); the last was {last}\n\
+             (rejects.ndjson is not kept when a run fails: raise --max-errors to get it)"
+        ),
         ExportError::Raw { path, source } => anyhow::Error::new(source).context(format!(
             "cannot write the --save-raw copy {}",
             path.display()
         )),
         other => anyhow::Error::new(other),
     }
-}
-
-/// The parameters that shape the tables, for the manifest.
-fn parameters(args: &OutputArgs) -> BTreeMap<String, Value> {
-    let lower = |text: String| json!(text.to_lowercase());
-    let formats: Vec<String> = args
-        .format
-        .iter()
-        .map(|f| format!("{f:?}").to_lowercase())
-        .collect();
-    let mut map = BTreeMap::new();
-    map.insert("format".into(), json!(formats));
-    map.insert(
-        "csv_dialect".into(),
-        lower(format!("{:?}", args.csv_dialect)),
-    );
-    if args.csv_dialect == CsvDialectArg::Excel {
-        map.insert("excel_max_rows".into(), json!(args.excel_max_rows));
-    }
-    map.insert("max_rows_per_file".into(), json!(args.max_rows_per_file));
-    map.insert(
-        "compression".into(),
-        lower(format!("{:?}", args.compression)),
-    );
-    if args.compression == CompressionArg::Zstd {
-        map.insert("zstd_level".into(), json!(args.zstd_level));
-    }
-    map.insert("row_group_size".into(), json!(args.row_group_size));
-    map.insert("on_error".into(), lower(format!("{:?}", args.on_error)));
-    map.insert("hash_pii".into(), json!(args.hash_pii));
-    map.insert("wide_attributes".into(), json!(args.wide_attributes));
-    map.insert(
-        "user_schema".into(),
-        json!(args.user_schema.as_ref().map(|p| p.display().to_string())),
-    );
-    map
 }
 
 /// Prints the final summary: rows per table, rejects, time and throughput.

@@ -5,31 +5,24 @@
 //! `zephr_etl::export::fetch`). Once the user tables are committed, `--state-file` is moved
 //! on and the state-events phase runs; its failure keeps the user tables and exits 3.
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde_json::json;
-use zephr_etl::export::Export;
 use zephr_etl::export::fetch::FetchPlan;
-use zephr_etl::extension::UsersExtension;
 use zephr_etl::fetch::client::ClientConfig;
 use zephr_etl::fetch::feed::SegmentLimit;
 use zephr_etl::fetch::resume::WorkDir;
 use zephr_etl::fetch::state_file::{self, RunState, STATE_FILE_VERSION};
 use zephr_etl::fetch::{
-    Client, Credentials, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery, FetchError, RetryPolicy,
-    fetch_pages, tenant_base_url,
+    Client, Credentials, EventsQuery, ExportQuery, FetchError, RetryPolicy, tenant_base_url,
 };
 use zephr_etl::progress::{Progress, ProgressMode};
 use zephr_etl::schema::Table;
 use zephr_etl::signal;
-use zephr_etl::state_events::{StateEventsError, spool_page};
 use zephr_etl::wide::{self, USER_SCHEMA_PATH, WideColumns};
 
 use super::UsageError;
@@ -129,7 +122,8 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         segment: plan.segment,
         save_raw: plan.save_raw.clone(),
         resume: args.resume,
-        arguments: fingerprint_arguments(&args, &plan, ext),
+        tenant: plan.tenant.clone(),
+        base_url: plan.base_url.clone(),
         started,
         work: WorkDir::of(dir),
     };
@@ -169,7 +163,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     print_summary(&progress, &fetched.stats, fetched.bytes);
     progress.phase("Downloading state events...");
-    match fetch_events(&plan, events, &client, &mut export, dir) {
+    match export.fetch_state_events(&fetch, events).map_err(explain) {
         Ok(stats) => {
             progress.clear();
             print_events(&progress, &stats);
@@ -258,97 +252,6 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
         state_file: args.state_file.clone(),
         since_from_state,
     })
-}
-
-/// What shapes the tables of a paginated fetch, for `--resume` to compare (no credentials,
-/// no tuning such as concurrency or retries).
-fn fingerprint_arguments(
-    args: &FetchArgs,
-    plan: &Plan,
-    ext: Option<&UsersExtension>,
-) -> BTreeMap<String, String> {
-    let out = &args.output;
-    let formats: Vec<String> = out.format.iter().map(|f| format!("{f:?}")).collect();
-    let mut map = BTreeMap::new();
-    map.insert("zephr-etl".into(), env!("CARGO_PKG_VERSION").into());
-    map.insert("tenant".into(), plan.tenant.clone());
-    map.insert(
-        "base-url".into(),
-        zephr_etl::fetch::client::strip_userinfo(&plan.base_url),
-    );
-    map.insert("query".into(), plan.query.to_query(None));
-    map.insert("format".into(), formats.join(","));
-    map.insert("on-error".into(), format!("{:?}", out.on_error));
-    map.insert("compression".into(), format!("{:?}", out.compression));
-    map.insert("row-group-size".into(), out.row_group_size.to_string());
-    map.insert("save-raw".into(), plan.save_raw.is_some().to_string());
-    // What the segments' cells depend on beyond the query: a resume must not mix them.
-    map.insert(
-        "csv-dialect".into(),
-        format!("{:?}", out.csv_dialect).to_lowercase(),
-    );
-    if let Some(ext) = ext {
-        if let Some(key) = &ext.pii {
-            map.insert("hash-pii".into(), key.fingerprint());
-        }
-        if let Some(wide) = &ext.wide {
-            let columns: Vec<String> = wide
-                .columns
-                .iter()
-                .map(|c| format!("{}:{:?}", c.name, c.column_type))
-                .collect();
-            map.insert("wide-columns".into(), columns.join(","));
-        }
-    }
-    map
-}
-
-/// The state-events phase: pages spooled as NDJSON into the work folder, then converted.
-fn fetch_events(
-    plan: &Plan,
-    events: &EventsQuery,
-    client: &Client,
-    export: &mut Export,
-    dir: &Path,
-) -> anyhow::Result<zephr_etl::state_events::EventsStats> {
-    let work = WorkDir::of(dir);
-    work.create()?;
-    let result = (|| {
-        let spool = tempfile::Builder::new()
-            .prefix("state-events-")
-            .suffix(".ndjson")
-            .tempfile_in(work.path())
-            .context("cannot create the state events spool file")?;
-        let mut writer = std::io::BufWriter::new(spool.as_file());
-        let query = events.clone();
-        fetch_pages(
-            client,
-            EVENTS_EXPORT_PATH,
-            move |page| query.to_query(Some(page)),
-            1,
-            plan.concurrency,
-            |page, body| {
-                if signal::interrupted() {
-                    return Err(StateEventsError::Interrupted);
-                }
-                spool_page(&body, page, &mut writer).map(|_| ())
-            },
-        )?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("cannot write the state events spool file")?;
-        file.sync_all().ok();
-        let path = spool.path().to_path_buf();
-        let open =
-            move || -> std::io::Result<Box<dyn Read + Send>> { Ok(Box::new(File::open(&path)?)) };
-        export
-            .state_events(&open, &format!("GET {EVENTS_EXPORT_PATH}"))
-            .map_err(explain)
-    })();
-    // Only the spool lived there; a failure to tidy up is not worth failing over.
-    let _ = work.remove();
-    result
 }
 
 #[cfg(test)]

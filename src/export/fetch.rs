@@ -28,11 +28,14 @@ use super::{Export, ExportError};
 use crate::dest::StagedFile;
 use crate::dest::local::LocalFile;
 use crate::extension;
+use crate::fetch::client::strip_userinfo;
 use crate::fetch::feed::{Page, PageFeed, SegmentLimit};
 use crate::fetch::merge::{concat_bytes, concat_csv, concat_parquet, copy_row_groups, feed_csv};
 use crate::fetch::resume::{Journal, SegmentRecord, WorkDir, check_same};
 use crate::fetch::state_file::iso_utc;
-use crate::fetch::{Client, ExportQuery, USER_EXPORT_PATH};
+use crate::fetch::{
+    Client, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery, USER_EXPORT_PATH, fetch_pages,
+};
 use crate::flatten::OnError;
 use crate::pipeline::{self, RunStats, Source, Sources};
 use crate::progress::Progress;
@@ -40,6 +43,7 @@ use crate::schema::Table;
 use crate::signal;
 use crate::sink::{CreateFile, dest_error, finish_file};
 use crate::source::decompress;
+use crate::state_events::{EventsStats, StateEventsError, spool_page};
 
 /// The name of a segment's share of the raw copy.
 const RAW_PART: &str = "raw.part";
@@ -57,8 +61,9 @@ pub struct FetchPlan {
     pub save_raw: Option<PathBuf>,
     /// Continue an interrupted fetch kept in `work`.
     pub resume: bool,
-    /// What shapes the tables (the resume journal's fingerprint); never a secret.
-    pub arguments: BTreeMap<String, String>,
+    /// The tenant and the API root (without credentials), for the resume journal.
+    pub tenant: String,
+    pub base_url: String,
     /// When this run started.
     pub started: SystemTime,
     /// The local work folder that keeps fetched segments for resuming.
@@ -83,7 +88,8 @@ impl Export {
         progress: &Progress,
     ) -> Result<Fetched, ExportError> {
         let work = &plan.work;
-        let mut journal = open_journal(work, plan, progress)?;
+        let arguments = self.resume_arguments(plan);
+        let mut journal = open_journal(work, plan, arguments, progress)?;
         if !journal.complete
             && let Err(mut e) = self.fetch_segments(plan, progress, &mut journal)
         {
@@ -403,10 +409,104 @@ impl Export {
     }
 }
 
+impl Export {
+    /// What shapes the tables of a paginated fetch, for a resumed run to compare (no
+    /// credentials, no tuning such as concurrency or retries).
+    fn resume_arguments(&self, plan: &FetchPlan) -> BTreeMap<String, String> {
+        let opts = &self.opts;
+        // Named as the flags' values were in the journals of earlier versions.
+        let formats: Vec<&str> = opts
+            .format_list()
+            .into_iter()
+            .map(|f| match f {
+                Format::Csv => "Csv",
+                Format::Parquet => "Parquet",
+            })
+            .collect();
+        let mut map = BTreeMap::new();
+        let mut put = |key: &str, value: String| {
+            map.insert(key.to_string(), value);
+        };
+        put("zephr-etl", env!("CARGO_PKG_VERSION").into());
+        put("tenant", plan.tenant.clone());
+        put("base-url", strip_userinfo(&plan.base_url));
+        put("query", plan.query.to_query(None));
+        put("format", formats.join(","));
+        put("on-error", format!("{:?}", opts.pipeline.flatten.on_error));
+        put("compression", format!("{:?}", opts.parquet.compression));
+        put("row-group-size", opts.parquet.row_group_rows.to_string());
+        put("save-raw", plan.save_raw.is_some().to_string());
+        // What the segments' cells depend on beyond the query: a resume must not mix them.
+        put("csv-dialect", format!("{:?}", opts.dialect).to_lowercase());
+        if let Some(ext) = self.users() {
+            if let Some(key) = &ext.pii {
+                put("hash-pii", key.fingerprint());
+            }
+            if let Some(wide) = &ext.wide {
+                let columns: Vec<String> = wide
+                    .columns
+                    .iter()
+                    .map(|c| format!("{}:{:?}", c.name, c.column_type))
+                    .collect();
+                put("wide-columns", columns.join(","));
+            }
+        }
+        map
+    }
+
+    /// The state-events phase of a fetch: the pages spooled as NDJSON into the work
+    /// folder, then converted and committed ([`Export::state_events`]).
+    pub fn fetch_state_events(
+        &mut self,
+        plan: &FetchPlan,
+        query: &EventsQuery,
+    ) -> Result<EventsStats, ExportError> {
+        plan.work.create()?;
+        let result = (|| {
+            let io = |source| {
+                ExportError::StateEvents(StateEventsError::Io {
+                    input: "the state events spool file".into(),
+                    source,
+                })
+            };
+            let spool = tempfile::Builder::new()
+                .prefix("state-events-")
+                .suffix(".ndjson")
+                .tempfile_in(plan.work.path())
+                .map_err(io)?;
+            let mut writer = BufWriter::new(spool.as_file());
+            let query = query.clone();
+            fetch_pages(
+                &plan.client,
+                EVENTS_EXPORT_PATH,
+                move |page| query.to_query(Some(page)),
+                1,
+                plan.concurrency,
+                |page, body| {
+                    if signal::interrupted() {
+                        return Err(StateEventsError::Interrupted);
+                    }
+                    spool_page(&body, page, &mut writer).map(|_| ())
+                },
+            )?;
+            let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
+            file.sync_all().map_err(io)?;
+            let path = spool.path().to_path_buf();
+            let open =
+                move || -> io::Result<Box<dyn Read + Send>> { Ok(Box::new(File::open(&path)?)) };
+            self.state_events(&open, &format!("GET {EVENTS_EXPORT_PATH}"))
+        })();
+        // Only the spool lived there; a failure to tidy up is not worth failing over.
+        let _ = plan.work.remove();
+        result
+    }
+}
+
 /// The journal to continue, or a fresh one (discarding what resuming was not asked for).
 fn open_journal(
     work: &WorkDir,
     plan: &FetchPlan,
+    arguments: BTreeMap<String, String>,
     progress: &Progress,
 ) -> Result<Journal, ExportError> {
     if work.exists() {
@@ -414,7 +514,7 @@ fn open_journal(
             && let Some(journal) = work.load()?
         {
             let dir = work.path().parent().unwrap_or(work.path());
-            check_same(&journal, &plan.arguments, dir)?;
+            check_same(&journal, &arguments, dir)?;
             work.remove_strays(&journal)?;
             if journal.complete {
                 progress.line("Resuming: every page was fetched; assembling the tables");
@@ -437,7 +537,7 @@ fn open_journal(
     } else if plan.resume {
         progress.line("Nothing to resume: starting from page 1");
     }
-    let journal = Journal::new(plan.arguments.clone(), iso_utc(plan.started));
+    let journal = Journal::new(arguments, iso_utc(plan.started));
     work.create()?;
     work.save(&journal)?;
     Ok(journal)

@@ -63,7 +63,8 @@ pub struct ExportOptions {
     pub overwrite: bool,
     /// For the manifest: where the data came from (never credentials).
     pub source: Value,
-    /// For the manifest: the parameters that shape the tables (never secrets).
+    /// For the manifest: parameters besides those the options give (see
+    /// [`ExportOptions::manifest_parameters`]); never secrets.
     pub parameters: BTreeMap<String, Value>,
 }
 
@@ -107,6 +108,45 @@ impl ExportOptions {
             partition: self.max_rows_per_file,
             excel_rows: self.excel_rows,
         }
+    }
+
+    /// The parameters that shape the tables, for the manifest (`extra` adds to them: the
+    /// caller's own, such as where wide columns came from).
+    pub fn manifest_parameters(&self) -> BTreeMap<String, Value> {
+        use serde_json::json;
+        let lower = |v: String| json!(v.to_lowercase());
+        let formats: Vec<&str> = self.format_list().into_iter().map(Format::name).collect();
+        let users = self.pipeline.flatten.users;
+        let mut map = BTreeMap::new();
+        map.insert("format".into(), json!(formats));
+        map.insert("csv_dialect".into(), lower(format!("{:?}", self.dialect)));
+        if let Some(rows) = self.excel_rows {
+            // The worksheet's rows, header included.
+            map.insert("excel_max_rows".into(), json!(rows + 1));
+        }
+        map.insert("max_rows_per_file".into(), json!(self.max_rows_per_file));
+        map.insert(
+            "compression".into(),
+            lower(format!("{:?}", self.parquet.compression)),
+        );
+        if self.parquet.compression == crate::sink::parquet::ParquetCompression::Zstd {
+            map.insert("zstd_level".into(), json!(self.parquet.zstd_level));
+        }
+        map.insert("row_group_size".into(), json!(self.parquet.row_group_rows));
+        map.insert(
+            "on_error".into(),
+            lower(format!("{:?}", self.pipeline.flatten.on_error)),
+        );
+        map.insert(
+            "hash_pii".into(),
+            json!(users.is_some_and(|u| u.pii.is_some())),
+        );
+        map.insert(
+            "wide_attributes".into(),
+            json!(users.is_some_and(|u| u.wide.is_some())),
+        );
+        map.extend(self.parameters.clone());
+        map
     }
 
     /// The formats asked for, in order.
@@ -155,6 +195,9 @@ pub enum ExportError {
     /// The pages of a fetch could not all be had.
     #[error(transparent)]
     Pages(#[from] crate::fetch::pages::PagesError<crate::fetch::feed::Stopped>),
+    /// The state events' pages could not all be had.
+    #[error(transparent)]
+    EventPages(#[from] crate::fetch::pages::PagesError<StateEventsError>),
     #[error(transparent)]
     StateEvents(#[from] StateEventsError),
     /// The raw copy of the responses could not be written.
@@ -458,7 +501,7 @@ impl Export {
             Manifest::new(
                 self.run_id.clone(),
                 self.opts.source.clone(),
-                self.opts.parameters.clone(),
+                self.opts.manifest_parameters(),
             )
         });
         manifest.tables.extend(tables);

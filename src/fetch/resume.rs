@@ -133,7 +133,7 @@ pub enum ResumeError {
     },
     /// The journal is not one this version wrote.
     #[error(
-        "{} is damaged or from another version ({problem}); drop --resume to start the fetch over",
+        "{} is damaged or from another version ({problem}); start the fetch over",
         path.display()
     )]
     Corrupt {
@@ -142,10 +142,10 @@ pub enum ResumeError {
         /// What is wrong with it.
         problem: String,
     },
-    /// `--resume` with other arguments than the interrupted fetch.
+    /// Resuming with other arguments than the interrupted fetch.
     #[error(
-        "--resume: the interrupted fetch in {} was started with other arguments ({}); rerun \
-         with the same arguments to continue it, or drop --resume to start over",
+        "the interrupted fetch in {} was started with other arguments ({}); rerun with the \
+         same arguments to continue it, or start over",
         dir.display(),
         differences.join("; ")
     )]
@@ -383,9 +383,9 @@ mod tests {
             .to_string();
         assert_eq!(
             e,
-            "--resume: the interrupted fetch in /out was started with other arguments \
+            "the interrupted fetch in /out was started with other arguments \
              (query: \"rpp=3\" then, \"rpp=4\" now); rerun with the same arguments to continue \
-             it, or drop --resume to start over"
+             it, or start over"
         );
         let e = check_same(&j, &args(&[("tenant", "acme")]), dir)
             .unwrap_err()
