@@ -442,6 +442,39 @@ fn symlinks_at_final_names_are_replaced_never_followed() {
 }
 
 #[test]
+fn a_symlink_at_a_part_name_is_replaced_with_overwrite() {
+    let tmp = inputs();
+    let cwd = tmp.path();
+    let victim = cwd.join("victim");
+    std::fs::write(&victim, "VICTIM\n").unwrap();
+    let dir = cwd.join("out");
+    symlink(&victim, &dir.join("csv/users/part-00000.csv"));
+    let args = [
+        "convert",
+        "-q",
+        "a.json",
+        "-o",
+        "out",
+        "--max-rows-per-file",
+        "10",
+    ];
+    let refused = run(cwd, &args);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("out/csv/users/part-00000.csv already exists"));
+    let mut overwrite = args.to_vec();
+    overwrite.push("--overwrite");
+    let done = run(cwd, &overwrite);
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "VICTIM\n");
+    assert!(
+        std::fs::symlink_metadata(dir.join("csv/users/part-00000.csv"))
+            .unwrap()
+            .is_file()
+    );
+    assert_clean(&dir);
+}
+
+#[test]
 fn symlinks_at_staging_lock_and_journal_names_are_not_followed() {
     let tmp = inputs();
     let cwd = tmp.path();
