@@ -63,7 +63,7 @@ pub struct RunStats {
     /// Rows per table, in [`Table::ALL`] order.
     pub rows: [u64; 3],
     pub rejects: u64,
-    /// Every file written, at its temporary path (filled in at the end).
+    /// Every file written, staged in the destination (filled in at the end).
     pub files: Vec<(Table, WrittenFile)>,
 }
 
