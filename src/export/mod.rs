@@ -573,7 +573,7 @@ pub fn table_entry(def: &TableDef, rows: u64) -> ManifestTable {
 }
 
 /// Whether `path` would be one of a run's outputs in the local folder `dir`: a file named
-/// like a dataset's, the manifest, or the tool's own bookkeeping. Such a path cannot also
+/// like a dataset's, the manifest, or the tool's own bookkeeping (`.zephr-etl*`). Such a path cannot also
 /// receive a side file (a raw copy, a state file). Works before either exists.
 pub fn is_output_path(dir: &Path, path: &Path) -> bool {
     let (Some(dir), Some(path)) = (resolve(dir), resolve(path)) else {
@@ -587,7 +587,7 @@ pub fn is_output_path(dir: &Path, path: &Path) -> bool {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join("/");
-    layout::dataset_rank(&name).is_some() || name.starts_with('.')
+    layout::dataset_rank(&name).is_some() || name.starts_with(".zephr-etl")
 }
 
 /// `path` made absolute and free of `.` and `..`, with its longest existing ancestor's
@@ -635,6 +635,7 @@ mod tests {
         ));
         assert!(is_output_path(&dir, &dir.join(".zephr-etl.lock")));
         assert!(!is_output_path(&dir, &dir.join("raw.ndjson")));
+        assert!(!is_output_path(&dir, &dir.join(".my-state.json")));
         assert!(!is_output_path(&dir, &tmp.path().join("users.csv")));
         std::fs::create_dir(&dir).unwrap();
         std::os::unix::fs::symlink(&dir, tmp.path().join("link")).unwrap();
