@@ -236,6 +236,57 @@ fn crash_matrix() {
     }
 }
 
+/// The same steps in a fresh folder without `--overwrite` (files are linked into place,
+/// not renamed; nothing to remove).
+#[test]
+fn crash_matrix_into_a_fresh_folder() {
+    let tmp = inputs();
+    let cwd = tmp.path();
+    // `f-mid` is never reached: there is nothing to remove.
+    for (round, step) in STEPS.iter().filter(|s| **s != "f-mid").enumerate() {
+        let out = format!("fresh-{round}");
+        let dir = cwd.join(&out);
+        let args = [
+            "convert",
+            "-q",
+            "b.json",
+            "-o",
+            &out,
+            "--max-rows-per-file",
+            "10",
+        ];
+        let crashed = run_fault(cwd, &args, &format!("commit:{step}"));
+        assert_eq!(
+            crashed.status.code(),
+            None,
+            "step {step}: {}",
+            stderr(&crashed)
+        );
+        match verified_manifest(&dir) {
+            Some(m) => {
+                assert_eq!(users_rows(&m), 25);
+                assert!(["e", "f-mid", "f", "g"].contains(step), "step {step}");
+            }
+            None => assert!(["a", "b", "c", "d-mid", "d"].contains(step), "step {step}"),
+        }
+        // Recovery, then the same run again: refused once the commit was decided (it is
+        // finished), written when it was not (step a).
+        let again = run(cwd, &args);
+        if *step == "a" {
+            assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+        } else {
+            assert_eq!(
+                again.status.code(),
+                Some(1),
+                "step {step}: {}",
+                stderr(&again)
+            );
+        }
+        assert_clean(&dir);
+        assert_eq!(users_rows(&verified_manifest(&dir).unwrap()), 25);
+    }
+}
+
 #[test]
 fn a_crash_in_the_state_events_commit_is_finished_by_the_next_run() {
     let tmp = inputs();

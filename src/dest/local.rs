@@ -785,6 +785,55 @@ mod tests {
         assert!(!tmp.path().join("manifest.json").exists());
     }
 
+    /// A crash between `link` and `unlink` of step d: recovery sees the same file at both
+    /// names and goes on; the manifest lands, the journal and staging go.
+    #[test]
+    fn recovery_rolls_a_half_moved_commit_forward() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let staging = root.join(format!("{STAGING_PREFIX}test01"));
+        fs::create_dir(&staging).unwrap();
+        fs::write(staging.join("000001"), "a").unwrap();
+        fs::write(staging.join("000002"), "b").unwrap();
+        fs::create_dir(root.join("csv")).unwrap();
+        fs::hard_link(staging.join("000001"), root.join("csv/a.csv")).unwrap();
+        let journal = Journal {
+            version: JOURNAL_VERSION,
+            staging: format!("{STAGING_PREFIX}test01"),
+            moves: vec![
+                ("000001".into(), "csv/a.csv".into()),
+                ("000002".into(), "b.csv".into()),
+            ],
+            manifest: "{\"new\": true}\n".into(),
+            previous_manifest: None,
+            remove: vec!["old.csv".into(), "../outside".into()],
+            overwrite: false,
+        };
+        fs::write(
+            root.join(JOURNAL_NAME),
+            serde_json::to_vec(&journal).unwrap(),
+        )
+        .unwrap();
+        fs::write(root.join("old.csv"), "old").unwrap();
+        fs::write(tmp.path().join("stray"), "x").unwrap();
+        let dir = LocalDir::open(root).unwrap();
+        let _guard = dir.lock().unwrap();
+        dir.recover().unwrap();
+        assert_eq!(fs::read_to_string(root.join("csv/a.csv")).unwrap(), "a");
+        assert_eq!(fs::read_to_string(root.join("b.csv")).unwrap(), "b");
+        assert_eq!(
+            fs::read_to_string(root.join(MANIFEST_NAME)).unwrap(),
+            "{\"new\": true}\n"
+        );
+        assert!(!root.join("old.csv").exists());
+        assert!(!root.join(JOURNAL_NAME).exists());
+        assert!(!staging.exists());
+        assert_eq!(
+            dir.list().unwrap(),
+            ["b.csv", "csv/a.csv", "manifest.json", "stray"]
+        );
+    }
+
     #[test]
     fn a_symlinked_folder_is_refused_and_not_followed() {
         let tmp = tempfile::tempdir().unwrap();
