@@ -687,6 +687,30 @@ fn overwrite_with_fewer_outputs_leaves_no_stale_file() {
     );
 }
 
+/// Issue 12's "datasets mix": a CSV dataset, then Parquet of another export into it.
+#[test]
+fn another_format_into_a_dataset_is_refused() {
+    let tmp = inputs();
+    let cwd = tmp.path();
+    let first = run(
+        cwd,
+        &["convert", "-q", "a.json", "-o", "d", "--format", "csv"],
+    );
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let before = contents(&cwd.join("d"));
+    let second = run(
+        cwd,
+        &["convert", "-q", "b.json", "-o", "d", "--format", "parquet"],
+    );
+    assert_eq!(second.status.code(), Some(1));
+    assert_eq!(
+        stderr(&second),
+        "zephr-etl: d/users.csv already exists; pass --overwrite to replace it, or choose \
+         another -o directory\n"
+    );
+    assert_eq!(contents(&cwd.join("d")), before);
+}
+
 #[test]
 fn a_file_that_appears_during_the_run_is_not_replaced() {
     let tmp = inputs();
