@@ -403,7 +403,7 @@ fn parallel_runs_one_writes_the_other_is_refused_at_once() {
         let args = ["convert", "-q", "a.json", "-o", out, "--overwrite"];
         // Both wait at the commit, so that they overlap whatever the scheduling.
         let spawn = || {
-            command(cwd, &args, Some("pause:a:1500"))
+            command(cwd, &args, Some("pause:a:3000"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
