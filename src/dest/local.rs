@@ -246,8 +246,11 @@ impl LocalDir {
     /// folder, so recovery sweeps it), fsync, rename, fsync of DIR.
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), DestError> {
         let target = self.root.join(name);
+        // Readable like the data files (tempfile's own default is 0600), for loaders that
+        // run as another user.
         let mut temp = tempfile::Builder::new()
             .prefix(STAGING_PREFIX)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(&self.root)
             .map_err(io_at(&self.root))?;
         temp.write_all(bytes).map_err(io_at(temp.path()))?;
@@ -751,6 +754,13 @@ mod tests {
             ["csv/users/part-00000.csv", "manifest.json"]
         );
         assert_eq!(dir.read("manifest.json").unwrap().unwrap(), b"{}\n");
+        let mode = fs::metadata(root.join("manifest.json"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o644
+        );
         drop(guard);
         let mut left: Vec<String> = fs::read_dir(&root)
             .unwrap()
