@@ -3,9 +3,8 @@
 //! Everything lives in a hidden work folder inside the output directory
 //! (`DIR/.zephr-etl-fetch/`), never under a table's name: the tables appear only once the
 //! whole export is fetched. The run cuts the pages into segments of a few dozen pages; each
-//! segment's tables are written into their own folder (`seg-00001/`, all-or-nothing like any
-//! output directory) and then recorded in `journal.json`, which is replaced atomically (write,
-//! fsync, rename). A segment folder that the journal does not list is a leftover of a crash
+//! segment's tables are written into their own folder (`seg-00001/`, each file fsynced) and
+//! then recorded in `journal.json`, which is replaced atomically (write, fsync, rename). A segment folder that the journal does not list is a leftover of a crash
 //! between those two steps and is removed, so the journal alone says what is committed.
 //!
 //! The journal also holds the run's arguments (never a secret) and their fingerprint: a rerun
