@@ -7,7 +7,7 @@
 //! - Atomicity: existing outputs, `--overwrite`, the lock, SIGINT and SIGTERM mid-run.
 //! - `mutated_exports_convert_or_fail_cleanly`: a property test that mutates small valid
 //!   exports at random. It runs 64 cases by default (a few seconds); for a longer search run
-//!   `PROPTEST_CASES=5000 cargo test --test errors mutated`.
+//!   `PROPTEST_CASES=5000 cargo test --test it mutated`.
 //! - `secrets`: no rendering of an HTTP client error holds the secret or a request signature.
 
 use std::io::{Read, Write};

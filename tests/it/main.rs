@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod commit;
 mod convert;
 mod errors;
 mod fetch_cli;

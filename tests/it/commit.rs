@@ -25,7 +25,7 @@ use support::harness::generated;
 use support::reference::read_csv;
 use tempfile::TempDir;
 
-mod support;
+use crate::support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zephr-etl");
 
