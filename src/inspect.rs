@@ -14,10 +14,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::InputError;
-use crate::flatten::item::{self, FieldPath, Item};
+use crate::flatten::decode::decode;
+use crate::flatten::item::Item;
 use crate::flatten::json::Leaf;
-use crate::flatten::timestamp::write_timestamp;
+use crate::flatten::problem::DecodeError;
 use crate::source::framer::{Framer, FramerOptions, RawBatch};
+use crate::timestamp::write_timestamp;
 
 /// The value types of the attributes table, in report order.
 pub const VALUE_TYPES: [&str; 6] = ["string", "number", "boolean", "null", "object", "array"];
@@ -216,19 +218,13 @@ impl Inspector {
         self.items += 1;
         let bytes = batch.item_bytes(index);
         let mut item = Item::default();
-        let mut path = FieldPath::default();
         let outcome = match std::str::from_utf8(bytes) {
-            Ok(text) if text.starts_with('{') => {
-                item::decode(text, &mut item, &mut path).map_err(|e| {
-                    let field = if path.field.is_empty() && path.grant.is_none() {
-                        String::new()
-                    } else {
-                        format!(" (field {path})")
-                    };
-                    format!("{e}{field}")
-                })
-            }
-            Ok(_) => Err("the item is not an object".to_string()),
+            Ok(text) => decode(text, &mut item).map_err(|e| match e {
+                DecodeError::Bad { path, problem } if path.is_empty() => problem.to_string(),
+                DecodeError::Bad { path, problem } => format!("{problem} (field {path})"),
+                DecodeError::Invalid { problem, .. } => format!("invalid JSON: {problem}"),
+                DecodeError::Broken => "the item is not valid JSON".to_string(),
+            }),
             Err(_) => Err("the item is not valid UTF-8".to_string()),
         };
         if let Err(problem) = outcome {

@@ -34,4 +34,5 @@ pub mod sink;
 pub mod source;
 pub mod state_events;
 pub mod table;
+pub mod timestamp;
 pub mod wide;

@@ -23,13 +23,14 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::error::InputError;
-use crate::flatten::item::{self, FieldPath, Item};
+use crate::flatten::decode::decode;
+use crate::flatten::item::Item;
 use crate::flatten::json::{Leaf, compact};
-use crate::flatten::timestamp::parse_timestamp_micros;
 use crate::naming::{MAX_NAME_CHARS, make_unique, replace_invalid};
 use crate::schema::{ColumnDef, ColumnType};
 use crate::source::framer::{Framer, FramerOptions, RawBatch};
 use crate::table::TableBuilder;
+use crate::timestamp::parse_timestamp_micros;
 
 /// Where the Admin API serves the user schema.
 pub const USER_SCHEMA_PATH: &str = "/v3/schema/users";
@@ -430,12 +431,8 @@ fn batch_keys(batch: &RawBatch) -> Vec<String> {
                 let Ok(text) = std::str::from_utf8(batch.item_bytes(index)) else {
                     continue;
                 };
-                if !text.starts_with('{') {
-                    continue;
-                }
                 let mut item = Item::default();
-                let mut path = FieldPath::default();
-                if item::decode(text, &mut item, &mut path).is_err() {
+                if decode(text, &mut item).is_err() {
                     continue;
                 }
                 for (key, _) in &item.attributes {

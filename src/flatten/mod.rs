@@ -1,14 +1,17 @@
 //! Flattening: a batch of raw items becomes one column batch per table.
 //!
 //! This is the work the rayon workers do in parallel. Each item is decoded completely
-//! (`item.rs`) before its rows are emitted, so a bad item is either rejected whole or stops the
+//! (`decode.rs`, into the `Item` of `item.rs`) before its rows are emitted, so a bad item is either rejected whole or stops the
 //! run; it never leaves part of its rows behind. Rows keep the order of the export.
 
+pub mod decode;
 pub mod extra;
-mod fast;
 pub mod item;
 pub mod json;
-pub mod timestamp;
+pub mod problem;
+
+/// The calendar moved below the tables (`crate::timestamp`); this path still reaches it.
+pub use crate::timestamp;
 
 use std::cell::RefCell;
 
@@ -18,8 +21,9 @@ use crate::schema::Table;
 use crate::source::framer::RawBatch;
 use crate::source::syntax::{self, SyntaxError, describe_byte};
 use crate::table::{ColumnBatch, CsvDialect, Formats, TableBuilder, csv_text};
-use item::{FieldPath, Item};
+use item::Item;
 use json::{Leaf, compact};
+use problem::DecodeError;
 
 /// What to do with a bad item (SPEC section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,7 +133,6 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
         };
         let bytes = item_text.as_bytes();
         item.clear();
-        let mut path = FieldPath::default();
         let bad = if let Some(size) = span.too_large {
             BadItem {
                 number: span.number,
@@ -142,12 +145,7 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
                 ),
             }
         } else {
-            let outcome = if bytes.first() == Some(&b'{') {
-                item::decode(item_text, &mut item, &mut path)
-            } else {
-                Err(not_an_object(bytes))
-            };
-            let Err(e) = outcome else {
+            let Err(e) = decode::decode(item_text, &mut item) else {
                 emit(&item, opts.users, users, grants, attributes);
                 continue;
             };
@@ -156,16 +154,30 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
             if let Err(broken) = syntax::check(bytes) {
                 return Err(FlattenError::Input(broken_item(batch, index, &broken)));
             }
-            if e.classify() != serde_json::error::Category::Data {
-                return Err(FlattenError::Input(syntax_in_item(batch, index, &e)));
-            }
+            let (path, problem) = match e {
+                DecodeError::Bad { path, problem } => (path, problem),
+                DecodeError::Invalid { offset, problem } => {
+                    return Err(FlattenError::Input(invalid_item(
+                        batch, index, offset, &problem,
+                    )));
+                }
+                // The syntax check agrees with the decoder on what is JSON; should they ever
+                // differ, the item is reported where it starts rather than taken.
+                DecodeError::Broken => {
+                    let broken = SyntaxError {
+                        offset: 0,
+                        problem: "the item is not valid JSON".into(),
+                    };
+                    return Err(FlattenError::Input(broken_item(batch, index, &broken)));
+                }
+            };
             let known_id = item.user_id.as_deref().map(str::to_owned);
             BadItem {
                 number: span.number,
                 location: batch.location(index),
                 user_id: known_id.or_else(|| user_id_of(bytes)),
-                field: (!path.field.is_empty() || path.grant.is_some()).then(|| path.to_string()),
-                problem: plain_message(&e.to_string()),
+                field: (!path.is_empty()).then(|| path.to_string()),
+                problem: problem.to_string(),
             }
         };
         match opts.on_error {
@@ -237,24 +249,6 @@ fn emit(
     }
 }
 
-/// The error for an item that is not an object (a bad item if it is valid JSON, which the
-/// caller checks).
-fn not_an_object(bytes: &[u8]) -> serde_json::Error {
-    let found = match bytes.first() {
-        Some(b'[') => "an array".to_string(),
-        Some(b'"') => "a string".to_string(),
-        Some(b't' | b'f') => "a boolean".to_string(),
-        Some(b'n') => "null".to_string(),
-        _ => format!(
-            "the number {}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
-        ),
-    };
-    serde::de::Error::custom(format!(
-        "expected the item to be an object with a `user`, found {found}"
-    ))
-}
-
 /// Best effort at the user id of an item that failed to decode, for the error message.
 fn user_id_of(bytes: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
@@ -263,44 +257,6 @@ fn user_id_of(bytes: &[u8]) -> Option<String> {
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
-}
-
-/// serde_json appends " at line L column C" relative to the item; the caller reports the
-/// item's own place instead.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_string(),
-        None => message.to_string(),
-    }
-}
-
-/// serde's "invalid type: map, expected X" in the order a user reads it: "expected X, found
-/// an object".
-fn plain_message(message: &str) -> String {
-    let message = strip_position(message);
-    let Some((found, expected)) = message
-        .strip_prefix("invalid type: ")
-        .and_then(|rest| rest.split_once(", expected "))
-    else {
-        return message;
-    };
-    let found = if let Some(n) = found
-        .strip_prefix("integer ")
-        .or_else(|| found.strip_prefix("floating point "))
-    {
-        format!("the number {}", n.trim_matches('`'))
-    } else if let Some(b) = found.strip_prefix("boolean ") {
-        b.to_string()
-    } else if found.starts_with("string ") {
-        format!("the {found}")
-    } else {
-        match found {
-            "map" => "an object".to_string(),
-            "sequence" => "an array".to_string(),
-            other => other.to_string(),
-        }
-    };
-    format!("expected {expected}, found {found}")
 }
 
 /// A syntax error `error.offset` bytes into item `index`, located in the input.
@@ -348,27 +304,14 @@ fn invalid_utf8(batch: &RawBatch, valid_up_to: usize) -> FlattenError {
     })
 }
 
-/// serde_json found broken JSON that [`syntax::check`] accepts (a lone surrogate escape in a
-/// key): its line and column within the item, translated to the input's coordinates.
-fn syntax_in_item(batch: &RawBatch, index: usize, error: &serde_json::Error) -> InputError {
-    let span = &batch.items[index];
-    let bytes = batch.item_bytes(index);
-    let (line, column) = (error.line().max(1), error.column().max(1));
-    // serde_json counts lines and columns; find the byte they point at.
-    let mut line_start = 0usize;
-    for _ in 1..line {
-        match memchr::memchr(b'\n', &bytes[line_start..]) {
-            Some(k) => line_start += k + 1,
-            None => break,
-        }
-    }
-    let within = (line_start + column - 1).min(bytes.len());
-    let mut problem = strip_position(&error.to_string());
-    if error.classify() == serde_json::error::Category::Eof {
-        problem = format!("{problem} (the item ends early)");
-    }
+/// JSON that the syntax check accepts but the decoder refuses (half a surrogate pair in a
+/// key): `problem` at byte `within` of item `index`.
+fn invalid_item(batch: &RawBatch, index: usize, within: usize, problem: &str) -> InputError {
     InputError::Syntax {
         location: locate(batch, index, within),
-        problem: format!("invalid JSON in item {}: {problem}", span.number),
+        problem: format!(
+            "invalid JSON in item {}: {problem}",
+            batch.items[index].number
+        ),
     }
 }
