@@ -9,6 +9,8 @@ pub mod extra;
 pub mod item;
 pub mod json;
 pub mod problem;
+pub mod users;
+pub mod wide_columns;
 
 /// The calendar moved below the tables (`crate::timestamp`); this path still reaches it.
 pub use crate::timestamp;
@@ -16,7 +18,6 @@ pub use crate::timestamp;
 use std::cell::RefCell;
 
 use crate::error::{BadItem, InputError, Location};
-use crate::extension::{self, UsersExtension};
 use crate::schema::Table;
 use crate::source::framer::RawBatch;
 use crate::source::syntax::{self, SyntaxError, describe_byte};
@@ -24,6 +25,7 @@ use crate::table::{ColumnBatch, CsvDialect, Formats, TableBuilder, csv_text};
 use item::Item;
 use json::{Leaf, compact};
 use problem::DecodeError;
+use users::UsersExtension;
 
 /// What to do with a bad item (SPEC section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,7 +43,7 @@ pub struct FlattenOptions {
     pub formats: Formats,
     pub dialect: CsvDialect,
     pub on_error: OnError,
-    /// Wide attribute columns and hashed identifiers in `users` (see [`crate::extension`]).
+    /// Wide attribute columns and hashed identifiers in `users` (see [`users`]).
     pub users: Option<&'static UsersExtension>,
 }
 
@@ -83,7 +85,7 @@ fn take_builders(opts: &FlattenOptions) -> Vec<TableBuilder> {
     let fits = cached.len() == 3
         && Table::ALL.iter().zip(&cached).all(|(t, b)| {
             b.fits(
-                &extension::schema_of(*t, opts.users),
+                &users::schema_of(*t, opts.users),
                 opts.formats,
                 opts.dialect,
             )
@@ -94,7 +96,7 @@ fn take_builders(opts: &FlattenOptions) -> Vec<TableBuilder> {
     Table::ALL
         .iter()
         .map(|t| {
-            let (schema, types) = extension::layout(*t, opts.users);
+            let (schema, types) = users::layout(*t, opts.users);
             TableBuilder::new(schema, &types, opts.formats, opts.dialect)
         })
         .collect()
@@ -205,7 +207,7 @@ fn emit(
     attributes: &mut TableBuilder,
 ) {
     let user_id = item.user_id.as_deref().unwrap_or_default();
-    let (email_address, username) = extension::identifiers(ext, item);
+    let (email_address, username) = users::identifiers(ext, item);
     // The user id repeats on every grant and attribute row: check its CSV form once.
     let plain_id = csv_text::is_plain(user_id, users.dialect());
     users.text(Some(user_id));
@@ -219,7 +221,7 @@ fn emit(
     users.timestamp(item.last_login);
     users.int64(item.seq_no);
     users.text(extra::user_extra(item).as_deref());
-    extension::push_wide(ext, item, users);
+    users::push_wide(ext, item, users);
     users.end_row();
 
     for grant in &item.grants {
