@@ -18,7 +18,8 @@ use crate::flatten::decode::decode;
 use crate::flatten::item::Item;
 use crate::flatten::json::Leaf;
 use crate::flatten::problem::DecodeError;
-use crate::source::framer::{Framer, FramerOptions, RawBatch};
+use crate::source::drive::{self, Input};
+use crate::source::framer::{FramerOptions, RawBatch};
 use crate::timestamp::write_timestamp;
 
 /// The value types of the attributes table, in report order.
@@ -201,17 +202,13 @@ impl Inspector {
         name: Arc<str>,
         opts: FramerOptions,
     ) -> Result<(), InputError> {
-        let mut framer = Framer::new(reader, name, opts, self.items + 1);
-        let mut batch = RawBatch::default();
-        loop {
-            let more = framer.next_batch(&mut batch)?;
+        let first_number = self.items + 1;
+        drive::for_each_batch([Ok(Input { name, reader })], opts, first_number, |batch| {
             for index in 0..batch.items.len() {
-                self.item(&batch, index);
+                self.item(batch, index);
             }
-            if !more {
-                return Ok(());
-            }
-        }
+        })?;
+        Ok(())
     }
 
     fn item(&mut self, batch: &RawBatch, index: usize) {

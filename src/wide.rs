@@ -22,7 +22,8 @@ use serde_json::Value;
 use crate::error::InputError;
 use crate::flatten::decode::decode;
 use crate::flatten::item::Item;
-use crate::source::framer::{Framer, FramerOptions, RawBatch};
+use crate::source::drive::{Batches, Driven, Input, drive};
+use crate::source::framer::{FramerOptions, RawBatch};
 
 /// The columns themselves live with the flattener, which fills them.
 pub use crate::flatten::wide_columns::{
@@ -110,30 +111,40 @@ pub fn discover_keys(
     sources: Vec<(Arc<str>, Box<dyn std::io::Read + Send>)>,
     opts: FramerOptions,
 ) -> Result<Vec<String>, WideError> {
-    let mut order: Vec<String> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut next_number = 1;
-    for (name, reader) in sources {
-        let mut framer = Framer::new(reader, name, opts, next_number);
-        loop {
-            let mut batch = RawBatch::default();
-            let more = framer.next_batch(&mut batch)?;
+    /// The keys so far, in first-seen order; `too_many` once past the limit.
+    struct Discovery {
+        order: Vec<String>,
+        seen: HashSet<String>,
+        too_many: bool,
+    }
+    impl Batches for Discovery {
+        fn take(&mut self, batch: RawBatch) -> bool {
             for key in batch_keys(&batch) {
-                if !seen.contains(&key) {
-                    if order.len() == MAX_DISCOVERED_KEYS {
-                        return Err(WideError::TooManyKeys);
+                if !self.seen.contains(&key) {
+                    if self.order.len() == MAX_DISCOVERED_KEYS {
+                        self.too_many = true;
+                        return false;
                     }
-                    seen.insert(key.clone());
-                    order.push(key);
+                    self.seen.insert(key.clone());
+                    self.order.push(key);
                 }
             }
-            if !more {
-                break;
-            }
+            true
         }
-        next_number = framer.next_number();
     }
-    Ok(order)
+    let mut discovery = Discovery {
+        order: Vec::new(),
+        seen: HashSet::new(),
+        too_many: false,
+    };
+    let inputs = sources
+        .into_iter()
+        .map(|(name, reader)| Ok(Input { name, reader }));
+    match drive(inputs, opts, 1, &mut discovery) {
+        Driven::Failed(e) => Err(e.into()),
+        _ if discovery.too_many => Err(WideError::TooManyKeys),
+        _ => Ok(discovery.order),
+    }
 }
 
 /// The distinct attribute keys of a batch in first-seen order.
