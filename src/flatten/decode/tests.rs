@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 /// What a decoder made of one item, in comparable form.
 #[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a test helper, built once per case
 enum Outcome<'a> {
     Item(Item<'a>),
     /// The field, the words, and the user id decoded before the problem.
