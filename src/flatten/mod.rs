@@ -1,8 +1,11 @@
 //! Flattening: a batch of raw items becomes one column batch per table.
 //!
 //! This is the work the rayon workers do in parallel. Each item is decoded completely
-//! (`decode.rs`, into the `Item` of `item.rs`) before its rows are emitted, so a bad item is either rejected whole or stops the
-//! run; it never leaves part of its rows behind. Rows keep the order of the export.
+//! (`decode.rs`, into the `Item` of `item.rs`) before its rows are emitted, so a bad item is
+//! either rejected whole or stops the run; it never leaves part of its rows behind. Rows keep
+//! the order of the export. A problem comes back from the decoder as a kind
+//! ([`problem::DecodeError`]): broken JSON is located by the syntax check and stops the run;
+//! a bad item follows `--on-error`.
 
 pub mod decode;
 pub mod extra;
@@ -109,8 +112,8 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
         unreachable!("take_builders returns one builder per table");
     };
     let mut rejects = Vec::new();
-    // One UTF-8 check for the whole batch is much cheaper than serde_json checking every
-    // string and raw value on its own. The items before a bad byte are still decoded first:
+    // One UTF-8 check for the whole batch is much cheaper than checking every string and raw
+    // value on its own, and lets the decoder work on `&str`. The items before a bad byte are still decoded first:
     // a problem in one of them comes earlier in the input and is the one to report.
     let (text, valid_up_to) = match std::str::from_utf8(&batch.data) {
         Ok(text) => (text, batch.data.len()),
