@@ -15,9 +15,7 @@
 
 use std::borrow::Cow;
 
-use super::item::{
-    Field, FieldPath, Grant, GrantMember, GrantValue, Item, ItemMember, Kind, Object, Seen,
-};
+use super::item::{Field, FieldPath, Grant, GrantMember, Item, ItemMember, Object, Seen};
 use super::json::{Leaf, UnescapeError, unescape, unescape_checked};
 use super::problem::{DecodeError, Expected, Found, Problem};
 use crate::timestamp::parse_timestamp_micros;
@@ -164,7 +162,8 @@ impl<'a> Reader<'a> {
         let start = self.at;
         let mut at = start + usize::from(bytes.get(start) == Some(&b'-'));
         at = match bytes.get(at)? {
-            // A leading zero stands alone; a digit after it fails at the next separator.
+            // A leading zero stands alone.
+            b'0' if bytes.get(at + 1).is_some_and(u8::is_ascii_digit) => return None,
             b'0' => at + 1,
             b'1'..=b'9' => digits(at + 1),
             _ => return None,
@@ -635,10 +634,59 @@ impl<'a> Reader<'a> {
                 field: field.name(),
                 grant: Some(index),
             };
-            grant.assign(field, key, raw, |kind| match kind {
-                Kind::Time => timestamp(leaf, path).map(GrantValue::Time),
-                _ => text(leaf, path).map(GrantValue::Text),
-            })
+            // Which spelling wins: `grantId` over `grant_id`, `createdAt` over `created_at`;
+            // the other is kept for `extra` (see `extra.rs`), a `grant_id` after `grantId`
+            // without being decoded.
+            match field {
+                Field::GrantId => {
+                    grant.grant_id = text(leaf, path)?;
+                    grant.has_camel_id = true;
+                }
+                Field::GrantIdSnake => {
+                    if !grant.has_camel_id {
+                        grant.grant_id = text(leaf, path)?;
+                    }
+                    grant.members.push(GrantMember::SnakeSpelling((key, raw)));
+                }
+                Field::AccountId => grant.account_id = text(leaf, path)?,
+                Field::ExpiryState => grant.expiry_state = text(leaf, path)?,
+                Field::EntitlementType => grant.entitlement_type = text(leaf, path)?,
+                Field::EntitlementId => grant.entitlement_id = text(leaf, path)?,
+                Field::ProductId => grant.product_id = text(leaf, path)?,
+                Field::GrantUserId => {
+                    grant.user_id = Some((text(leaf, path)?, raw));
+                    grant.members.push(GrantMember::UserId(raw));
+                }
+                Field::StartTime => grant.start_time = timestamp(leaf, path)?,
+                Field::EndTime => grant.end_time = timestamp(leaf, path)?,
+                Field::CreatedAt => {
+                    grant.created_at = timestamp(leaf, path)?;
+                    grant.has_camel_created = true;
+                }
+                Field::CreatedAtSnake => {
+                    let created_at = timestamp(leaf, path)?;
+                    if !grant.has_camel_created {
+                        grant.created_at = created_at;
+                    }
+                    grant.members.push(GrantMember::SnakeSpelling((key, raw)));
+                }
+                // Fields of the other objects: `Field::of(Object::Grant, _)` gives none.
+                Field::User
+                | Field::SeqNo
+                | Field::Grants
+                | Field::UserId
+                | Field::Identifiers
+                | Field::EmailVerified
+                | Field::TrackingId
+                | Field::Registered
+                | Field::RegistrationTenant
+                | Field::RegistrationState
+                | Field::LastLogin
+                | Field::Attributes
+                | Field::EmailAddress
+                | Field::Username => grant.members.push(GrantMember::Other((key, raw))),
+            }
+            Ok(())
         })
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! [`Item`] borrows from the item's raw bytes: strings without escapes are slices of the input,
 //! so a typical item allocates only its small vectors. [`Field`] lists every mapped field once:
-//! its key, the object it belongs to, the name errors give it and the kind of value it must
-//! hold. The decoder (`decode.rs`) asks [`Field::of`] about every key and fills the item;
+//! its key, the object it belongs to and the name errors give it. The decoder (`decode.rs`)
+//! asks [`Field::of`] about every key and fills the item with one exhaustive match per
+//! object, so a new field cannot be forgotten there;
 //! unmapped members are kept as raw slices in source order for the `extra` objects
 //! (`extra.rs`).
 
@@ -26,21 +27,6 @@ pub enum Object {
     Identifiers,
     /// One grant of `grants` or `grants.results`.
     Grant,
-}
-
-/// What a mapped field's value must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A string cell: a string, a number (as written) or a boolean; null is an empty cell.
-    Text,
-    /// A timestamp string (see `timestamp.rs`) or null.
-    Time,
-    /// `true`, `false` or null.
-    Bool,
-    /// An integer, a string holding one, or null.
-    Integer,
-    /// An object the decoder walks (or its own shape, for `grants`).
-    Nested,
 }
 
 /// Every field the tables map, in one place. A key that is not here goes to `extra`.
@@ -149,20 +135,6 @@ impl Field {
             GrantUserId => "user_id",
         }
     }
-
-    /// What the field's value must be.
-    pub fn kind(self) -> Kind {
-        use Field::*;
-        match self {
-            User | Grants | Identifiers | Attributes => Kind::Nested,
-            SeqNo => Kind::Integer,
-            EmailVerified => Kind::Bool,
-            Registered | LastLogin | StartTime | EndTime | CreatedAt | CreatedAtSnake => Kind::Time,
-            UserId | TrackingId | RegistrationTenant | RegistrationState | EmailAddress
-            | Username | GrantId | GrantIdSnake | AccountId | ExpiryState | EntitlementType
-            | EntitlementId | ProductId | GrantUserId => Kind::Text,
-        }
-    }
 }
 
 /// The mapped fields an object has shown so far. A JSON object may repeat a key; the first
@@ -211,68 +183,6 @@ pub enum GrantMember<'a> {
     UserId(&'a str),
     /// `grant_id` or `created_at`, kept only when the camelCase spelling is present too.
     SnakeSpelling(Member<'a>),
-}
-
-/// The decoded value of a mapped grant field.
-pub enum GrantValue<'a> {
-    Text(Option<Cow<'a, str>>),
-    Time(Option<i64>),
-}
-
-impl<'a> Grant<'a> {
-    /// Stores the first occurrence of the mapped grant `field`, written as `key` with text
-    /// `raw`: which spelling wins and what is kept for `extra`. `value` is the field's decoded
-    /// value; it is not asked for a `grant_id` after `grantId`, which is kept for `extra` as
-    /// written and never decoded.
-    #[inline]
-    pub fn assign<E>(
-        &mut self,
-        field: Field,
-        key: Cow<'a, str>,
-        raw: &'a str,
-        value: impl FnOnce(Kind) -> Result<GrantValue<'a>, E>,
-    ) -> Result<(), E> {
-        use GrantValue::{Text, Time};
-        if field == Field::GrantIdSnake && self.has_camel_id {
-            self.members.push(GrantMember::SnakeSpelling((key, raw)));
-            return Ok(());
-        }
-        match (field, value(field.kind())?) {
-            (Field::GrantId, Text(v)) => {
-                self.grant_id = v;
-                self.has_camel_id = true;
-            }
-            (Field::GrantIdSnake, Text(v)) => {
-                self.grant_id = v;
-                self.members.push(GrantMember::SnakeSpelling((key, raw)));
-            }
-            (Field::AccountId, Text(v)) => self.account_id = v,
-            (Field::ExpiryState, Text(v)) => self.expiry_state = v,
-            (Field::EntitlementType, Text(v)) => self.entitlement_type = v,
-            (Field::EntitlementId, Text(v)) => self.entitlement_id = v,
-            (Field::ProductId, Text(v)) => self.product_id = v,
-            (Field::GrantUserId, Text(v)) => {
-                self.user_id = Some((v, raw));
-                self.members.push(GrantMember::UserId(raw));
-            }
-            (Field::StartTime, Time(v)) => self.start_time = v,
-            (Field::EndTime, Time(v)) => self.end_time = v,
-            (Field::CreatedAt, Time(v)) => {
-                self.created_at = v;
-                self.has_camel_created = true;
-            }
-            (Field::CreatedAtSnake, Time(v)) => {
-                if !self.has_camel_created {
-                    self.created_at = v;
-                }
-                self.members.push(GrantMember::SnakeSpelling((key, raw)));
-            }
-            // Not a grant field, or a value of another kind than `kind()` says: the caller's
-            // mistake, kept for `extra` rather than lost.
-            _ => self.members.push(GrantMember::Other((key, raw))),
-        }
-        Ok(())
-    }
 }
 
 /// Where `user` and `grants` sit among the item's members, so `extra` keeps source order.
@@ -392,7 +302,6 @@ mod tests {
         assert_eq!(Field::of(Object::User, "grantId"), None);
         assert_eq!(Field::of(Object::Grant, "User_id"), None);
         assert_eq!(Field::UserId.name(), "user.user_id");
-        assert_eq!(Field::StartTime.kind(), Kind::Time);
     }
 
     #[test]

@@ -422,6 +422,48 @@ fn words_every_problem_as_before() {
 }
 
 #[test]
+fn the_camel_case_spelling_of_a_grant_field_wins() {
+    let text = r#"{"user":{"user_id":"u"},"grants":[
+        {"grantId":"a","grant_id":"b","createdAt":"2022-06-01 00:00:00","created_at":"2021-06-01","user_id":"v"},
+        {"grant_id":"c","grantId":"d","created_at":"2021-06-01","createdAt":null},
+        {"grantId":"x","grant_id":{}}]}"#;
+    let Outcome::Item(item) = ours(text) else {
+        panic!("refused");
+    };
+    let [first, second, third] = &item.grants[..] else {
+        panic!("{:?}", item.grants);
+    };
+    assert_eq!(first.grant_id.as_deref(), Some("a"));
+    assert_eq!(first.created_at, parse_timestamp_micros("2022-06-01"));
+    assert_eq!(
+        first.members,
+        [
+            GrantMember::SnakeSpelling(("grant_id".into(), "\"b\"")),
+            GrantMember::SnakeSpelling(("created_at".into(), "\"2021-06-01\"")),
+            GrantMember::UserId("\"v\""),
+        ]
+    );
+    assert_eq!(second.grant_id.as_deref(), Some("d"));
+    assert_eq!(second.created_at, None);
+    // A `grant_id` after `grantId` is kept as written, not decoded.
+    assert_eq!(third.grant_id.as_deref(), Some("x"));
+    assert_eq!(
+        third.members,
+        [GrantMember::SnakeSpelling(("grant_id".into(), "{}"))]
+    );
+    // A `created_at` that `createdAt` shadows must still be a timestamp.
+    let text = r#"{"user":{"user_id":"u"},"grants":[{"createdAt":"2022-06-01","created_at":5}]}"#;
+    assert_eq!(
+        ours(text),
+        bad(
+            "grants.results[0].created_at",
+            "expected a timestamp string, found number",
+            Some("u")
+        )
+    );
+}
+
+#[test]
 fn an_item_that_is_not_an_object_says_what_it_is() {
     for (text, found) in [
         ("17", "the number 17"),
@@ -489,8 +531,8 @@ fn finds_special_bytes_at_every_position() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
     /// Mutated items: never an item from broken JSON, and broken JSON only where the syntax
-    /// check finds it too (checked in `ours`). This ran 100,000 cases against the serde
-    /// decoder it replaced, with no difference in items, fields or words.
+    /// check finds it too (checked in `ours`). Before the serde decoder was removed this ran
+    /// 160,000 cases against it: on valid JSON, no difference in items, fields or words.
     #[test]
     fn takes_no_broken_json(
         pick in 0usize..40,
