@@ -5,7 +5,8 @@
 //! input. Distinct attribute keys, products and entitlement types are tracked up to a cap
 //! each; values past the cap are counted in `untracked` and the report says it was capped.
 //! Items that `convert` would call bad are counted (with the first one's problem), not fatal;
-//! broken JSON stops the run as it would stop `convert`.
+//! broken framing (a truncated export, a missing comma between items) stops the run as it
+//! would stop `convert`, while an item whose own JSON is broken is counted as bad.
 
 use std::collections::HashMap;
 use std::io::Read;

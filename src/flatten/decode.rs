@@ -552,10 +552,34 @@ impl<'a> Reader<'a> {
                 return Ok(());
             };
             let value = text(r.leaf()?.1, || FieldPath::of(field.name()))?;
-            if field == Field::EmailAddress {
-                item.email_address = value;
-            } else {
-                item.username = value;
+            match field {
+                Field::EmailAddress => item.email_address = value,
+                Field::Username => item.username = value,
+                // Fields of the other objects: `Field::of(Object::Identifiers, _)` gives none.
+                Field::User
+                | Field::SeqNo
+                | Field::Grants
+                | Field::UserId
+                | Field::Identifiers
+                | Field::EmailVerified
+                | Field::TrackingId
+                | Field::Registered
+                | Field::RegistrationTenant
+                | Field::RegistrationState
+                | Field::LastLogin
+                | Field::Attributes
+                | Field::GrantId
+                | Field::GrantIdSnake
+                | Field::AccountId
+                | Field::ExpiryState
+                | Field::EntitlementType
+                | Field::EntitlementId
+                | Field::ProductId
+                | Field::StartTime
+                | Field::EndTime
+                | Field::CreatedAt
+                | Field::CreatedAtSnake
+                | Field::GrantUserId => {}
             }
             Ok(())
         })
