@@ -76,7 +76,7 @@ pub(super) fn unescape(raw: &str) -> Cow<'_, str> {
 /// Why [`unescape_checked`] refused a string: serde_json's words, at byte `offset` of the raw
 /// text (the byte serde_json stops at, so messages point where they always did).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnescapeError {
+pub(super) struct UnescapeError {
     pub offset: usize,
     pub problem: &'static str,
 }
