@@ -17,8 +17,8 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 
-use crate::flatten::timestamp::write_timestamp;
 use crate::schema::ColumnType;
+use crate::timestamp::write_timestamp;
 pub use csv_text::CsvDialect;
 use text_column::TextColumn;
 
