@@ -74,7 +74,7 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         Err(e) => {
             // The console's phase line, then (from main) the cause.
             progress.clear();
-            progress.line("Export failed.");
+            progress.line("Export failed. Please try again.");
             return Err(e);
         }
     };

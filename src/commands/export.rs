@@ -25,8 +25,8 @@ use zephr_etl::flatten::{FlattenOptions, OnError};
 use zephr_etl::manifest::{
     MANIFEST_NAME, Manifest, ManifestFile, ManifestTable, sha256_file, write_to,
 };
-use zephr_etl::pipeline::{self, PipelineOptions, RunStats, Sources};
-use zephr_etl::progress::{Progress, megabytes};
+use zephr_etl::pipeline::{self, OnInterrupt, PipelineOptions, RunStats, Sources};
+use zephr_etl::progress::{Progress, Total, megabytes};
 use zephr_etl::schema::{Table, TableDef};
 use zephr_etl::sink::csv::{CreateFile, CsvWriter};
 use zephr_etl::sink::output_dir::{OutputDir, OutputError};
@@ -140,6 +140,7 @@ impl ExportConfig {
             max_errors: args.max_errors,
             first_item: 1,
             rejects_before: 0,
+            on_interrupt: OnInterrupt::Fail,
         };
         let parquet = ParquetOptions {
             compression: match args.compression {
@@ -372,8 +373,13 @@ impl ExportConfig {
         total: Option<u64>,
     ) -> anyhow::Result<RunStats> {
         let mut on_progress = |stats: &RunStats| {
-            let rows = stats.rows.iter().sum();
-            progress.downloading(raw_bytes.load(Ordering::Relaxed), total, rows);
+            // Users, as the console counts them (one users row per item).
+            let users = stats.rows[Table::Users as usize];
+            progress.downloading(
+                raw_bytes.load(Ordering::Relaxed),
+                total.map(Total::Exact),
+                users,
+            );
         };
         self.run_with(sources, &mut on_progress)
     }

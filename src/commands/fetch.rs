@@ -23,15 +23,16 @@ use zephr_etl::fetch::client::ClientConfig;
 use zephr_etl::fetch::feed::SegmentLimit;
 use zephr_etl::fetch::state_file::{self, RunState, STATE_FILE_VERSION};
 use zephr_etl::fetch::{
-    Client, Credentials, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery, FetchError, RetryPolicy,
-    fetch_pages, tenant_base_url,
+    Client, Credentials, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery, FetchError, PageReading,
+    RetryPolicy, fetch_pages_with, tenant_base_url,
 };
 use zephr_etl::manifest::Manifest;
 use zephr_etl::pipeline::RunStats;
 use zephr_etl::progress::{Progress, ProgressMode};
 use zephr_etl::schema::Table;
 use zephr_etl::signal;
-use zephr_etl::state_events::{StateEventsError, spool_page};
+use zephr_etl::state_events::StateEventsError;
+use zephr_etl::state_events::pages::{EventsSpool, events_page_info};
 use zephr_etl::wide::{self, USER_SCHEMA_PATH, WideColumns};
 
 use super::UsageError;
@@ -80,9 +81,21 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let started = SystemTime::now();
     let plan = plan(&args)?;
     let users = UsersPlan::check(&args.output)?;
-    let credentials = Credentials::from_env_or_file(args.secret_key_file.as_deref())?;
+    // Missing or unreadable keys are configuration errors (exit 2), as a missing
+    // ZEPHR_ETL_PII_KEY is.
+    let credentials =
+        Credentials::from_env_or_file(args.secret_key_file.as_deref()).map_err(|e| match &args
+            .secret_key_file
+        {
+            Some(_) if matches!(e, zephr_etl::fetch::CredentialError::ReadFile { .. }) => {
+                anyhow::Error::new(UsageError(format!("--secret-key-file: {e}")))
+            }
+            _ => anyhow::Error::new(UsageError(e.to_string())),
+        })?;
     let mut client_config = ClientConfig::new(&plan.base_url, &plan.tenant, credentials);
     client_config.retry = plan.retry;
+    client_config.connect_timeout = Duration::from_secs(args.timeout);
+    client_config.read_timeout = Duration::from_secs(args.timeout);
     let client = Arc::new(Client::new(client_config).map_err(|e| match e {
         FetchError::BaseUrl(_) => anyhow::Error::new(UsageError(format!("--base-url: {e}"))),
         e => anyhow::Error::new(e),
@@ -148,7 +161,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         Err(e) => {
             // The console's phase line, then (from main) the cause, as `convert` does.
             progress.clear();
-            progress.line("Export failed.");
+            progress.line("Export failed. Please try again.");
             return Err(e);
         }
     };
@@ -315,7 +328,7 @@ fn fingerprint_arguments(
     map
 }
 
-/// The state-events phase: pages spooled as NDJSON into the work folder, then converted.
+/// The state-events phase: pages (JSON or CSV) spooled into the work folder, then converted.
 fn fetch_events(
     plan: &Plan,
     events: &EventsQuery,
@@ -329,25 +342,40 @@ fn fetch_events(
     let result = (|| {
         let spool = tempfile::Builder::new()
             .prefix("state-events-")
-            .suffix(".ndjson")
+            .suffix(".spool")
             .tempfile_in(work.path())
             .context("cannot create the state events spool file")?;
-        let mut writer = std::io::BufWriter::new(spool.as_file());
+        let mut pages = EventsSpool::new(std::io::BufWriter::new(spool.as_file()));
         let query = events.clone();
-        fetch_pages(
+        // Pages may be JSON or CSV. A CSV page ends the export when it is shorter than the
+        // rpp asked for; without one, only an empty page does (the server's default page
+        // size is not documented for events, and guessing it wrong would lose rows).
+        let rpp = events.rpp.map(u64::from);
+        let parse = move |body: &[u8], content_type: Option<&str>| {
+            events_page_info(body, content_type, rpp)
+        };
+        let reading = PageReading {
+            parse: &parse,
+            progress: None,
+        };
+        fetch_pages_with(
             client,
             EVENTS_EXPORT_PATH,
             move |page| query.to_query(Some(page)),
             1,
             plan.concurrency,
-            |page, body| {
+            reading,
+            |page, typed| {
                 if signal::interrupted() {
                     return Err(StateEventsError::Interrupted);
                 }
-                spool_page(&body, page, &mut writer).map(|_| ())
+                pages
+                    .add(page, &typed.body, typed.content_type.as_deref())
+                    .map(|_| ())
             },
         )?;
-        let file = writer
+        let file = pages
+            .into_inner()
             .into_inner()
             .map_err(|e| e.into_error())
             .context("cannot write the state events spool file")?;

@@ -12,7 +12,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{Field, Schema, SchemaRef};
 use zephr_etl::manifest::{Manifest, ManifestColumn, ManifestTable};
 use zephr_etl::naming;
-use zephr_etl::progress::Progress;
+use zephr_etl::progress::{Progress, stderr_line};
 use zephr_etl::sink::output_dir::OutputDir;
 use zephr_etl::sink::parquet::ParquetWriter;
 use zephr_etl::sink::{TableWriter, WriteError, WrittenFile};
@@ -195,10 +195,13 @@ pub fn print_summary(progress: &Progress, stats: &EventsStats) {
 /// Reports a failed phase (even with `--quiet`: it is an error) and gives exit status 3.
 pub fn report_failure(progress: &Progress, error: &anyhow::Error, dir: &Path) -> ExitCode {
     progress.clear();
-    eprintln!("zephr-etl: {PHASE_FAILED}: {}", super::render_error(error));
-    eprintln!(
+    stderr_line(&format!(
+        "zephr-etl: {PHASE_FAILED}: {}",
+        super::render_error(error)
+    ));
+    stderr_line(&format!(
         "zephr-etl: the user tables in {} are complete; only {TABLE_NAME} was not written",
         dir.display()
-    );
+    ));
     ExitCode::from(EXIT_STATE_EVENTS_FAILED)
 }

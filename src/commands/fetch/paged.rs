@@ -26,8 +26,8 @@ use zephr_etl::fetch::state_file::iso_utc;
 use zephr_etl::fetch::{Client, USER_EXPORT_PATH};
 use zephr_etl::flatten::OnError;
 use zephr_etl::manifest::Manifest;
-use zephr_etl::pipeline::RunStats;
-use zephr_etl::progress::Progress;
+use zephr_etl::pipeline::{OnInterrupt, RunStats};
+use zephr_etl::progress::{Progress, Total};
 use zephr_etl::schema::Table;
 use zephr_etl::signal;
 use zephr_etl::sink::output_dir::OutputDir;
@@ -62,7 +62,7 @@ pub(super) fn run(
         if let Err(mut e) = outcome {
             if signal::interrupted() {
                 // The pipeline's own message says nothing was kept, which is not so here.
-                e = anyhow!("interrupted");
+                e = anyhow!("interrupted (Ctrl-C or SIGTERM)");
             }
             if journal.segments.is_empty() {
                 // Nothing to resume from: leave DIR as it was.
@@ -198,6 +198,9 @@ fn run_segment(
     let mut pipeline = main.pipeline;
     pipeline.first_item = journal.items() + 1;
     pipeline.rejects_before = journal.rejects();
+    // On Ctrl-C the feed stops handing out pages; the pages it gave are committed as after a
+    // network failure, so that --resume continues after them.
+    pipeline.on_interrupt = OnInterrupt::InputEnds;
     let seg = main.segment(OutputDir::open(&seg_dir, true)?, pipeline);
     let raw = match plan.save_raw {
         Some(_) => {
@@ -208,14 +211,19 @@ fn run_segment(
         None => None,
     };
     let (sources, log) = segment.feed.segment(segment.first, plan.segment, raw);
-    let rows_before: u64 = journal.rows().iter().sum();
+    let users_before: u64 = journal.rows()[0];
     let received = client.bytes_counter();
     let stats = seg.run_with(sources, &mut |stats: &RunStats| {
-        let rows: u64 = stats.rows.iter().sum();
+        // Users as users; bytes against a total extrapolated from the pages so far.
+        let users = users_before + stats.rows[0];
+        let total = segment
+            .feed
+            .estimated_total(segment.resumed_bytes)
+            .map(Total::Estimate);
         progress.downloading(
             segment.resumed_bytes + received.load(Ordering::Relaxed),
-            None,
-            rows_before + rows,
+            total,
+            users,
         );
     })?;
     let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
