@@ -118,6 +118,10 @@ pub enum PipelineError {
     Internal(String),
 }
 
+/// A batch of one table on its way to the writer, with the budget share its input holds
+/// (shared by the tables of the batch, given back when the last one is written).
+type Written = (ColumnBatch, Option<Arc<Held>>);
+
 enum Message {
     Batch(u64, Result<FlatBatch, FlattenError>, Option<Arc<Held>>),
     Failed(u64, InputError),
@@ -171,7 +175,7 @@ pub fn run(
     let mut table_senders = Vec::new();
     let mut table_threads = Vec::new();
     for (table, table_writers) in Table::ALL.into_iter().zip(writers) {
-        let (tx, rx) = bounded::<(ColumnBatch, Option<Arc<Held>>)>(2);
+        let (tx, rx) = bounded::<Written>(2);
         let abort = abort.clone();
         let handle = thread::Builder::new()
             .name(format!("zephr-etl-{}", table.name()))
@@ -527,7 +531,7 @@ fn internal_error(batch: &RawBatch) -> InputError {
 fn reorder_and_dispatch(
     results: &Receiver<Message>,
     permit_back: &Sender<()>,
-    tables: &[Sender<(ColumnBatch, Option<Arc<Held>>)>],
+    tables: &[Sender<Written>],
     rejects: &mut Option<&mut (dyn Write + Send)>,
     opts: PipelineOptions,
     stats: &mut RunStats,
@@ -697,7 +701,7 @@ fn write_reject(
 /// A writer thread: writes every batch of one table, then finishes its writers.
 fn write_table(
     mut writers: Vec<Box<dyn TableWriter>>,
-    batches: &Receiver<(ColumnBatch, Option<Arc<Held>>)>,
+    batches: &Receiver<Written>,
     abort: &AtomicBool,
 ) -> Result<Vec<WrittenFile>, WriteError> {
     // The budget share (`_held`) goes back once the last table has written the batch.
