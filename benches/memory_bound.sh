@@ -8,6 +8,7 @@
 #   ITEMS=16          items in the export
 #   ITEM_MB=60        size of each item in MB (each under the default 64 MiB --max-item-bytes)
 #   THREADS="1 2 8"   the --threads values to run
+#   FORMATS="csv,parquet csv"   the --format values to run (each with every THREADS value)
 #   FIXED_MB=128      the fixed budget on top of 4 x --max-item-bytes
 #   STRICT=0          1: exit non-zero when a run is over the bound
 #
@@ -22,6 +23,7 @@ BIN=${1:-target/release/zephr-etl}
 ITEMS=${ITEMS:-16}
 ITEM_MB=${ITEM_MB:-60}
 THREADS=${THREADS:-1 2 8}
+FORMATS=${FORMATS:-csv,parquet csv}
 FIXED_MB=${FIXED_MB:-128}
 STRICT=${STRICT:-0}
 DATA=benches/data
@@ -44,21 +46,24 @@ PY
 fi
 
 over=0
-printf '%-9s %12s %12s  %s\n' threads 'peak RSS MB' 'bound MB' verdict
-for t in $THREADS; do
-    out=$DATA/out-memory-$t
-    rm -rf "$out"
-    /usr/bin/time -f '%M' -o "$DATA/memory.time" "$BIN" convert "$INPUT" -o "$out" --quiet \
-        --threads "$t" >/dev/null
-    rss=$(tail -n1 "$DATA/memory.time")
-    verdict=ok
-    if ((rss > BOUND_KIB)); then
-        verdict=OVER
-        over=1
-    fi
-    printf '%-9s %12.0f %12.0f  %s\n' "$t" "$(awk -v k="$rss" 'BEGIN { print k * 1024 / 1e6 }')" \
-        "$(awk -v k="$BOUND_KIB" 'BEGIN { print k * 1024 / 1e6 }')" "$verdict"
-    rm -rf "$out"
+printf '%-12s %-8s %12s %12s  %s\n' format threads 'peak RSS MB' 'bound MB' verdict
+for f in $FORMATS; do
+    for t in $THREADS; do
+        out=$DATA/out-memory-$t
+        rm -rf "$out"
+        /usr/bin/time -f '%M' -o "$DATA/memory.time" "$BIN" convert "$INPUT" -o "$out" \
+            --quiet --format "$f" --threads "$t" >/dev/null
+        rss=$(tail -n1 "$DATA/memory.time")
+        verdict=ok
+        if ((rss > BOUND_KIB)); then
+            verdict=OVER
+            over=1
+        fi
+        printf '%-12s %-8s %12.0f %12.0f  %s\n' "$f" "$t" \
+            "$(awk -v k="$rss" 'BEGIN { print k * 1024 / 1e6 }')" \
+            "$(awk -v k="$BOUND_KIB" 'BEGIN { print k * 1024 / 1e6 }')" "$verdict"
+        rm -rf "$out"
+    done
 done
 if ((over && STRICT)); then
     exit 1
