@@ -315,7 +315,7 @@ fn sequential_worker(
                 }
                 Err(e) => Err(e),
             };
-            let _ = recycle.try_send(batch);
+            recycle_unless_huge(&recycle, batch, opts.framer.batch_bytes);
             let failed = outcome.is_err();
             results.send(Message::Batch(seq, outcome, None)).is_ok() && !failed
         },
@@ -456,6 +456,15 @@ fn frame_all(
     Framed::Finished(seq)
 }
 
+/// Hands a flattened batch back for reuse, unless a huge item blew its buffer up: that one is
+/// freed now rather than held among the spares until the reader next starts a batch (it may
+/// be waiting for the byte budget meanwhile, with another huge item framed).
+fn recycle_unless_huge(recycle: &Sender<RawBatch>, batch: RawBatch, batch_bytes: usize) {
+    if batch.data.capacity() <= 2 * batch_bytes {
+        let _ = recycle.try_send(batch);
+    }
+}
+
 /// Flattens a batch, turning a panic (a bug, never input) into an error for that batch.
 fn flatten_guarded(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatch, FlattenError> {
     catch_unwind(AssertUnwindSafe(|| flatten_batch(batch, opts)))
@@ -498,11 +507,12 @@ fn read_batches(
                 return false;
             };
             let (results, recycle, flatten) = (results.clone(), recycle.clone(), opts.flatten);
+            let batch_bytes = opts.framer.batch_bytes;
             pool.spawn(move || {
                 let outcome = flatten_guarded(&batch, &flatten);
                 // The raw bytes go (or back to the spares) before the result is sent; the
                 // budget they took is given back when the writers are done with the result.
-                let _ = recycle.try_send(batch);
+                recycle_unless_huge(&recycle, batch, batch_bytes);
                 let _ = results.send(Message::Batch(seq, outcome, Some(Arc::new(held))));
             });
             true
