@@ -1261,8 +1261,21 @@ fn regression_issue15_sigint_keeps_the_pages_received_and_resume_continues() {
     );
     assert_eq!(journal_segments(&out), [(1, u64::from(kept))]);
 
-    // The request the interrupted run had in flight is logged once its delay is over.
-    std::thread::sleep(Duration::from_secs(1));
+    // The request the interrupted run had in flight is logged once its delay is over: wait
+    // until the log has been still for a while.
+    let mut seen = server.requests().len();
+    let mut still_since = Instant::now();
+    let started = Instant::now();
+    while still_since.elapsed() < Duration::from_millis(800)
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = server.requests().len();
+        if now != seen {
+            seen = now;
+            still_since = Instant::now();
+        }
+    }
     let before = server.requests().len();
     let output = fetch(&server, &out, &args)
         .arg("--resume")
