@@ -781,6 +781,20 @@ mod tests {
     }
 
     #[test]
+    fn the_total_is_extrapolated_from_the_pages_so_far() {
+        let p = PagesProgress::default();
+        assert_eq!(p.estimated_total(0, 0), None);
+        p.last_page.store(10, Ordering::Relaxed);
+        assert_eq!(p.estimated_total(0, 0), None, "no page in yet");
+        p.delivered_pages.store(2, Ordering::Relaxed);
+        p.delivered_bytes.store(3_000, Ordering::Relaxed);
+        assert_eq!(p.estimated_total(0, 0), Some(15_000));
+        // A resumed fetch: pages 1-3 (4,500 bytes) came in an earlier run.
+        assert_eq!(p.estimated_total(3, 4_500), Some(15_000));
+        assert_eq!((p.pages(), p.bytes(), p.last_page()), (2, 3_000, Some(10)));
+    }
+
+    #[test]
     fn array_is_unpaginated() {
         let i = info(" \n[{\"user\":{}},{\"user\":{}},{}]");
         assert_eq!(i.shape, BodyShape::Array);
