@@ -194,9 +194,14 @@ pub struct FetchArgs {
     /// Pages fetched at once (tables keep page order).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
-    /// Retries of a failed request (429, 5xx, dropped or truncated responses).
+    /// Retries of a failed request (429, 5xx, dropped, stalled or truncated responses).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
+    /// Longest silence in seconds while connecting, waiting for a response or between reads
+    /// of its body; a request that times out is retried like a dropped connection.
+    #[arg(long, value_name = "SECS", default_value_t = zephr_etl::fetch::client::DEFAULT_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: u64,
     /// Continue an interrupted fetch into the same DIR with the same arguments.
     #[arg(long, conflicts_with = "no_paginate")]
     pub resume: bool,

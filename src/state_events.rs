@@ -8,8 +8,8 @@
 //! reader cannot tell `""` from an empty cell, so both are NULL).
 //!
 //! JSON is read twice, first for the columns and then for the rows, so memory holds one event
-//! at a time however large the file. Fetched pages are first spooled as NDJSON to a file
-//! ([`spool_page`]) and then read the same way.
+//! at a time however large the file. Fetched pages, JSON or CSV, are first spooled to a file
+//! ([`pages::EventsSpool`]) and then read the same way.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -481,6 +481,8 @@ pub fn spool_page(body: &[u8], page: u32, out: &mut dyn Write) -> Result<u64, St
     }
     Ok(count)
 }
+
+pub mod pages;
 
 #[cfg(test)]
 mod tests;

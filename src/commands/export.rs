@@ -13,7 +13,7 @@ use zephr_etl::dest::local::LocalDir;
 use zephr_etl::export::{Export, ExportError, ExportOptions, REJECTS_NAME};
 use zephr_etl::fetch::resume::ResumeError;
 use zephr_etl::flatten::{FlattenOptions, OnError};
-use zephr_etl::pipeline::{PipelineError, PipelineOptions, RunStats};
+use zephr_etl::pipeline::{OnInterrupt, PipelineError, PipelineOptions, RunStats};
 use zephr_etl::progress::{Progress, megabytes};
 use zephr_etl::schema::Table;
 use zephr_etl::sink::parquet::{ParquetCompression, ParquetOptions};
@@ -70,6 +70,7 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
             max_errors: args.max_errors,
             first_item: 1,
             rejects_before: 0,
+            on_interrupt: OnInterrupt::Fail,
         },
         max_rows_per_file: args.max_rows_per_file,
         excel_rows: (dialect == CsvDialect::Excel).then(|| args.excel_max_rows - 1),

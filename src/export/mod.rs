@@ -93,6 +93,7 @@ impl ExportOptions {
                 max_errors: None,
                 first_item: 1,
                 rejects_before: 0,
+                on_interrupt: crate::pipeline::OnInterrupt::Fail,
             },
             max_rows_per_file: None,
             excel_rows: None,
@@ -215,7 +216,7 @@ pub enum ExportError {
         source: std::io::Error,
     },
     /// The run was interrupted (Ctrl-C, SIGTERM).
-    #[error("interrupted")]
+    #[error("interrupted (Ctrl-C or SIGTERM)")]
     Interrupted,
     /// The fetch's thread could not be started.
     #[error("cannot start the fetch thread: {0}")]

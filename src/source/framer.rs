@@ -203,6 +203,8 @@ pub struct Framer<R> {
     next_number: u64,
     /// `meta.count` of an envelope, when seen before the results (for progress).
     pub declared_count: Option<u64>,
+    /// Whether the envelope's `results` was met: an envelope without it is no export page.
+    results_seen: bool,
 }
 
 fn is_ws(b: u8) -> bool {
@@ -255,6 +257,7 @@ impl<R: Read> Framer<R> {
             phase: Phase::Start,
             next_number: first_number,
             declared_count: None,
+            results_seen: false,
         }
     }
 
@@ -650,6 +653,15 @@ impl<R: Read> Framer<R> {
                 return Ok(true);
             }
             (Slot::AfterValue | Slot::Open, b'}') => {
+                if !self.results_seen {
+                    // Not an empty page (that is `"results": []`): no export at all, which
+                    // must not end as a successful export of nothing.
+                    return Err(self.syntax(
+                        self.pos,
+                        "the `{...}` object ends without `\"results\"`: expected a paginated \
+                         export page (`{\"results\": [items...], ...}`)",
+                    ));
+                }
                 self.pos += 1;
                 self.close_container();
                 return Ok(true);
@@ -700,6 +712,7 @@ impl<R: Read> Framer<R> {
             slot: Slot::AfterValue,
         });
         if key == "results" {
+            self.results_seen = true;
             match value_byte {
                 Some(b'[') => {
                     self.pos += 1;
@@ -709,7 +722,6 @@ impl<R: Read> Framer<R> {
                     });
                     return Ok(true);
                 }
-                Some(b'n') => {} // `"results": null` is an empty page; checked below.
                 other => {
                     return Err(self.syntax(
                         self.pos,
@@ -749,7 +761,6 @@ impl<R: Read> Framer<R> {
                 format!("invalid JSON in the envelope's {key:?}: {}", e.problem),
             ));
         }
-        // (`"results"` gets here only when its value starts with `n`: valid, that is `null`.)
         if key == "meta"
             && let Ok(meta) = serde_json::from_slice::<serde_json::Value>(value)
             && let Some(count) = meta.get("count").and_then(serde_json::Value::as_u64)
