@@ -6,7 +6,8 @@
 //! collects every attribute key in the order they first appear ([`discover_keys`]).
 //! Types follow the schema's input types ([`column_type_for`]); discovered keys are strings.
 //! Names are `attr_` + the key with every character outside `[A-Za-z0-9_]` replaced by `_`,
-//! made unique case-insensitively with `_2`, `_3`, ... (see [`crate::naming`]).
+//! shortened to 63 bytes with a hash of the key when longer, and made unique
+//! case-insensitively with `_2`, `_3`, ... (see [`crate::naming`]).
 //!
 //! A value that does not fit its column's type (`"soon"` in a date column, an object in a
 //! number column) is left NULL in the wide column and counted; its exact text is still in the
@@ -26,7 +27,7 @@ use crate::error::InputError;
 use crate::flatten::item::{self, FieldPath, Item};
 use crate::flatten::json::{Leaf, compact};
 use crate::flatten::timestamp::parse_timestamp_micros;
-use crate::naming::{MAX_NAME_CHARS, make_unique, replace_invalid};
+use crate::naming::{fit, make_unique, replace_invalid};
 use crate::schema::{ColumnDef, ColumnType};
 use crate::source::framer::{Framer, FramerOptions, RawBatch};
 use crate::table::TableBuilder;
@@ -150,11 +151,7 @@ impl WideColumns {
     fn new(keys: Vec<(String, ColumnType, Option<String>)>, base: &[&str]) -> WideColumns {
         let names = keys
             .iter()
-            .map(|(key, _, _)| {
-                let mut name = format!("{PREFIX}{}", replace_invalid(key));
-                name.truncate(MAX_NAME_CHARS);
-                name
-            })
+            .map(|(key, _, _)| fit(format!("{PREFIX}{}", replace_invalid(key)), key))
             .collect();
         let names = make_unique(names, base);
         let columns: Vec<WideColumn> = keys

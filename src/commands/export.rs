@@ -31,6 +31,7 @@ use zephr_etl::schema::{Table, TableDef};
 use zephr_etl::sink::csv::{CreateFile, CsvWriter};
 use zephr_etl::sink::output_dir::{OutputDir, OutputError};
 use zephr_etl::sink::parquet::{ParquetCompression, ParquetOptions, ParquetWriter};
+use zephr_etl::sink::xlsx::{XlsxOptions, XlsxWriter};
 use zephr_etl::sink::{TableWriter, WriteError, WrittenFile};
 use zephr_etl::source::framer::FramerOptions;
 use zephr_etl::table::{CsvDialect, Formats};
@@ -48,6 +49,7 @@ pub struct ExportConfig {
     pub formats: Formats,
     pub dialect: CsvDialect,
     pub parquet: ParquetOptions,
+    pub xlsx: XlsxOptions,
     pub pipeline: PipelineOptions,
     pub layout: Layout,
     /// Every file created so far, for the manifest and the clean-up of stale parts.
@@ -111,6 +113,7 @@ impl ExportConfig {
         let formats = Formats {
             csv: args.format.contains(&FormatArg::Csv),
             parquet: args.format.contains(&FormatArg::Parquet),
+            xlsx: args.format.contains(&FormatArg::Xlsx),
         };
         let on_error = match args.on_error {
             OnErrorArg::Fail => OnError::Fail,
@@ -119,6 +122,7 @@ impl ExportConfig {
         let dialect = match args.csv_dialect {
             CsvDialectArg::Plain => CsvDialect::Plain,
             CsvDialectArg::Excel => CsvDialect::Excel,
+            CsvDialectArg::Postgres => CsvDialect::Postgres,
         };
         let threads = args
             .threads
@@ -164,7 +168,9 @@ impl ExportConfig {
             }),
         };
         let dir = OutputDir::open(&args.output, args.overwrite)?;
-        let config = ExportConfig::with_layout(dir, formats, dialect, parquet, pipeline, layout);
+        let mut config =
+            ExportConfig::with_layout(dir, formats, dialect, parquet, pipeline, layout);
+        config.xlsx.max_rows_per_sheet = args.xlsx_max_rows;
         for table in Table::ALL {
             config.check_outputs(table.name())?;
         }
@@ -193,6 +199,7 @@ impl ExportConfig {
             formats,
             dialect,
             parquet,
+            xlsx: XlsxOptions::default(),
             pipeline,
             layout,
             created: Arc::default(),
@@ -206,14 +213,16 @@ impl ExportConfig {
     pub fn segment(&self, dir: OutputDir, pipeline: PipelineOptions) -> ExportConfig {
         let mut parquet = self.parquet;
         parquet.max_rows_per_file = None;
-        ExportConfig::with_layout(
+        let mut segment = ExportConfig::with_layout(
             dir,
             self.formats,
             self.dialect,
             parquet,
             pipeline,
             Layout::default(),
-        )
+        );
+        segment.xlsx = self.xlsx;
+        segment
     }
 
     /// Uses `ext` for the users table (wide columns, hashed identifiers).
@@ -267,6 +276,9 @@ impl ExportConfig {
         if self.formats.parquet {
             out.push("parquet");
         }
+        if self.formats.xlsx {
+            out.push("xlsx");
+        }
         out
     }
 
@@ -281,6 +293,9 @@ impl ExportConfig {
             if self.formats.parquet {
                 names.push(format!("{}.parquet", table.name()));
             }
+            if self.formats.xlsx {
+                names.push(format!("{}.xlsx", table.name()));
+            }
         }
         if self.pipeline.flatten.on_error == OnError::Skip {
             names.push(REJECTS_NAME.to_string());
@@ -291,10 +306,14 @@ impl ExportConfig {
     /// A function that creates the temporary file of part `part` of table `stem`, named by
     /// the layout (see [`Layout::part_name`]).
     pub fn file_creator(&self, stem: &str, extension: &'static str) -> CreateFile {
+        self.creator(stem, extension, self.layout.clone())
+    }
+
+    /// [`ExportConfig::file_creator`] with names from `layout`.
+    fn creator(&self, stem: &str, extension: &'static str, layout: Layout) -> CreateFile {
         let dir = self.dir.clone();
         let created = self.created.clone();
         let folders = self.folders.folders.clone();
-        let layout = self.layout.clone();
         let stem = stem.to_string();
         Box::new(move |part| {
             let name = layout.part_name(&stem, extension, part);
@@ -329,7 +348,22 @@ impl ExportConfig {
         )?))
     }
 
-    /// The writers of one table: CSV and/or Parquet.
+    /// The xlsx writer of a table with these columns: one workbook `stem.xlsx` whatever the
+    /// layout (a long table goes on in more worksheets, not more files).
+    pub fn xlsx_writer(
+        &self,
+        stem: &str,
+        schema: arrow_schema::SchemaRef,
+    ) -> anyhow::Result<Box<dyn TableWriter>> {
+        let single = Layout {
+            partition: None,
+            ..self.layout.clone()
+        };
+        let create = self.creator(stem, "xlsx", single);
+        Ok(Box::new(XlsxWriter::new(stem, schema, self.xlsx, create)?))
+    }
+
+    /// The writers of one table: CSV, Parquet and/or xlsx, in that order.
     pub fn table_writers(&self, table: Table) -> anyhow::Result<Vec<Box<dyn TableWriter>>> {
         let def = self.def(table);
         let mut writers: Vec<Box<dyn TableWriter>> = Vec::new();
@@ -344,6 +378,10 @@ impl ExportConfig {
                 self.parquet,
                 self.file_creator(table.name(), "parquet"),
             )?));
+        }
+        if self.formats.xlsx {
+            writers
+                .push(self.xlsx_writer(table.name(), extension::schema_of(table, self.users()))?);
         }
         Ok(writers)
     }
@@ -553,6 +591,12 @@ pub fn print_summary(progress: &Progress, stats: &RunStats, raw_bytes: u64) {
         line.push_str(&format!(
             "rejected: {} items (see {REJECTS_NAME}), ",
             stats.rejects
+        ));
+    }
+    if stats.nul_replaced > 0 {
+        line.push_str(&format!(
+            "NUL replaced by U+FFFD in {} CSV cells, ",
+            stats.nul_replaced
         ));
     }
     line.push_str(&format!(

@@ -76,42 +76,52 @@ impl EventsOutput {
         let t = self.template.clone();
         let config =
             ExportConfig::with_layout(dir, t.formats, t.dialect, t.parquet, t.pipeline, t.layout);
-        let stats = state_events::export(
-            open,
-            input,
-            config.formats,
-            config.dialect,
-            &mut |columns, schema| {
-                let mut writers: Vec<Box<dyn TableWriter>> = Vec::new();
-                if config.formats.csv {
-                    // The CSV keeps the source's own names: people read it.
-                    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-                    writers.push(config.csv_writer(TABLE_NAME, &names).map_err(|e| {
-                        WriteError::Io {
-                            path: TABLE_NAME.into(),
-                            source: std::io::Error::other(e.to_string()),
-                        }
-                    })?);
-                }
-                if config.formats.parquet {
-                    // Warehouses refuse most source names (`event-type`, `1st`): Parquet gets
-                    // sanitised names, the same columns in the same order.
-                    let renamed = warehouse_schema(schema);
-                    // Nothing is known of the columns, so none is assumed to repeat much.
-                    let inner = ParquetWriter::new(
-                        renamed.clone(),
-                        &[],
-                        config.parquet,
-                        config.file_creator(TABLE_NAME, "parquet"),
-                    )?;
-                    writers.push(Box::new(Relabel {
-                        schema: renamed,
-                        inner: Box::new(inner),
-                    }));
-                }
-                Ok(writers)
-            },
-        )?;
+        let stats =
+            state_events::export(
+                open,
+                input,
+                config.formats,
+                config.dialect,
+                &mut |columns, schema| {
+                    let mut writers: Vec<Box<dyn TableWriter>> = Vec::new();
+                    if config.formats.csv {
+                        // The CSV keeps the source's own names: people read it.
+                        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+                        writers.push(config.csv_writer(TABLE_NAME, &names).map_err(|e| {
+                            WriteError::Io {
+                                path: TABLE_NAME.into(),
+                                source: std::io::Error::other(e.to_string()),
+                            }
+                        })?);
+                    }
+                    if config.formats.parquet {
+                        // Warehouses refuse most source names (`event-type`, `1st`): Parquet gets
+                        // sanitised names, the same columns in the same order.
+                        let renamed = warehouse_schema(schema);
+                        // Nothing is known of the columns, so none is assumed to repeat much.
+                        let inner = ParquetWriter::new(
+                            renamed.clone(),
+                            &[],
+                            config.parquet,
+                            config.file_creator(TABLE_NAME, "parquet"),
+                        )?;
+                        writers.push(Box::new(Relabel {
+                            schema: renamed,
+                            inner: Box::new(inner),
+                        }));
+                    }
+                    if config.formats.xlsx {
+                        // Like the CSV, the workbook keeps the source's names: people read it.
+                        writers.push(config.xlsx_writer(TABLE_NAME, schema.clone()).map_err(
+                            |e| WriteError::Io {
+                                path: TABLE_NAME.into(),
+                                source: std::io::Error::other(e.to_string()),
+                            },
+                        )?);
+                    }
+                    Ok(writers)
+                },
+            )?;
         let parquet_names: Vec<String> =
             warehouse_schema(&state_events::arrow_schema(&stats.columns))
                 .fields()
@@ -190,6 +200,12 @@ pub fn print_summary(progress: &Progress, stats: &EventsStats) {
         stats.rows,
         stats.columns.len()
     ));
+    if stats.nul_replaced > 0 {
+        progress.line(&format!(
+            "{TABLE_NAME}: NUL replaced by U+FFFD in {} CSV cells",
+            stats.nul_replaced
+        ));
+    }
 }
 
 /// Reports a failed phase (even with `--quiet`: it is an error) and gives exit status 3.

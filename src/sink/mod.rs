@@ -1,6 +1,6 @@
 //! Writers: column batches to files.
 //!
-//! Every output format implements [`TableWriter`]. A writer must be finished explicitly:
+//! Every output format (CSV, Parquet, xlsx) implements [`TableWriter`]. A writer must be finished explicitly:
 //! the Parquet footer and the final flush and fsync happen in [`TableWriter::finish`], never in
 //! `Drop`, so a failed run cannot leave a file that looks complete.
 
@@ -8,6 +8,7 @@ pub mod csv;
 pub mod output_dir;
 pub mod parquet;
 pub mod sync_behind;
+pub mod xlsx;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,12 @@ pub enum WriteError {
         path: PathBuf,
         #[source]
         source: ::parquet::errors::ParquetError,
+    },
+    #[error("cannot write Excel workbook {path}: {source}")]
+    Xlsx {
+        path: PathBuf,
+        #[source]
+        source: Box<rust_xlsxwriter::XlsxError>,
     },
 }
 
