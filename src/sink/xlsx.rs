@@ -9,13 +9,14 @@
 //!   Instants Excel cannot show (before 1900-03-01 or after 9999) are ISO-8601 text;
 //! - booleans are boolean cells; int64 values within ±2^53 are numbers (shown with every
 //!   digit), larger ones text, since Excel's numbers are doubles; float64 values are numbers;
-//! - NULL is an empty cell; the header row is bold, frozen, with an autofilter.
+//! - NULL is an empty cell, and so is the empty string (Excel keeps no empty text cell; the
+//!   CSV and Parquet tell the two apart); the header row is bold, frozen, with an autofilter.
 //!
 //! The worksheets are in rust_xlsxwriter's constant-memory mode: each row goes to a temporary
 //! file as soon as the next starts, so memory stays flat whatever the table's length. A table
 //! longer than a worksheet (1,048,576 rows with the header) goes on in sheets `users (2)`,
 //! `users (3)`, ... of the same workbook, each with the header. Excel holds at most 32,767
-//! characters in a cell: a longer text is cut there (the CSV and Parquet keep it whole).
+//! characters (UTF-16 units) in a cell: a longer text is cut there (the CSV and Parquet keep it whole).
 //!
 //! The zip container is written at the end, streamed into any `Write + Send`
 //! ([`XlsxBook::finish_into`]): the output needs no seeking, so it can be a staged file or an
@@ -346,16 +347,21 @@ pub fn excel_serial(micros: i64) -> Option<f64> {
         .then(|| (days + EPOCH_SERIAL) as f64 + time as f64 / DAY_MICROS as f64)
 }
 
-/// `text` cut to the most characters a cell holds.
+/// `text` cut to the most characters a cell holds. Excel counts UTF-16 units (an emoji is
+/// two), so that is what is counted here.
 fn cut_to_cell(text: &str) -> &str {
-    // A character is at most 4 bytes: anything shorter than this many bytes fits.
+    // No character takes more UTF-8 bytes than UTF-16 units: this many bytes always fit.
     if text.len() <= EXCEL_MAX_CHARS {
         return text;
     }
-    match text.char_indices().nth(EXCEL_MAX_CHARS) {
-        Some((at, _)) => &text[..at],
-        None => text,
+    let mut units = 0;
+    for (at, c) in text.char_indices() {
+        units += c.len_utf16();
+        if units > EXCEL_MAX_CHARS {
+            return &text[..at];
+        }
     }
+    text
 }
 
 /// A batch column, downcast once per batch.
@@ -464,5 +470,8 @@ mod tests {
         assert_eq!(cut_to_cell(&short), short);
         let long = "é".repeat(EXCEL_MAX_CHARS + 3);
         assert_eq!(cut_to_cell(&long).chars().count(), EXCEL_MAX_CHARS);
+        // An emoji is two units: half as many fit, and none is cut in two.
+        let emoji = "🦀".repeat(EXCEL_MAX_CHARS);
+        assert_eq!(cut_to_cell(&emoji).chars().count(), EXCEL_MAX_CHARS / 2);
     }
 }
