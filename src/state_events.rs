@@ -232,6 +232,9 @@ fn check_unique(columns: &[String], input: &str) -> Result<(), StateEventsError>
     Ok(())
 }
 
+/// What [`Rows::end`] hands back: rows, cells whose NUL was replaced, writers to finish.
+type Ended = (u64, u64, Vec<Box<dyn TableWriter>>);
+
 /// Batches rows into the writers.
 struct Rows {
     builder: TableBuilder,
@@ -295,7 +298,7 @@ impl Rows {
 
     /// Writes what is left; returns the rows, the cells whose NUL was replaced, and the
     /// writers to finish.
-    fn end(mut self) -> Result<(u64, u64, Vec<Box<dyn TableWriter>>), StateEventsError> {
+    fn end(mut self) -> Result<Ended, StateEventsError> {
         self.flush()?;
         Ok((self.rows, self.nul_replaced, self.writers))
     }

@@ -130,10 +130,8 @@ pub fn is_plain(text: &str, dialect: CsvDialect) -> bool {
             bytes.first(),
             Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
         );
-    !bytes.is_empty()
-        && !guarded
-        && !needs_quoting(bytes)
-        && !(dialect == CsvDialect::Postgres && has_nul(text))
+    let changed = dialect == CsvDialect::Postgres && has_nul(text);
+    !(bytes.is_empty() || guarded || needs_quoting(bytes) || changed)
 }
 
 /// Whether `bytes` holds `,` `"` `\n` or `\r`. Every text cell passes through here, so it
