@@ -798,3 +798,40 @@ print(json.dumps(out))
         "duckdb: rows matched {matched:?} (users, grants, attributes)"
     );
 }
+
+#[test]
+fn state_events_get_a_workbook_and_their_nul_counted() {
+    let tmp = TempDir::new().unwrap();
+    let events = write_file(
+        tmp.path(),
+        "events.csv",
+        b"event-type,value,at\nlogin,a\0b,00042\nlogout,,=1+1\n",
+    );
+    let out = tmp.path().join("out");
+    let stderr = convert_tricky(
+        &out,
+        &[
+            "--format",
+            "csv,parquet,xlsx",
+            "--csv-dialect",
+            "postgres",
+            "--state-events",
+            s(&events),
+        ],
+    );
+    assert!(
+        stderr.contains("state_events: NUL replaced by U+FFFD in 1 CSV cells"),
+        "{stderr}"
+    );
+    let (header, rows) = read_csv(&out.join("state_events.csv"));
+    assert_eq!(header, ["event-type", "value", "at"]);
+    assert_eq!(rows[0][1].as_deref(), Some("a\u{FFFD}b"));
+    // The workbook keeps the source's names, as the CSV does, and every value as text.
+    let sheet = sheet_rows(&out.join("state_events.xlsx"), "state_events");
+    let names: Vec<String> = sheet[0].iter().map(|c| c.to_string()).collect();
+    assert_eq!(names, ["event-type", "value", "at"]);
+    assert_eq!(sheet[1][1], Data::String("a\0b".into()));
+    assert_eq!(sheet[1][2], Data::String("00042".into()));
+    assert_eq!(sheet[2][1], Data::Empty);
+    assert_eq!(sheet[2][2], Data::String("=1+1".into()));
+}
