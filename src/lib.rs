@@ -15,7 +15,8 @@
 //!   phase (CSV or JSON of flat objects) into the `state_events` table.
 //!
 //! Around the core: [`extension`] is the users table of a run with [`wide`] attribute columns
-//! and [`pii`]-hashed identifiers; [`naming`] keeps column names warehouse-safe; [`manifest`]
+//! and [`pii`]-hashed identifiers; [`naming`] keeps column names warehouse-safe; [`ddl`] writes
+//! each warehouse's `CREATE TABLE`; [`manifest`]
 //! describes a run's files; [`inspect`] summarises an export without writing tables;
 //! [`allocator`] tunes glibc for the batches' large, short-lived buffers.
 //!
@@ -31,6 +32,7 @@
 //! ([`fetch`] and `pipeline` still import each other; their rework removes that.)
 
 pub mod allocator;
+pub mod ddl;
 pub mod dest;
 pub mod error;
 pub mod export;

@@ -90,6 +90,8 @@ pub struct RunStats {
     /// Rows per table, in [`Table::ALL`] order.
     pub rows: [u64; 3],
     pub rejects: u64,
+    /// CSV cells the postgres dialect changed (a NUL replaced by U+FFFD), in all tables.
+    pub nul_replaced: u64,
     /// Every file written, staged in the destination (filled in at the end).
     pub files: Vec<(Table, WrittenFile)>,
 }
@@ -677,6 +679,7 @@ fn take_in(
         }
     }
     stats.items += flat.items;
+    stats.nul_replaced += flat.nul_replaced;
     for (rows, batch) in stats.rows.iter_mut().zip(&flat.tables) {
         *rows += batch.rows as u64;
     }

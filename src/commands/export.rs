@@ -17,6 +17,7 @@ use zephr_etl::pipeline::{OnInterrupt, PipelineError, PipelineOptions, RunStats}
 use zephr_etl::progress::{Progress, megabytes};
 use zephr_etl::schema::Table;
 use zephr_etl::sink::parquet::{ParquetCompression, ParquetOptions};
+use zephr_etl::sink::xlsx::XlsxOptions;
 use zephr_etl::source::framer::FramerOptions;
 use zephr_etl::table::{CsvDialect, Formats};
 
@@ -28,6 +29,7 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
     let formats = Formats {
         csv: args.format.contains(&FormatArg::Csv),
         parquet: args.format.contains(&FormatArg::Parquet),
+        xlsx: args.format.contains(&FormatArg::Xlsx),
     };
     let on_error = match args.on_error {
         OnErrorArg::Fail => OnError::Fail,
@@ -36,6 +38,7 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
     let dialect = match args.csv_dialect {
         CsvDialectArg::Plain => CsvDialect::Plain,
         CsvDialectArg::Excel => CsvDialect::Excel,
+        CsvDialectArg::Postgres => CsvDialect::Postgres,
     };
     let threads = args
         .threads
@@ -43,6 +46,9 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
     ExportOptions {
         formats,
         dialect,
+        xlsx: XlsxOptions {
+            max_rows_per_sheet: args.xlsx_max_rows,
+        },
         parquet: ParquetOptions {
             compression: match args.compression {
                 CompressionArg::Zstd => ParquetCompression::Zstd,
@@ -150,6 +156,11 @@ pub fn explain(error: ExportError) -> anyhow::Error {
             "cannot write the --save-raw copy {}",
             path.display()
         )),
+        ExportError::PagedXlsx => anyhow::Error::new(UsageError(format!(
+            "--format xlsx: {}; add --no-paginate, or fetch with --save-raw FILE and then \
+             convert FILE --format xlsx",
+            ExportError::PagedXlsx
+        ))),
         other => anyhow::Error::new(other),
     }
 }
@@ -165,6 +176,12 @@ pub fn print_summary(progress: &Progress, stats: &RunStats, raw_bytes: u64) {
         line.push_str(&format!(
             "rejected: {} items (see {REJECTS_NAME}), ",
             stats.rejects
+        ));
+    }
+    if stats.nul_replaced > 0 {
+        line.push_str(&format!(
+            "NUL replaced by U+FFFD in {} CSV cells, ",
+            stats.nul_replaced
         ));
     }
     line.push_str(&format!(

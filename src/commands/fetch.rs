@@ -193,6 +193,15 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
     if tenant.is_empty() {
         return Err(usage("--tenant must not be empty".into()));
     }
+    if !args.no_paginate && args.output.format.contains(&crate::cli::FormatArg::Xlsx) {
+        // A paginated fetch assembles its tables from resumable segments, and a workbook
+        // cannot be appended to.
+        return Err(usage(
+            "--format xlsx needs --no-paginate with fetch (or fetch with --save-raw FILE, \
+             then convert FILE --format xlsx)"
+                .into(),
+        ));
+    }
     let base_url = match &args.base_url {
         Some(url) => url.clone(),
         None => {

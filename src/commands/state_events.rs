@@ -20,6 +20,12 @@ pub fn print_summary(progress: &Progress, stats: &EventsStats) {
         stats.rows,
         stats.columns.len()
     ));
+    if stats.nul_replaced > 0 {
+        progress.line(&format!(
+            "{TABLE_NAME}: NUL replaced by U+FFFD in {} CSV cells",
+            stats.nul_replaced
+        ));
+    }
 }
 
 /// Reports a failed phase (even with `--quiet`: it is an error) and gives exit status 3.

@@ -89,6 +89,9 @@ impl Export {
         plan: &FetchPlan,
         progress: &Progress,
     ) -> Result<Fetched, ExportError> {
+        if self.opts.formats.xlsx {
+            return Err(ExportError::PagedXlsx);
+        }
         let work = &plan.work;
         let arguments = self.resume_arguments(plan);
         let mut journal = open_journal(work, plan, arguments, progress)?;
@@ -372,6 +375,8 @@ impl Export {
                             let schema = extension::schema_of(table, self.users());
                             concat_parquet(&sources, &schema, writer.as_mut())?;
                         }
+                        // Refused before the first page (`fetch_paged`).
+                        Format::Xlsx => return Err(ExportError::PagedXlsx),
                     }
                 }
                 for writer in writers {
@@ -431,6 +436,7 @@ impl Export {
             .map(|f| match f {
                 Format::Csv => "Csv",
                 Format::Parquet => "Parquet",
+                Format::Xlsx => "Xlsx",
             })
             .collect();
         let mut map = BTreeMap::new();

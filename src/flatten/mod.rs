@@ -65,6 +65,8 @@ pub struct FlatBatch {
     pub tables: Vec<ColumnBatch>,
     pub rejects: Vec<Reject>,
     pub items: u64,
+    /// CSV cells the postgres dialect changed (a NUL replaced), in all tables.
+    pub nul_replaced: u64,
 }
 
 /// Why a batch could not be flattened.
@@ -193,12 +195,17 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
             }),
         }
     }
+    let nul_replaced = builders
+        .iter_mut()
+        .map(TableBuilder::take_nul_replaced)
+        .sum();
     let tables = builders.iter_mut().map(TableBuilder::finish).collect();
     BUILDERS.with(|b| *b.borrow_mut() = builders);
     Ok(FlatBatch {
         tables,
         rejects,
         items: batch.items.len() as u64,
+        nul_replaced,
     })
 }
 

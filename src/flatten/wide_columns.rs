@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::json::{Leaf, compact};
-use crate::naming::{MAX_NAME_CHARS, make_unique, replace_invalid};
+use crate::naming::{fit, make_unique, replace_invalid};
 use crate::schema::{ColumnDef, ColumnType};
 use crate::table::TableBuilder;
 use crate::timestamp::parse_timestamp_micros;
@@ -66,11 +66,7 @@ impl WideColumns {
     fn new(keys: Vec<(String, ColumnType, Option<String>)>, base: &[&str]) -> WideColumns {
         let names = keys
             .iter()
-            .map(|(key, _, _)| {
-                let mut name = format!("{PREFIX}{}", replace_invalid(key));
-                name.truncate(MAX_NAME_CHARS);
-                name
-            })
+            .map(|(key, _, _)| fit(format!("{PREFIX}{}", replace_invalid(key)), key))
             .collect();
         let names = make_unique(names, base);
         let columns: Vec<WideColumn> = keys

@@ -11,4 +11,5 @@ mod convert;
 mod errors;
 mod fetch_cli;
 mod fetch_client;
+mod loaders;
 mod warehouse;
