@@ -29,7 +29,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 
 use crate::error::{BadItem, InputError};
 use crate::flatten::{FlatBatch, FlattenError, FlattenOptions, Reject, flatten_batch};
-use crate::schema::Table;
+use crate::schema::{PerTable, Table};
 use crate::signal;
 use crate::sink::{TableWriter, WriteError, WrittenFile};
 use crate::source::framer::{Framer, FramerOptions, RawBatch};
@@ -90,8 +90,8 @@ pub struct RunStats {
     /// Rows per table, in [`Table::ALL`] order.
     pub rows: [u64; 3],
     pub rejects: u64,
-    /// CSV cells the postgres dialect changed (a NUL replaced by U+FFFD), in all tables.
-    pub nul_replaced: u64,
+    /// CSV cells the postgres dialect changed (a NUL replaced by U+FFFD), per table.
+    pub nul_replaced: PerTable<u64>,
     /// Every file written, staged in the destination (filled in at the end).
     pub files: Vec<(Table, WrittenFile)>,
 }
@@ -679,7 +679,7 @@ fn take_in(
         }
     }
     stats.items += flat.items;
-    stats.nul_replaced += flat.nul_replaced;
+    stats.nul_replaced.add(&flat.nul_replaced);
     for (rows, batch) in stats.rows.iter_mut().zip(&flat.tables) {
         *rows += batch.rows as u64;
     }

@@ -110,6 +110,56 @@ impl TableDef {
     }
 }
 
+/// One value per item table, indexed by [`Table`] rather than by position. Serialised as
+/// an array in [`Table::ALL`] order (the form older journals already hold).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PerTable<T>([T; 3]);
+
+impl<T> PerTable<T> {
+    /// A value per table, made by `f`.
+    pub fn from_fn(mut f: impl FnMut(Table) -> T) -> PerTable<T> {
+        PerTable(Table::ALL.map(&mut f))
+    }
+
+    /// Each table with its value, in [`Table::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (Table, &T)> {
+        Table::ALL.into_iter().zip(&self.0)
+    }
+
+    /// Each table with its value, mutable, in [`Table::ALL`] order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Table, &mut T)> {
+        Table::ALL.into_iter().zip(&mut self.0)
+    }
+}
+
+impl PerTable<u64> {
+    /// The sum over the tables.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Adds `other` table by table.
+    pub fn add(&mut self, other: &PerTable<u64>) {
+        for (total, n) in self.0.iter_mut().zip(other.0) {
+            *total += n;
+        }
+    }
+}
+
+impl<T> std::ops::Index<Table> for PerTable<T> {
+    type Output = T;
+    fn index(&self, table: Table) -> &T {
+        &self.0[table as usize]
+    }
+}
+
+impl<T> std::ops::IndexMut<Table> for PerTable<T> {
+    fn index_mut(&mut self, table: Table) -> &mut T {
+        &mut self.0[table as usize]
+    }
+}
+
 /// The tables an export flattens into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {

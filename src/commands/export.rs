@@ -178,10 +178,10 @@ pub fn print_summary(progress: &Progress, stats: &RunStats, raw_bytes: u64) {
             stats.rejects
         ));
     }
-    if stats.nul_replaced > 0 {
+    if stats.nul_replaced.total() > 0 {
         line.push_str(&format!(
             "NUL replaced by U+FFFD in {} CSV cells, ",
-            stats.nul_replaced
+            stats.nul_replaced.total()
         ));
     }
     line.push_str(&format!(

@@ -118,6 +118,7 @@ impl Export {
             items: journal.items(),
             rows: journal.rows(),
             rejects: journal.rejects(),
+            nul_replaced: journal.nul_replaced(),
             ..RunStats::default()
         };
         self.assemble(work, &journal, plan.save_raw.as_deref())?;
@@ -314,6 +315,7 @@ impl Export {
                 items: stats.items,
                 rows: stats.rows,
                 rejects: stats.rejects,
+                nul_replaced: stats.nul_replaced,
                 bytes: log.bytes,
             })
         })();
@@ -349,6 +351,7 @@ impl Export {
         let mut stats = RunStats {
             rows: journal.rows(),
             rejects: journal.rejects(),
+            nul_replaced: journal.nul_replaced(),
             ..RunStats::default()
         };
         if journal.segments.is_empty() {

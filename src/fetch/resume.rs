@@ -16,6 +16,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::schema::PerTable;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -41,6 +42,9 @@ pub struct SegmentRecord {
     pub rows: [u64; 3],
     /// Items rejected (`--on-error skip`).
     pub rejects: u64,
+    /// CSV cells the postgres dialect changed, per table (absent in older journals).
+    #[serde(default)]
+    pub nul_replaced: PerTable<u64>,
     /// Page body bytes.
     pub bytes: u64,
 }
@@ -105,6 +109,15 @@ impl Journal {
             }
         }
         rows
+    }
+
+    /// CSV cells the postgres dialect changed in the closed segments, per table.
+    pub fn nul_replaced(&self) -> PerTable<u64> {
+        let mut total = PerTable::default();
+        for s in &self.segments {
+            total.add(&s.nul_replaced);
+        }
+        total
     }
 
     /// Page body bytes in the closed segments.
@@ -328,6 +341,7 @@ mod tests {
             items: 3,
             rows: [3, 1, 2],
             rejects: 1,
+            nul_replaced: PerTable::default(),
             bytes: 100,
         }
     }

@@ -1515,3 +1515,36 @@ fn regression_issue15_bash_completes_after_a_subcommand() {
     assert!(output.status.success(), "{}", stderr_of(&output));
     assert_eq!(completions, "--wide-attributes\n");
 }
+
+#[test]
+fn nul_counts_of_the_postgres_dialect_survive_segments() {
+    let tmp = TempDir::new().unwrap();
+    let bytes =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/loaders.json"))
+            .unwrap();
+    let items: Vec<&RawValue> = serde_json::from_slice(&bytes).unwrap();
+    let items: Vec<String> = items.iter().map(|i| i.get().to_owned()).collect();
+    let server = mock(&items, Vec::new());
+    let out = tmp.path().join("out");
+    fetch(
+        &server,
+        &out,
+        &[
+            "--rpp",
+            "1",
+            "--segment-pages",
+            "1",
+            "--csv-dialect",
+            "postgres",
+        ],
+    )
+    .assert()
+    .success();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let nul = |table: &str| manifest["tables"][table]["nul_replaced"].clone();
+    // One username and one attribute value hold a NUL, in different pages.
+    assert_eq!(nul("users"), serde_json::Value::from(1));
+    assert_eq!(nul("grants"), serde_json::Value::from(0));
+    assert_eq!(nul("attributes"), serde_json::Value::from(1));
+}
