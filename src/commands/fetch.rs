@@ -18,7 +18,8 @@ use zephr_etl::fetch::feed::SegmentLimit;
 use zephr_etl::fetch::resume::WorkDir;
 use zephr_etl::fetch::state_file::{self, RunState, STATE_FILE_VERSION};
 use zephr_etl::fetch::{
-    Client, Credentials, EventsQuery, ExportQuery, FetchError, RetryPolicy, tenant_base_url,
+    Client, Credentials, EventsQuery, ExportQuery, FetchError, QueryField, RetryPolicy,
+    tenant_base_url,
 };
 use zephr_etl::progress::{Progress, ProgressMode};
 use zephr_etl::schema::Table;
@@ -234,14 +235,18 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
         registered_before: args.registered_before.clone(),
         rpp: args.rpp,
     };
-    query.validate().map_err(|e| usage(e.to_string()))?;
+    query
+        .validate()
+        .map_err(|e| usage(e.message_with(query_flag)))?;
     let events = if args.state_events {
         let events = EventsQuery {
             from: args.events_from.clone().unwrap_or_default(),
             to: args.events_to.clone().unwrap_or_default(),
             rpp: args.rpp,
         };
-        events.validate().map_err(|e| usage(e.to_string()))?;
+        events
+            .validate()
+            .map_err(|e| usage(e.message_with(query_flag)))?;
         Some(events)
     } else {
         None
@@ -287,5 +292,18 @@ mod tests {
         );
         assert_eq!(strip_userinfo("http://127.0.0.1:9"), "http://127.0.0.1:9");
         assert_eq!(strip_userinfo("http://h/a@b"), "http://h/a@b");
+    }
+}
+
+/// The flag that sets a query field, for the library's query errors.
+fn query_flag(field: QueryField) -> &'static str {
+    match field {
+        QueryField::AppIds => "--app-ids",
+        QueryField::Since => "--since",
+        QueryField::RegisteredSince => "--registered-since",
+        QueryField::RegisteredBefore => "--registered-before",
+        QueryField::Rpp => "--rpp",
+        QueryField::EventsFrom => "--events-from",
+        QueryField::EventsTo => "--events-to",
     }
 }
