@@ -87,8 +87,8 @@ impl PipelineOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStats {
     pub items: u64,
-    /// Rows per table, in [`Table::ALL`] order.
-    pub rows: [u64; 3],
+    /// Rows per table.
+    pub rows: PerTable<u64>,
     pub rejects: u64,
     /// CSV cells the postgres dialect changed (a NUL replaced by U+FFFD), per table.
     pub nul_replaced: PerTable<u64>,
@@ -680,7 +680,7 @@ fn take_in(
     }
     stats.items += flat.items;
     stats.nul_replaced.add(&flat.nul_replaced);
-    for (rows, batch) in stats.rows.iter_mut().zip(&flat.tables) {
+    for ((_, rows), batch) in stats.rows.iter_mut().zip(&flat.tables) {
         *rows += batch.rows as u64;
     }
     Ok(flat.tables)

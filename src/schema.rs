@@ -147,6 +147,13 @@ impl PerTable<u64> {
     }
 }
 
+impl<T> From<[T; 3]> for PerTable<T> {
+    /// The values in [`Table::ALL`] order.
+    fn from(values: [T; 3]) -> PerTable<T> {
+        PerTable(values)
+    }
+}
+
 impl<T> std::ops::Index<Table> for PerTable<T> {
     type Output = T;
     fn index(&self, table: Table) -> &T {
@@ -209,6 +216,28 @@ pub const STATE_EVENTS_JSON: &str = include_str!("../schemas/state_events.json")
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_table_is_indexed_by_table_and_serialised_as_an_array() {
+        let mut rows: PerTable<u64> = [3, 1, 2].into();
+        rows[Table::Grants] += 4;
+        assert_eq!(rows[Table::Users], 3);
+        assert_eq!(rows[Table::Grants], 5);
+        assert_eq!(rows.total(), 10);
+        let pairs: Vec<(Table, u64)> = rows.iter().map(|(t, &n)| (t, n)).collect();
+        assert_eq!(
+            pairs,
+            [
+                (Table::Users, 3),
+                (Table::Grants, 5),
+                (Table::Attributes, 2)
+            ]
+        );
+        // The journal's old form: a plain array in Table::ALL order.
+        assert_eq!(serde_json::to_string(&rows).unwrap(), "[3,5,2]");
+        let back: PerTable<u64> = serde_json::from_str("[1,2,3]").unwrap();
+        assert_eq!(back, PerTable::from_fn(|t| t as u64 + 1));
+    }
 
     #[test]
     fn every_schema_file_loads_and_names_its_table() {

@@ -504,7 +504,7 @@ impl Export {
         let mut files: Vec<WrittenFile> = stats.files.iter().map(|(_, f)| f.clone()).collect();
         files.extend(rejects);
         let mut tables = BTreeMap::new();
-        for (table, rows) in Table::ALL.into_iter().zip(stats.rows) {
+        for (table, &rows) in stats.rows.iter() {
             let nul = self.nul_entry(stats.nul_replaced[table]);
             tables.insert(
                 table.name().to_string(),

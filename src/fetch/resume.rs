@@ -38,8 +38,8 @@ pub struct SegmentRecord {
     pub last_page: u32,
     /// Items framed from these pages (rejected ones included).
     pub items: u64,
-    /// Rows per table, in `Table::ALL` order.
-    pub rows: [u64; 3],
+    /// Rows per table (in JSON an array in `Table::ALL` order).
+    pub rows: PerTable<u64>,
     /// Items rejected (`--on-error skip`).
     pub rejects: u64,
     /// CSV cells the postgres dialect changed, per table (absent in older journals).
@@ -101,12 +101,10 @@ impl Journal {
     }
 
     /// Rows per table in the closed segments.
-    pub fn rows(&self) -> [u64; 3] {
-        let mut rows = [0; 3];
+    pub fn rows(&self) -> PerTable<u64> {
+        let mut rows = PerTable::default();
         for s in &self.segments {
-            for (total, n) in rows.iter_mut().zip(s.rows) {
-                *total += n;
-            }
+            rows.add(&s.rows);
         }
         rows
     }
@@ -339,7 +337,7 @@ mod tests {
             first_page,
             last_page,
             items: 3,
-            rows: [3, 1, 2],
+            rows: [3, 1, 2].into(),
             rejects: 1,
             nul_replaced: PerTable::default(),
             bytes: 100,
@@ -362,7 +360,7 @@ mod tests {
         assert_eq!((j.next_page(), j.next_segment()), (9, 3));
         assert_eq!(
             (j.items(), j.rows(), j.rejects(), j.bytes()),
-            (6, [6, 2, 4], 2, 200)
+            (6, [6, 2, 4].into(), 2, 200)
         );
 
         fs::create_dir_all(work.segment_dir(1)).unwrap();
