@@ -18,7 +18,7 @@
 //! is larger), so sixteen 60 MB items cost the same memory on 8 threads as on 2.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -35,14 +35,9 @@ use crate::sink::{TableWriter, WriteError, WrittenFile};
 use crate::source::framer::{Framer, FramerOptions, RawBatch};
 use crate::table::ColumnBatch;
 
-/// One input stream and its name for messages.
-pub struct Source {
-    pub name: Arc<str>,
-    pub reader: Box<dyn Read + Send>,
-}
-
-/// The inputs of a run, opened lazily in order (a file, stdin, or one fetched page each).
-pub type Sources = Box<dyn Iterator<Item = Result<Source, InputError>> + Send>;
+// The inputs live with the sources, so that `fetch` (a source of pages) never imports the
+// pipeline; re-exported for the callers that build a run.
+pub use crate::source::drive::{Source, Sources};
 
 /// Tuning and behaviour of a run.
 #[derive(Debug, Clone, Copy)]
