@@ -280,6 +280,19 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
     })
 }
 
+/// The flag that sets a query field, for the library's query errors.
+fn query_flag(field: QueryField) -> &'static str {
+    match field {
+        QueryField::AppIds => "--app-ids",
+        QueryField::Since => "--since",
+        QueryField::RegisteredSince => "--registered-since",
+        QueryField::RegisteredBefore => "--registered-before",
+        QueryField::Rpp => "--rpp",
+        QueryField::EventsFrom => "--events-from",
+        QueryField::EventsTo => "--events-to",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use zephr_etl::fetch::client::strip_userinfo;
@@ -292,18 +305,5 @@ mod tests {
         );
         assert_eq!(strip_userinfo("http://127.0.0.1:9"), "http://127.0.0.1:9");
         assert_eq!(strip_userinfo("http://h/a@b"), "http://h/a@b");
-    }
-}
-
-/// The flag that sets a query field, for the library's query errors.
-fn query_flag(field: QueryField) -> &'static str {
-    match field {
-        QueryField::AppIds => "--app-ids",
-        QueryField::Since => "--since",
-        QueryField::RegisteredSince => "--registered-since",
-        QueryField::RegisteredBefore => "--registered-before",
-        QueryField::Rpp => "--rpp",
-        QueryField::EventsFrom => "--events-from",
-        QueryField::EventsTo => "--events-to",
     }
 }
