@@ -29,7 +29,7 @@ impl UsersPlan {
     /// Reads the key and the user schema; both problems are usage errors (exit 2).
     pub fn check(args: &OutputArgs) -> anyhow::Result<UsersPlan> {
         let pii = if args.hash_pii {
-            Some(PiiKey::from_env().map_err(|e| UsageError(e.to_string()))?)
+            Some(PiiKey::from_env().map_err(|e| UsageError(e.message_for("--hash-pii")))?)
         } else {
             None
         };
