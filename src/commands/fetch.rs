@@ -16,6 +16,7 @@ use zephr_etl::export::fetch::FetchPlan;
 use zephr_etl::fetch::client::ClientConfig;
 use zephr_etl::fetch::feed::SegmentLimit;
 use zephr_etl::fetch::resume::WorkDir;
+use zephr_etl::fetch::secret::SECRET_KEY_VAR;
 use zephr_etl::fetch::state_file::{self, RunState, STATE_FILE_VERSION};
 use zephr_etl::fetch::{
     Client, Credentials, EventsQuery, ExportQuery, FetchError, QueryField, RetryPolicy,
@@ -69,6 +70,11 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         {
             Some(_) if matches!(e, zephr_etl::fetch::CredentialError::ReadFile { .. }) => {
                 anyhow::Error::new(UsageError(format!("--secret-key-file: {e}")))
+            }
+            _ if matches!(e, zephr_etl::fetch::CredentialError::MissingSecret) => {
+                anyhow::Error::new(UsageError(format!(
+                    "{SECRET_KEY_VAR} is not set and no --secret-key-file was given"
+                )))
             }
             _ => anyhow::Error::new(UsageError(e.to_string())),
         })?;

@@ -899,6 +899,14 @@ fn bad_flags_fail_with_usage_before_any_request() {
         .assert()
         .code(2)
         .stderr(predicates::str::contains("--base-url: invalid base URL"));
+    // The library's credential error, with the flag named by the binary.
+    fetch(&server, &tmp.path().join("x"), &[])
+        .env_remove("ZEPHR_SECRET_KEY")
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "ZEPHR_SECRET_KEY is not set and no --secret-key-file was given",
+        ));
     assert!(server.requests().is_empty());
 }
 
