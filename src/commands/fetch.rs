@@ -30,7 +30,7 @@ use zephr_etl::wide::{self, USER_SCHEMA_PATH, WideColumns};
 use super::UsageError;
 use super::export::{check_side_file, explain, open, print_summary};
 use super::state_events::{print_summary as print_events, report_failure};
-use super::wide::{UsersPlan, report_mismatches};
+use super::wide::{UsersPlan, report_mismatches, wide_error};
 use crate::cli::FetchArgs;
 
 /// Everything the flags say, checked.
@@ -53,7 +53,8 @@ fn download_user_schema(client: &Client) -> anyhow::Result<WideColumns> {
     let body = client
         .fetch_page(USER_SCHEMA_PATH, "")
         .with_context(|| format!("--wide-attributes: cannot download the user schema (GET {USER_SCHEMA_PATH}); pass --user-schema FILE instead"))?;
-    let fields = wide::parse_user_schema(&body, &format!("GET {USER_SCHEMA_PATH}"))?;
+    let fields =
+        wide::parse_user_schema(&body, &format!("GET {USER_SCHEMA_PATH}")).map_err(wide_error)?;
     let base = Table::Users.def().column_names();
     Ok(WideColumns::from_schema(&fields, &base))
 }
