@@ -23,13 +23,12 @@
 //! Modules depend only downwards in this order (each line may use the lines below it, never
 //! one above; checked with `grep -rho 'crate::[a-z_]*'` per module):
 //! - [`pipeline`], [`state_events`], [`inspect`], [`wide`], [`extension`] (a re-export);
+//! - [`fetch`] (the Admin API client, its pages, journal and segment merge);
 //! - [`flatten`] (its `users` and `wide_columns` are the extended `users` table's layout);
 //! - [`sink`], [`source`], [`pii`];
 //! - [`table`], [`naming`];
 //! - [`schema`], [`timestamp`] (the one calendar), [`generate`] (uses only [`timestamp`]),
 //!   [`error`], [`allocator`], [`signal`].
-//!
-//! ([`fetch`] and `pipeline` still import each other; their rework removes that.)
 
 pub mod allocator;
 pub mod ddl;

@@ -37,6 +37,10 @@ pub struct ManifestColumn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestTable {
     pub rows: u64,
+    /// CSV cells the postgres dialect changed (a NUL replaced by U+FFFD); present with that
+    /// dialect, or whenever a cell was changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nul_replaced: Option<u64>,
     pub columns: Vec<ManifestColumn>,
 }
 

@@ -21,13 +21,28 @@ pub const KEY_VARIABLE: &str = "ZEPHR_ETL_PII_KEY";
 /// The key could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum PiiKeyError {
-    #[error(
-        "--hash-pii needs a key: set {KEY_VARIABLE} to a secret string (keep the same key \
-         across runs so that hashes join)"
-    )]
+    #[error("{}", missing_key("hashing PII"))]
     Missing,
     #[error("{KEY_VARIABLE} is not valid UTF-8; use a text key")]
     NotUnicode,
+}
+
+impl PiiKeyError {
+    /// The message with `what` as the thing that needs the key (the binary passes its flag);
+    /// [`Display`](std::fmt::Display) says `hashing PII`.
+    pub fn message_for(&self, what: &str) -> String {
+        match self {
+            PiiKeyError::Missing => missing_key(what),
+            PiiKeyError::NotUnicode => self.to_string(),
+        }
+    }
+}
+
+fn missing_key(what: &str) -> String {
+    format!(
+        "{what} needs a key: set {KEY_VARIABLE} to a secret string (keep the same key across \
+         runs so that hashes join)"
+    )
 }
 
 /// The HMAC key, keyed once and cloned per value. Never printed: `Debug` hides it.

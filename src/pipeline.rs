@@ -18,7 +18,7 @@
 //! is larger), so sixteen 60 MB items cost the same memory on 8 threads as on 2.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -29,20 +29,15 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 
 use crate::error::{BadItem, InputError};
 use crate::flatten::{FlatBatch, FlattenError, FlattenOptions, Reject, flatten_batch};
-use crate::schema::Table;
+use crate::schema::{PerTable, Table};
 use crate::signal;
 use crate::sink::{TableWriter, WriteError, WrittenFile};
 use crate::source::framer::{Framer, FramerOptions, RawBatch};
 use crate::table::ColumnBatch;
 
-/// One input stream and its name for messages.
-pub struct Source {
-    pub name: Arc<str>,
-    pub reader: Box<dyn Read + Send>,
-}
-
-/// The inputs of a run, opened lazily in order (a file, stdin, or one fetched page each).
-pub type Sources = Box<dyn Iterator<Item = Result<Source, InputError>> + Send>;
+// The inputs live with the sources, so that `fetch` (a source of pages) never imports the
+// pipeline; re-exported for the callers that build a run.
+pub use crate::source::drive::{Source, Sources};
 
 /// Tuning and behaviour of a run.
 #[derive(Debug, Clone, Copy)]
@@ -87,11 +82,11 @@ impl PipelineOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStats {
     pub items: u64,
-    /// Rows per table, in [`Table::ALL`] order.
-    pub rows: [u64; 3],
+    /// Rows per table.
+    pub rows: PerTable<u64>,
     pub rejects: u64,
-    /// CSV cells the postgres dialect changed (a NUL replaced by U+FFFD), in all tables.
-    pub nul_replaced: u64,
+    /// CSV cells the postgres dialect changed (a NUL replaced by U+FFFD), per table.
+    pub nul_replaced: PerTable<u64>,
     /// Every file written, staged in the destination (filled in at the end).
     pub files: Vec<(Table, WrittenFile)>,
 }
@@ -679,8 +674,8 @@ fn take_in(
         }
     }
     stats.items += flat.items;
-    stats.nul_replaced += flat.nul_replaced;
-    for (rows, batch) in stats.rows.iter_mut().zip(&flat.tables) {
+    stats.nul_replaced.add(&flat.nul_replaced);
+    for ((_, rows), batch) in stats.rows.iter_mut().zip(&flat.tables) {
         *rows += batch.rows as u64;
     }
     Ok(flat.tables)

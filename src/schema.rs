@@ -110,6 +110,63 @@ impl TableDef {
     }
 }
 
+/// One value per item table, indexed by [`Table`] rather than by position. Serialised as
+/// an array in [`Table::ALL`] order (the form older journals already hold).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PerTable<T>([T; 3]);
+
+impl<T> PerTable<T> {
+    /// A value per table, made by `f`.
+    pub fn from_fn(mut f: impl FnMut(Table) -> T) -> PerTable<T> {
+        PerTable(Table::ALL.map(&mut f))
+    }
+
+    /// Each table with its value, in [`Table::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (Table, &T)> {
+        Table::ALL.into_iter().zip(&self.0)
+    }
+
+    /// Each table with its value, mutable, in [`Table::ALL`] order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Table, &mut T)> {
+        Table::ALL.into_iter().zip(&mut self.0)
+    }
+}
+
+impl PerTable<u64> {
+    /// The sum over the tables.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Adds `other` table by table.
+    pub fn add(&mut self, other: &PerTable<u64>) {
+        for (total, n) in self.0.iter_mut().zip(other.0) {
+            *total += n;
+        }
+    }
+}
+
+impl<T> From<[T; 3]> for PerTable<T> {
+    /// The values in [`Table::ALL`] order.
+    fn from(values: [T; 3]) -> PerTable<T> {
+        PerTable(values)
+    }
+}
+
+impl<T> std::ops::Index<Table> for PerTable<T> {
+    type Output = T;
+    fn index(&self, table: Table) -> &T {
+        &self.0[table as usize]
+    }
+}
+
+impl<T> std::ops::IndexMut<Table> for PerTable<T> {
+    fn index_mut(&mut self, table: Table) -> &mut T {
+        &mut self.0[table as usize]
+    }
+}
+
 /// The tables an export flattens into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
@@ -159,6 +216,28 @@ pub const STATE_EVENTS_JSON: &str = include_str!("../schemas/state_events.json")
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_table_is_indexed_by_table_and_serialised_as_an_array() {
+        let mut rows: PerTable<u64> = [3, 1, 2].into();
+        rows[Table::Grants] += 4;
+        assert_eq!(rows[Table::Users], 3);
+        assert_eq!(rows[Table::Grants], 5);
+        assert_eq!(rows.total(), 10);
+        let pairs: Vec<(Table, u64)> = rows.iter().map(|(t, &n)| (t, n)).collect();
+        assert_eq!(
+            pairs,
+            [
+                (Table::Users, 3),
+                (Table::Grants, 5),
+                (Table::Attributes, 2)
+            ]
+        );
+        // The journal's old form: a plain array in Table::ALL order.
+        assert_eq!(serde_json::to_string(&rows).unwrap(), "[3,5,2]");
+        let back: PerTable<u64> = serde_json::from_str("[1,2,3]").unwrap();
+        assert_eq!(back, PerTable::from_fn(|t| t as u64 + 1));
+    }
 
     #[test]
     fn every_schema_file_loads_and_names_its_table() {

@@ -40,11 +40,11 @@ pub const MAX_DISCOVERED_KEYS: usize = 2000;
 /// The user schema or the first pass could not give the columns.
 #[derive(Debug, thiserror::Error)]
 pub enum WideError {
-    #[error("--user-schema {name}: {problem}")]
+    #[error("user schema {name}: {problem}")]
     Schema { name: String, problem: String },
     #[error(
-        "more than {MAX_DISCOVERED_KEYS} distinct attribute keys in the input; pass \
-         --user-schema FILE to choose the columns"
+        "more than {MAX_DISCOVERED_KEYS} distinct attribute keys in the input; give a user \
+         schema to choose the columns"
     )]
     TooManyKeys,
     #[error(transparent)]

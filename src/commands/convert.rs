@@ -75,7 +75,7 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }));
     let outcome = export.run(sources, &mut |stats: &RunStats| {
         // Users, as the console counts them (one users row per item).
-        let users = stats.rows[Table::Users as usize];
+        let users = stats.rows[Table::Users];
         progress.downloading(
             raw_bytes.load(Ordering::Relaxed),
             total.map(Total::Exact),

@@ -15,7 +15,6 @@ use zephr_etl::fetch::resume::ResumeError;
 use zephr_etl::flatten::{FlattenOptions, OnError};
 use zephr_etl::pipeline::{OnInterrupt, PipelineError, PipelineOptions, RunStats};
 use zephr_etl::progress::{Progress, megabytes};
-use zephr_etl::schema::Table;
 use zephr_etl::sink::parquet::{ParquetCompression, ParquetOptions};
 use zephr_etl::sink::xlsx::XlsxOptions;
 use zephr_etl::source::framer::FramerOptions;
@@ -169,7 +168,7 @@ pub fn explain(error: ExportError) -> anyhow::Error {
 pub fn print_summary(progress: &Progress, stats: &RunStats, raw_bytes: u64) {
     let seconds = progress.elapsed().as_secs_f64().max(1e-9);
     let mut line = String::new();
-    for (table, rows) in Table::ALL.iter().zip(stats.rows) {
+    for (table, rows) in stats.rows.iter() {
         line.push_str(&format!("{}: {rows} rows, ", table.name()));
     }
     if stats.rejects > 0 {
@@ -178,10 +177,10 @@ pub fn print_summary(progress: &Progress, stats: &RunStats, raw_bytes: u64) {
             stats.rejects
         ));
     }
-    if stats.nul_replaced > 0 {
+    if stats.nul_replaced.total() > 0 {
         line.push_str(&format!(
             "NUL replaced by U+FFFD in {} CSV cells, ",
-            stats.nul_replaced
+            stats.nul_replaced.total()
         ));
     }
     line.push_str(&format!(

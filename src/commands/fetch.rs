@@ -16,9 +16,11 @@ use zephr_etl::export::fetch::FetchPlan;
 use zephr_etl::fetch::client::ClientConfig;
 use zephr_etl::fetch::feed::SegmentLimit;
 use zephr_etl::fetch::resume::WorkDir;
+use zephr_etl::fetch::secret::SECRET_KEY_VAR;
 use zephr_etl::fetch::state_file::{self, RunState, STATE_FILE_VERSION};
 use zephr_etl::fetch::{
-    Client, Credentials, EventsQuery, ExportQuery, FetchError, RetryPolicy, tenant_base_url,
+    Client, Credentials, EventsQuery, ExportQuery, FetchError, QueryField, RetryPolicy,
+    tenant_base_url,
 };
 use zephr_etl::progress::{Progress, ProgressMode};
 use zephr_etl::schema::Table;
@@ -28,7 +30,7 @@ use zephr_etl::wide::{self, USER_SCHEMA_PATH, WideColumns};
 use super::UsageError;
 use super::export::{check_side_file, explain, open, print_summary};
 use super::state_events::{print_summary as print_events, report_failure};
-use super::wide::{UsersPlan, report_mismatches};
+use super::wide::{UsersPlan, report_mismatches, wide_error};
 use crate::cli::FetchArgs;
 
 /// Everything the flags say, checked.
@@ -51,7 +53,8 @@ fn download_user_schema(client: &Client) -> anyhow::Result<WideColumns> {
     let body = client
         .fetch_page(USER_SCHEMA_PATH, "")
         .with_context(|| format!("--wide-attributes: cannot download the user schema (GET {USER_SCHEMA_PATH}); pass --user-schema FILE instead"))?;
-    let fields = wide::parse_user_schema(&body, &format!("GET {USER_SCHEMA_PATH}"))?;
+    let fields =
+        wide::parse_user_schema(&body, &format!("GET {USER_SCHEMA_PATH}")).map_err(wide_error)?;
     let base = Table::Users.def().column_names();
     Ok(WideColumns::from_schema(&fields, &base))
 }
@@ -68,6 +71,11 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         {
             Some(_) if matches!(e, zephr_etl::fetch::CredentialError::ReadFile { .. }) => {
                 anyhow::Error::new(UsageError(format!("--secret-key-file: {e}")))
+            }
+            _ if matches!(e, zephr_etl::fetch::CredentialError::MissingSecret) => {
+                anyhow::Error::new(UsageError(format!(
+                    "{SECRET_KEY_VAR} is not set and no --secret-key-file was given"
+                )))
             }
             _ => anyhow::Error::new(UsageError(e.to_string())),
         })?;
@@ -234,14 +242,18 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
         registered_before: args.registered_before.clone(),
         rpp: args.rpp,
     };
-    query.validate().map_err(|e| usage(e.to_string()))?;
+    query
+        .validate()
+        .map_err(|e| usage(e.message_with(query_flag)))?;
     let events = if args.state_events {
         let events = EventsQuery {
             from: args.events_from.clone().unwrap_or_default(),
             to: args.events_to.clone().unwrap_or_default(),
             rpp: args.rpp,
         };
-        events.validate().map_err(|e| usage(e.to_string()))?;
+        events
+            .validate()
+            .map_err(|e| usage(e.message_with(query_flag)))?;
         Some(events)
     } else {
         None
@@ -273,6 +285,19 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
         state_file: args.state_file.clone(),
         since_from_state,
     })
+}
+
+/// The flag that sets a query field, for the library's query errors.
+fn query_flag(field: QueryField) -> &'static str {
+    match field {
+        QueryField::AppIds => "--app-ids",
+        QueryField::Since => "--since",
+        QueryField::RegisteredSince => "--registered-since",
+        QueryField::RegisteredBefore => "--registered-before",
+        QueryField::Rpp => "--rpp",
+        QueryField::EventsFrom => "--events-from",
+        QueryField::EventsTo => "--events-to",
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use zephr_etl::progress::Progress;
 use zephr_etl::schema::Table;
 use zephr_etl::source::framer::FramerOptions;
 use zephr_etl::source::{InputSpec, open_input};
-use zephr_etl::wide::{self, SchemaField, WideColumns};
+use zephr_etl::wide::{self, MAX_DISCOVERED_KEYS, SchemaField, WideColumns, WideError};
 
 use super::UsageError;
 use crate::cli::OutputArgs;
@@ -29,7 +29,7 @@ impl UsersPlan {
     /// Reads the key and the user schema; both problems are usage errors (exit 2).
     pub fn check(args: &OutputArgs) -> anyhow::Result<UsersPlan> {
         let pii = if args.hash_pii {
-            Some(PiiKey::from_env().map_err(|e| UsageError(e.to_string()))?)
+            Some(PiiKey::from_env().map_err(|e| UsageError(e.message_for("--hash-pii")))?)
         } else {
             None
         };
@@ -73,7 +73,27 @@ pub fn read_user_schema(path: &Path) -> anyhow::Result<Vec<SchemaField>> {
         ))
     })?;
     wide::parse_user_schema(&bytes, &path.display().to_string())
-        .map_err(|e| UsageError(e.to_string()).into())
+        .map_err(|e| UsageError(flag_text(&e)).into())
+}
+
+/// The library's wide-columns error as the CLI says it, naming the flag that fixes it.
+fn flag_text(e: &WideError) -> String {
+    match e {
+        WideError::Schema { name, problem } => format!("--user-schema {name}: {problem}"),
+        WideError::TooManyKeys => format!(
+            "more than {MAX_DISCOVERED_KEYS} distinct attribute keys in the input; pass \
+             --user-schema FILE to choose the columns"
+        ),
+        WideError::Input(e) => e.to_string(),
+    }
+}
+
+/// [`flag_text`] as an error; input errors stay typed.
+pub fn wide_error(e: WideError) -> anyhow::Error {
+    match e {
+        WideError::Input(_) => e.into(),
+        other => anyhow::anyhow!(flag_text(&other)),
+    }
 }
 
 /// Refuses inputs that cannot be read twice, for the first pass of `--wide-attributes`.
@@ -116,6 +136,7 @@ pub fn discover(
         .context("cannot start worker threads")?;
     let keys = pool
         .install(|| wide::discover_keys(sources, framer))
+        .map_err(wide_error)
         .context("--wide-attributes")?;
     let base = Table::Users.def().column_names();
     Ok(WideColumns::from_keys(keys, &base))

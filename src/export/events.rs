@@ -80,6 +80,7 @@ impl Export {
             TABLE_NAME.to_string(),
             ManifestTable {
                 rows: stats.rows,
+                nul_replaced: self.nul_entry(stats.nul_replaced),
                 columns: parquet_names
                     .into_iter()
                     .zip(&stats.columns)

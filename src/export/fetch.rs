@@ -118,6 +118,7 @@ impl Export {
             items: journal.items(),
             rows: journal.rows(),
             rejects: journal.rejects(),
+            nul_replaced: journal.nul_replaced(),
             ..RunStats::default()
         };
         self.assemble(work, &journal, plan.save_raw.as_deref())?;
@@ -172,7 +173,7 @@ impl Export {
             progress.downloading(
                 counter.load(Ordering::Relaxed),
                 total.map(Total::Exact),
-                stats.rows[Table::Users as usize],
+                stats.rows[Table::Users],
             );
         });
         let stats = stats?;
@@ -270,7 +271,7 @@ impl Export {
                 None => None,
             };
             let (sources, log) = feed.segment(first, plan.segment, raw);
-            let users_before: u64 = journal.rows()[Table::Users as usize];
+            let users_before: u64 = journal.rows()[Table::Users];
             let received = plan.client.bytes_counter();
             let stats = pipeline::run(
                 sources,
@@ -283,7 +284,7 @@ impl Export {
                     progress.downloading(
                         resumed_bytes + received.load(Ordering::Relaxed),
                         total,
-                        users_before + stats.rows[Table::Users as usize],
+                        users_before + stats.rows[Table::Users],
                     );
                 },
             )?;
@@ -314,6 +315,7 @@ impl Export {
                 items: stats.items,
                 rows: stats.rows,
                 rejects: stats.rejects,
+                nul_replaced: stats.nul_replaced,
                 bytes: log.bytes,
             })
         })();
@@ -349,6 +351,7 @@ impl Export {
         let mut stats = RunStats {
             rows: journal.rows(),
             rejects: journal.rejects(),
+            nul_replaced: journal.nul_replaced(),
             ..RunStats::default()
         };
         if journal.segments.is_empty() {
@@ -399,7 +402,7 @@ impl Export {
                     } else {
                         concat_csv(&sources, &mut out, &path)?;
                     }
-                    let rows = stats.rows[table as usize];
+                    let rows = stats.rows[table];
                     stats.files.push((table, finish_file(out, rows, &name)?));
                 }
             }
@@ -555,7 +558,7 @@ fn open_journal(
                 progress.line(&format!(
                     "Resuming from page {} ({} users already fetched)",
                     journal.next_page(),
-                    journal.rows()[0]
+                    journal.rows()[Table::Users]
                 ));
             }
             return Ok(journal);

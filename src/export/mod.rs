@@ -504,10 +504,20 @@ impl Export {
         let mut files: Vec<WrittenFile> = stats.files.iter().map(|(_, f)| f.clone()).collect();
         files.extend(rejects);
         let mut tables = BTreeMap::new();
-        for (table, rows) in Table::ALL.into_iter().zip(stats.rows) {
-            tables.insert(table.name().to_string(), table_entry(self.def(table), rows));
+        for (table, &rows) in stats.rows.iter() {
+            let nul = self.nul_entry(stats.nul_replaced[table]);
+            tables.insert(
+                table.name().to_string(),
+                table_entry(self.def(table), rows, nul),
+            );
         }
         self.commit(files, tables)
+    }
+
+    /// The manifest's `nul_replaced` for a table of `count` changed cells: shown with the
+    /// postgres dialect (where 0 is news too) or when a cell was changed.
+    fn nul_entry(&self, count: u64) -> Option<u64> {
+        (self.opts.dialect == CsvDialect::Postgres || count > 0).then_some(count)
     }
 
     /// Commits `files` with the manifest extended by them and `tables`. The first commit of
@@ -574,9 +584,10 @@ impl Drop for Export {
 }
 
 /// The manifest's entry for a table.
-pub fn table_entry(def: &TableDef, rows: u64) -> ManifestTable {
+pub fn table_entry(def: &TableDef, rows: u64, nul_replaced: Option<u64>) -> ManifestTable {
     ManifestTable {
         rows,
+        nul_replaced,
         columns: def
             .columns
             .iter()

@@ -11,8 +11,8 @@
 //! paginator hands it on), so a page that failed and was retried is never half-committed.
 //!
 //! Ctrl-C and SIGTERM end the feed as a network failure does: no page is handed out after
-//! the signal, the pipeline finishes the pages it has (it runs with
-//! [`crate::pipeline::OnInterrupt::InputEnds`]), and the caller commits them for `--resume`.
+//! the signal, the pipeline finishes the pages it has (it runs with its
+//! `OnInterrupt::InputEnds`), and the caller commits them for `--resume`.
 //! [`PageFeed::estimated_total`] extrapolates the export's size for progress.
 
 use std::fs::File;
@@ -28,8 +28,8 @@ use super::client::Client;
 use super::pages::{
     PageReading, PagesError, PagesProgress, PagesSummary, fetch_pages_with, parse_page_info,
 };
-use crate::pipeline::{Source, Sources};
 use crate::signal;
+use crate::source::drive::{Source, Sources};
 
 /// A page: its number and its whole body.
 pub type Page = (u32, Vec<u8>);

@@ -21,7 +21,7 @@ pub use pages::{
     BodyShape, PageError, PageInfo, PageParser, PageReading, PagesError, PagesProgress,
     PagesSummary, fetch_pages, fetch_pages_with, parse_page_info,
 };
-pub use query::{EventsQuery, ExportQuery, QueryError};
+pub use query::{EventsQuery, ExportQuery, QueryError, QueryField};
 pub use secret::{CredentialError, Credentials, SecretKey};
 pub use sign::{authorization_header, signature};
 

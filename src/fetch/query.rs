@@ -45,30 +45,51 @@ pub struct EventsQuery {
     pub rpp: Option<u32>,
 }
 
-/// A flag value the API would not accept. Each message starts with the flag's name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A query parameter a caller sets. Errors name it by [`QueryField::param`]; the binary
+/// names it by its flag instead (see [`QueryError::message_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryField {
+    AppIds,
+    Since,
+    RegisteredSince,
+    RegisteredBefore,
+    Rpp,
+    EventsFrom,
+    EventsTo,
+}
+
+impl QueryField {
+    /// The API's name of the parameter (`appIds`, `since`, `rpp`, `from`...).
+    pub fn param(self) -> &'static str {
+        match self {
+            QueryField::AppIds => "appIds",
+            QueryField::Since => "since",
+            QueryField::RegisteredSince => "registeredSince",
+            QueryField::RegisteredBefore => "registeredBefore",
+            QueryField::Rpp => "rpp",
+            QueryField::EventsFrom => "from",
+            QueryField::EventsTo => "to",
+        }
+    }
+}
+
+/// A query value the API would not accept. Each message starts with the field's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryError {
     /// Not an ISO-8601 date or date-time.
-    #[error(
-        "{flag}: expected an ISO-8601 time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]), got {value:?}"
-    )]
     Timestamp {
-        /// The flag, e.g. `--since`.
-        flag: &'static str,
+        /// The field, e.g. [`QueryField::Since`].
+        field: QueryField,
         /// The value given.
         value: String,
     },
     /// `rpp` outside 1..=MAX_RPP.
-    #[error("--rpp: must be between 1 and {MAX_RPP}, got {0}")]
     Rpp(u32),
-    /// An empty app id (e.g. `--app-ids a,,b`).
-    #[error("--app-ids: app ids must not be empty")]
+    /// An empty app id (e.g. `a,,b`).
     EmptyAppId,
     /// An app id holding a comma, which would split it in two on the wire.
-    #[error("--app-ids: app id {0:?} must not contain a comma")]
     AppIdComma(String),
     /// A window that ends before it starts.
-    #[error("--events-to ({to}) is before --events-from ({from}); swap them")]
     ReversedWindow {
         /// The start given.
         from: String,
@@ -77,8 +98,56 @@ pub enum QueryError {
     },
 }
 
+impl QueryError {
+    /// The field the error is about (the end of a reversed window).
+    pub fn field(&self) -> QueryField {
+        match self {
+            QueryError::Timestamp { field, .. } => *field,
+            QueryError::Rpp(_) => QueryField::Rpp,
+            QueryError::EmptyAppId | QueryError::AppIdComma(_) => QueryField::AppIds,
+            QueryError::ReversedWindow { .. } => QueryField::EventsTo,
+        }
+    }
+
+    /// The message with each field called by `name`: the binary passes its flag names, so
+    /// the library never spells a flag.
+    pub fn message_with(&self, name: impl Fn(QueryField) -> &'static str) -> String {
+        match self {
+            QueryError::Timestamp { field, value } => format!(
+                "{}: expected an ISO-8601 time (YYYY-MM-DD or \
+                 YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]), got {value:?}",
+                name(*field)
+            ),
+            QueryError::Rpp(n) => format!(
+                "{}: must be between 1 and {MAX_RPP}, got {n}",
+                name(QueryField::Rpp)
+            ),
+            QueryError::EmptyAppId => {
+                format!("{}: app ids must not be empty", name(QueryField::AppIds))
+            }
+            QueryError::AppIdComma(id) => format!(
+                "{}: app id {id:?} must not contain a comma",
+                name(QueryField::AppIds)
+            ),
+            QueryError::ReversedWindow { from, to } => format!(
+                "{} ({to}) is before {} ({from}); swap them",
+                name(QueryField::EventsTo),
+                name(QueryField::EventsFrom)
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message_with(QueryField::param))
+    }
+}
+
+impl std::error::Error for QueryError {}
+
 impl ExportQuery {
-    /// Checks every set flag; the first problem found is returned.
+    /// Checks every set field; the first problem found is returned.
     pub fn validate(&self) -> Result<(), QueryError> {
         for id in &self.app_ids {
             if id.is_empty() {
@@ -88,9 +157,15 @@ impl ExportQuery {
                 return Err(QueryError::AppIdComma(id.clone()));
             }
         }
-        check_time("--since", self.since.as_deref())?;
-        check_time("--registered-since", self.registered_since.as_deref())?;
-        check_time("--registered-before", self.registered_before.as_deref())?;
+        check_time(QueryField::Since, self.since.as_deref())?;
+        check_time(
+            QueryField::RegisteredSince,
+            self.registered_since.as_deref(),
+        )?;
+        check_time(
+            QueryField::RegisteredBefore,
+            self.registered_before.as_deref(),
+        )?;
         check_rpp(self.rpp)
     }
 
@@ -129,8 +204,8 @@ impl ExportQuery {
 impl EventsQuery {
     /// Checks `from`, `to` and `rpp`.
     pub fn validate(&self) -> Result<(), QueryError> {
-        check_time("--events-from", Some(&self.from))?;
-        check_time("--events-to", Some(&self.to))?;
+        check_time(QueryField::EventsFrom, Some(&self.from))?;
+        check_time(QueryField::EventsTo, Some(&self.to))?;
         // Both are valid ISO-8601 now, so they parse; compare the instants, not the text.
         let instant = crate::flatten::timestamp::parse_timestamp_micros;
         if let (Some(from), Some(to)) = (instant(&self.from), instant(&self.to))
@@ -202,10 +277,10 @@ fn check_rpp(rpp: Option<u32>) -> Result<(), QueryError> {
     }
 }
 
-fn check_time(flag: &'static str, value: Option<&str>) -> Result<(), QueryError> {
+fn check_time(field: QueryField, value: Option<&str>) -> Result<(), QueryError> {
     match value {
         Some(v) if !is_iso8601(v) => Err(QueryError::Timestamp {
-            flag,
+            field,
             value: v.to_owned(),
         }),
         _ => Ok(()),
@@ -308,14 +383,14 @@ mod tests {
     }
 
     #[test]
-    fn validate_names_the_flag() {
+    fn validate_names_the_field() {
         let q = ExportQuery {
             registered_before: Some("2021-02-30".into()),
             ..Default::default()
         };
         assert_eq!(
             q.validate().unwrap_err().to_string(),
-            "--registered-before: expected an ISO-8601 time (YYYY-MM-DD or \
+            "registeredBefore: expected an ISO-8601 time (YYYY-MM-DD or \
              YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]), got \"2021-02-30\""
         );
         let q = ExportQuery {
@@ -324,7 +399,7 @@ mod tests {
         };
         assert_eq!(
             q.validate().unwrap_err().to_string(),
-            "--rpp: must be between 1 and 10000, got 0"
+            "rpp: must be between 1 and 10000, got 0"
         );
         let q = ExportQuery {
             app_ids: vec!["a".into(), String::new()],
@@ -337,19 +412,14 @@ mod tests {
         };
         assert_eq!(
             q.validate().unwrap_err().to_string(),
-            "--app-ids: app id \"a,b\" must not contain a comma"
+            "appIds: app id \"a,b\" must not contain a comma"
         );
         let e = EventsQuery {
             from: "2024-01-01".into(),
             to: "soon".into(),
             rpp: None,
         };
-        assert!(
-            e.validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("--events-to: ")
-        );
+        assert!(e.validate().unwrap_err().to_string().starts_with("to: "));
     }
 
     #[test]
@@ -403,6 +473,18 @@ mod tests {
                 .validate()
                 .unwrap_err()
                 .to_string(),
+            "to (2024-03-01) is before from (2024-04-01); swap them"
+        );
+        // A caller names the fields its own way (the binary: by flag).
+        let flag = |f: QueryField| match f {
+            QueryField::EventsFrom => "--events-from",
+            QueryField::EventsTo => "--events-to",
+            _ => "other",
+        };
+        let e = query("2024-04-01", "2024-03-01").validate().unwrap_err();
+        assert_eq!(e.field(), QueryField::EventsTo);
+        assert_eq!(
+            e.message_with(flag),
             "--events-to (2024-03-01) is before --events-from (2024-04-01); swap them"
         );
     }

@@ -16,6 +16,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::schema::PerTable;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -37,10 +38,13 @@ pub struct SegmentRecord {
     pub last_page: u32,
     /// Items framed from these pages (rejected ones included).
     pub items: u64,
-    /// Rows per table, in `Table::ALL` order.
-    pub rows: [u64; 3],
+    /// Rows per table (in JSON an array in `Table::ALL` order).
+    pub rows: PerTable<u64>,
     /// Items rejected (`--on-error skip`).
     pub rejects: u64,
+    /// CSV cells the postgres dialect changed, per table (absent in older journals).
+    #[serde(default)]
+    pub nul_replaced: PerTable<u64>,
     /// Page body bytes.
     pub bytes: u64,
 }
@@ -97,14 +101,21 @@ impl Journal {
     }
 
     /// Rows per table in the closed segments.
-    pub fn rows(&self) -> [u64; 3] {
-        let mut rows = [0; 3];
+    pub fn rows(&self) -> PerTable<u64> {
+        let mut rows = PerTable::default();
         for s in &self.segments {
-            for (total, n) in rows.iter_mut().zip(s.rows) {
-                *total += n;
-            }
+            rows.add(&s.rows);
         }
         rows
+    }
+
+    /// CSV cells the postgres dialect changed in the closed segments, per table.
+    pub fn nul_replaced(&self) -> PerTable<u64> {
+        let mut total = PerTable::default();
+        for s in &self.segments {
+            total.add(&s.nul_replaced);
+        }
+        total
     }
 
     /// Page body bytes in the closed segments.
@@ -326,8 +337,9 @@ mod tests {
             first_page,
             last_page,
             items: 3,
-            rows: [3, 1, 2],
+            rows: [3, 1, 2].into(),
             rejects: 1,
+            nul_replaced: PerTable::default(),
             bytes: 100,
         }
     }
@@ -348,7 +360,7 @@ mod tests {
         assert_eq!((j.next_page(), j.next_segment()), (9, 3));
         assert_eq!(
             (j.items(), j.rows(), j.rejects(), j.bytes()),
-            (6, [6, 2, 4], 2, 200)
+            (6, [6, 2, 4].into(), 2, 200)
         );
 
         fs::create_dir_all(work.segment_dir(1)).unwrap();

@@ -86,7 +86,7 @@ pub enum CredentialError {
     #[error("{ACCESS_KEY_VAR} is not set: export the access key of a Zephr Admin API key pair")]
     MissingAccessKey,
     /// Neither the secret variable nor a secret key file was given.
-    #[error("{SECRET_KEY_VAR} is not set and no --secret-key-file was given")]
+    #[error("{SECRET_KEY_VAR} is not set and no secret key file was given")]
     MissingSecret,
     /// A variable is set but blank.
     #[error("{0} is set but empty")]
@@ -299,7 +299,7 @@ mod tests {
         let e = Credentials::from_sources(env_of(&[(ACCESS_KEY_VAR, "AK")]), None).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "ZEPHR_SECRET_KEY is not set and no --secret-key-file was given"
+            "ZEPHR_SECRET_KEY is not set and no secret key file was given"
         );
         let env = env_of(&[(ACCESS_KEY_VAR, "AK"), (SECRET_KEY_VAR, "  ")]);
         let e = Credentials::from_sources(env, None).unwrap_err();

@@ -21,7 +21,7 @@ pub use crate::timestamp;
 use std::cell::RefCell;
 
 use crate::error::{BadItem, InputError, Location};
-use crate::schema::Table;
+use crate::schema::{PerTable, Table};
 use crate::source::framer::RawBatch;
 use crate::source::syntax::{self, SyntaxError, describe_byte};
 use crate::table::{ColumnBatch, CsvDialect, Formats, TableBuilder, csv_text};
@@ -65,8 +65,8 @@ pub struct FlatBatch {
     pub tables: Vec<ColumnBatch>,
     pub rejects: Vec<Reject>,
     pub items: u64,
-    /// CSV cells the postgres dialect changed (a NUL replaced), in all tables.
-    pub nul_replaced: u64,
+    /// CSV cells the postgres dialect changed (a NUL replaced), per table.
+    pub nul_replaced: PerTable<u64>,
 }
 
 /// Why a batch could not be flattened.
@@ -195,10 +195,10 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
             }),
         }
     }
-    let nul_replaced = builders
-        .iter_mut()
-        .map(TableBuilder::take_nul_replaced)
-        .sum();
+    let mut nul_replaced = PerTable::default();
+    for ((_, n), builder) in nul_replaced.iter_mut().zip(builders.iter_mut()) {
+        *n = builder.take_nul_replaced();
+    }
     let tables = builders.iter_mut().map(TableBuilder::finish).collect();
     BUILDERS.with(|b| *b.borrow_mut() = builders);
     Ok(FlatBatch {

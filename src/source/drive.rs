@@ -20,6 +20,12 @@ pub struct Input {
     pub reader: Box<dyn Read + Send>,
 }
 
+/// One input stream of a run (a file, stdin, a fetched page), by the pipeline's name.
+pub type Source = Input;
+
+/// The inputs of a run, opened lazily in order (a file, stdin, or one fetched page each).
+pub type Sources = Box<dyn Iterator<Item = Result<Input, InputError>> + Send>;
+
 /// What a caller of [`drive`] does with the batches; the defaults suit a caller that reads
 /// every batch and never stops early.
 pub trait Batches {

@@ -899,6 +899,14 @@ fn bad_flags_fail_with_usage_before_any_request() {
         .assert()
         .code(2)
         .stderr(predicates::str::contains("--base-url: invalid base URL"));
+    // The library's credential error, with the flag named by the binary.
+    fetch(&server, &tmp.path().join("x"), &[])
+        .env_remove("ZEPHR_SECRET_KEY")
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "ZEPHR_SECRET_KEY is not set and no --secret-key-file was given",
+        ));
     assert!(server.requests().is_empty());
 }
 
@@ -1514,4 +1522,37 @@ fn regression_issue15_bash_completes_after_a_subcommand() {
     let completions = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", stderr_of(&output));
     assert_eq!(completions, "--wide-attributes\n");
+}
+
+#[test]
+fn nul_counts_of_the_postgres_dialect_survive_segments() {
+    let tmp = TempDir::new().unwrap();
+    let bytes =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/loaders.json"))
+            .unwrap();
+    let items: Vec<&RawValue> = serde_json::from_slice(&bytes).unwrap();
+    let items: Vec<String> = items.iter().map(|i| i.get().to_owned()).collect();
+    let server = mock(&items, Vec::new());
+    let out = tmp.path().join("out");
+    fetch(
+        &server,
+        &out,
+        &[
+            "--rpp",
+            "1",
+            "--segment-pages",
+            "1",
+            "--csv-dialect",
+            "postgres",
+        ],
+    )
+    .assert()
+    .success();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let nul = |table: &str| manifest["tables"][table]["nul_replaced"].clone();
+    // One username and one attribute value hold a NUL, in different pages.
+    assert_eq!(nul("users"), serde_json::Value::from(1));
+    assert_eq!(nul("grants"), serde_json::Value::from(0));
+    assert_eq!(nul("attributes"), serde_json::Value::from(1));
 }

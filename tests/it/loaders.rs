@@ -166,6 +166,12 @@ fn postgres_dialect_replaces_nul_counts_it_and_keeps_null_apart_from_empty() {
         let bytes = std::fs::read(out.join(format!("{table}.csv"))).unwrap();
         assert!(!bytes.contains(&0), "{table}.csv holds a NUL byte");
     }
+    // The manifest counts them per table, zeros included under this dialect.
+    let manifest = read_manifest(&out);
+    let nul = |table: &str| manifest["tables"][table]["nul_replaced"].clone();
+    assert_eq!(nul("users"), Value::from(2));
+    assert_eq!(nul("grants"), Value::from(0));
+    assert_eq!(nul("attributes"), Value::from(1));
     let (header, users) = read_csv(&out.join("users.csv"));
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     assert_eq!(
@@ -193,12 +199,24 @@ fn postgres_dialect_replaces_nul_counts_it_and_keeps_null_apart_from_empty() {
     let plain = tmp.path().join("plain");
     let stderr = convert_tricky(&plain, &[]);
     assert!(!stderr.contains("NUL"), "{stderr}");
+    let manifest = read_manifest(&plain);
+    for table in TABLES {
+        assert!(
+            manifest["tables"][table].get("nul_replaced").is_none(),
+            "{table}: {manifest}"
+        );
+    }
     let (_, attributes) = read_csv(&plain.join("attributes.csv"));
     let nul = attributes
         .iter()
         .find(|r| r[1].as_deref() == Some("nul"))
         .unwrap();
     assert_eq!(nul[2].as_deref(), Some("a\0b"));
+}
+
+/// The run's `manifest.json`, parsed.
+fn read_manifest(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }
 
 /// A sheet's rows as calamine reads them.
