@@ -15,8 +15,14 @@
 //! and [`pii`]-hashed identifiers; [`naming`] keeps column names warehouse-safe; [`manifest`]
 //! describes a run's files; [`inspect`] summarises an export without writing tables;
 //! [`allocator`] tunes glibc for the batches' large, short-lived buffers.
+//!
+//! Where outputs go: [`dest`] is the destination seam (a folder or an object-store prefix,
+//! one commit protocol); [`cloud`] parses `s3://`, `gs://` and `az://` URLs and builds their
+//! stores, for outputs and for inputs.
 
 pub mod allocator;
+pub mod cloud;
+pub mod dest;
 pub mod error;
 pub mod extension;
 pub mod fetch;

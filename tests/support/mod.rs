@@ -3,3 +3,4 @@
 
 pub mod harness;
 pub mod reference;
+pub mod s3;
