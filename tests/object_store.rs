@@ -361,8 +361,9 @@ fn a_killed_run_leaves_no_manifest_and_the_next_run_succeeds() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let orphan = loop {
         let line = lines.next().expect("the child reports").unwrap();
-        if let Some(name) = line.strip_prefix("UPLOADING ") {
-            break name.to_string();
+        // libtest prints `test NAME ... ` before the test's own output on the same line.
+        if let Some(at) = line.find("UPLOADING ") {
+            break line[at + "UPLOADING ".len()..].trim().to_string();
         }
     };
     child.kill().unwrap(); // SIGKILL: no cleanup of any kind

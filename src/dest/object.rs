@@ -342,8 +342,8 @@ fn tagged_name(name: &str, tag: &str) -> String {
 fn run_tag_of(name: &str) -> Option<&str> {
     let file = name.rsplit('/').next()?;
     let stem = &file[..file.find('.').unwrap_or(file.len())];
-    // `-` + 8 digits + `T` + 6 digits + `Z-` + 8 hex digits.
-    const LEN: usize = 26;
+    // 8 digits + `T` + 6 digits + `Z-` + 8 hex digits, after a `-`.
+    const LEN: usize = 25;
     if stem.len() < LEN + 1 {
         return None;
     }
