@@ -25,7 +25,8 @@
 # Each run is timed (wall clock) and its peak RSS and CPU time taken by /usr/bin/time (or a
 # Python fallback); the CPU time the rest of the machine used meanwhile is recorded too, since
 # on a shared 2-core machine other processes can halve a tool's share without any sign. benches/report.py prints the table and targets and writes
-# benches/results.md. The input is in the page cache for every run (it was just written), and every
+# them to $RESULTS_MD (default benches/data/results.md, untracked; set RESULTS_MD=benches/results.md
+# to update the recorded figures on purpose). The input is in the page cache for every run (it was just written), and every
 # run starts after a `sync`, so that no tool pays for the disk writes of the one before.
 set -euo pipefail
 
@@ -37,6 +38,7 @@ THREADS=${THREADS:-}
 WAIT_QUIET=${WAIT_QUIET:-30}
 ATTEMPTS=${ATTEMPTS:-3}
 DATA=benches/data
+RESULTS_MD=${RESULTS_MD:-$DATA/results.md}
 VENV=benches/.venv
 BIN=target/release/zephr-etl
 PARSE=target/release/examples/parse_only
@@ -325,4 +327,4 @@ for table in ("users", "grants", "attributes"):
 PY
 meta load_at_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 benches/report.py "$RESULTS" "$META" benches/results.md
+python3 benches/report.py "$RESULTS" "$META" "$RESULTS_MD"

@@ -9,15 +9,16 @@
 
 mod common;
 
-use std::fs::File;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use zephr_etl::dest::StagedFile;
+use zephr_etl::dest::local::LocalFile;
 use zephr_etl::schema::Table;
-use zephr_etl::sink::csv::{CreateFile, CsvWriter};
+use zephr_etl::sink::csv::CsvWriter;
 use zephr_etl::sink::parquet::{ParquetOptions, ParquetWriter};
-use zephr_etl::sink::{TableWriter, WriteError};
+use zephr_etl::sink::{CreateFile, TableWriter, dest_error};
 use zephr_etl::table::CsvDialect;
 
 #[derive(Clone, Copy)]
@@ -26,16 +27,16 @@ enum Format {
     Parquet,
 }
 
-/// Creates (truncating) `dir/stem-partN.ext`, like the output directory's temporary files.
+/// Creates `dir/stem-partN.ext` (removing an earlier one) as the local destination's staged
+/// files are created: hashed and synced behind the writer.
 fn creator(dir: &Path, stem: &str, ext: &str) -> CreateFile {
     let (dir, stem, ext) = (dir.to_path_buf(), stem.to_owned(), ext.to_owned());
     Box::new(move |part| {
-        let path: PathBuf = dir.join(format!("{stem}-{part}.{ext}"));
-        let file = File::create(&path).map_err(|source| WriteError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Ok((file, path))
+        let name = format!("{stem}-{part}.{ext}");
+        let path: PathBuf = dir.join(&name);
+        let _ = std::fs::remove_file(&path);
+        let file = LocalFile::create_new(&path, &name).map_err(|e| dest_error(&name, e))?;
+        Ok((Box::new(file) as Box<dyn StagedFile>, name))
     })
 }
 

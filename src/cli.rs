@@ -70,13 +70,15 @@ pub enum CsvDialectArg {
 /// Options shared by every command that writes tables.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
-    /// Directory that receives the tables (created if missing).
-    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    /// Directory that receives the tables (created if missing), or an object-store prefix:
+    /// s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX (credentials from the
+    /// cloud's standard environment variables).
+    #[arg(short = 'o', long = "output", value_name = "DIR|URL")]
     pub output: PathBuf,
     /// Formats to write.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "csv,parquet")]
     pub format: Vec<FormatArg>,
-    /// Replace existing output files.
+    /// Replace the dataset DIR holds, whole (files of it this run does not write are removed).
     #[arg(long)]
     pub overwrite: bool,
     /// What to do with a bad item.
@@ -118,13 +120,12 @@ pub struct OutputArgs {
     #[arg(long, value_name = "N", default_value_t = zephr_etl::sink::csv::EXCEL_MAX_DATA_ROWS + 1, hide = true,
           value_parser = clap::value_parser!(u64).range(2..))]
     pub excel_max_rows: u64,
-    /// Write each table as a directory of part files of at most N rows
-    /// (users/part-00000.parquet, users/part-00000.csv, ...), plus manifest.json.
+    /// Write each table and format as a folder of part files of at most N rows
+    /// (parquet/users/part-00000.parquet, csv/users/part-00000.csv, ...).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rows_per_file: Option<u64>,
-    /// Write manifest.json (every file with rows, bytes and SHA-256) even without
-    /// --max-rows-per-file.
-    #[arg(long)]
+    /// Accepted for older scripts: every run writes manifest.json now.
+    #[arg(long, hide = true)]
     pub manifest: bool,
     /// Replace email_address and username by the hex HMAC-SHA256 of the trimmed, lowercased
     /// value, keyed by the environment variable ZEPHR_ETL_PII_KEY.
@@ -201,6 +202,11 @@ pub struct FetchArgs {
     /// Continue an interrupted fetch into the same DIR with the same arguments.
     #[arg(long, conflicts_with = "no_paginate")]
     pub resume: bool,
+    /// Local folder that keeps a paginated fetch's pages for --resume (default: DIR's hidden
+    /// .zephr-etl-fetch for a folder; for a bucket, a folder named after it in the user's
+    /// cache directory, else the temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
     /// Remember the time of the last successful run here and use it as --since next time.
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,

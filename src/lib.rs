@@ -4,7 +4,10 @@
 //! - [`source`]: bytes from files, stdin or HTTP, decompressed; [`source::framer`] cuts them
 //!   into batches of raw items without parsing them;
 //! - [`flatten`]: rayon workers decode each item and emit rows into [`table`] column batches;
-//! - [`sink`]: CSV and Parquet writers behind one trait, in an all-or-nothing output directory;
+//! - [`sink`]: CSV and Parquet writers behind one trait, writing into staged files of a
+//!   [`dest`]ination (a local folder: kernel lock, staging, journaled commit);
+//! - [`export`] is the engine: options to a committed dataset (layout, writers, manifest,
+//!   commit, state events, the resumable fetch); the binary only parses arguments into it;
 //! - [`pipeline`] wires the stages with bounded channels; [`schema`] holds the tables'
 //!   definitions from `schemas/`;
 //! - [`fetch`] is another source of bytes: the signed, retrying Admin API client, the
@@ -24,6 +27,7 @@ pub mod allocator;
 pub mod cloud;
 pub mod dest;
 pub mod error;
+pub mod export;
 pub mod extension;
 pub mod fetch;
 pub mod flatten;

@@ -1,31 +1,26 @@
-//! `manifest.json`: what a run wrote, for loaders and for checking a copy.
+//! `manifest.json`: the commit record of a dataset, and what loaders should check.
 //!
-//! Written last, after every data file is complete (its SHA-256 is computed from the finished
-//! temporary file, before the rename that puts it in place), and renamed into place last, so
-//! a manifest never lists a file that is not there. It lists every file with its table,
-//! format, rows, bytes and SHA-256, each table's columns, the tool and its version, the
-//! source (input names, or the tenant and API root of a fetch; never credentials) and the
-//! parameters that shape the tables.
+//! Every run writes it last, atomically, once every data file it lists is in place (see
+//! [`crate::dest`]): a dataset is exactly the files its manifest lists. It gives the run's
+//! random id, the tool and its version, the source (input names, or the tenant and API root of
+//! a fetch; never credentials), the parameters that shape the tables, each table's columns,
+//! and every file with its table, format, rows, bytes and SHA-256 (computed as the file was
+//! written). The state-events phase of a run commits again with its files added.
 //!
 //! ```json
-//! {"tool": "zephr-etl", "version": "0.1.0", "created_at": "2024-05-01T10:00:00Z",
+//! {"tool": "zephr-etl", "version": "0.1.0", "run_id": "6f1c...", "created_at": "2024-05-01T10:00:00Z",
 //!  "source": {"inputs": ["export.json"]},
 //!  "parameters": {"format": ["csv", "parquet"], "max_rows_per_file": 1000000, ...},
 //!  "tables": {"users": {"rows": 3, "columns": [{"name": "user_id", "type": "string"}, ...]}},
-//!  "files": [{"path": "users/part-00000.parquet", "table": "users", "format": "parquet",
+//!  "files": [{"path": "parquet/users/part-00000.parquet", "table": "users", "format": "parquet",
 //!             "rows": 3, "bytes": 2048, "sha256": "..."}]}
 //! ```
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-/// The manifest's file name in the output directory.
-pub const MANIFEST_NAME: &str = "manifest.json";
+pub use crate::dest::MANIFEST_NAME;
 
 /// One column of a table, as the manifest lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +61,9 @@ pub struct ManifestFile {
 pub struct Manifest {
     pub tool: String,
     pub version: String,
+    /// The run's random id (128 bits, hex): tells two runs' datasets apart.
+    #[serde(default)]
+    pub run_id: String,
     /// When the manifest was written (UTC).
     pub created_at: String,
     pub source: serde_json::Value,
@@ -75,14 +73,16 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// An empty manifest for this tool.
+    /// An empty manifest of run `run_id` for this tool.
     pub fn new(
+        run_id: String,
         source: serde_json::Value,
         parameters: BTreeMap<String, serde_json::Value>,
     ) -> Manifest {
         Manifest {
             tool: "zephr-etl".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            run_id,
             created_at: String::new(),
             source,
             parameters,
@@ -100,42 +100,34 @@ impl Manifest {
     }
 }
 
-/// The SHA-256 (lowercase hex) and length of a file's bytes.
-pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), total))
+/// The file names a manifest's bytes list (any version's: only `files[].path` is read);
+/// empty when they are not a manifest.
+pub fn listed_files(bytes: &[u8]) -> Vec<String> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Vec::new();
+    };
+    value["files"]
+        .as_array()
+        .map(|files| {
+            files
+                .iter()
+                .filter_map(|f| f["path"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-/// Writes `manifest` into `file` and syncs it.
-pub fn write_to(manifest: &Manifest, mut file: File) -> io::Result<()> {
-    file.write_all(manifest.to_json().as_bytes())?;
-    file.sync_all()
-}
-
-/// Replaces `dir/manifest.json` atomically (a temporary file in `dir`, then a rename).
-pub fn replace(dir: &Path, manifest: &Manifest) -> io::Result<()> {
-    let temp = tempfile::Builder::new()
-        .prefix(".manifest.json.zephr-etl-tmp-")
-        .tempfile_in(dir)?;
-    write_to(manifest, temp.as_file().try_clone()?)?;
-    temp.persist(dir.join(MANIFEST_NAME)).map_err(|e| e.error)?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+/// A new random run id: 128 bits as lowercase hex.
+pub fn new_run_id() -> String {
+    let mut bytes = [0u8; 16];
+    // Without randomness the id still has to differ between runs: time and pid do.
+    if getrandom::fill(&mut bytes).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (now ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
     }
-    Ok(())
+    hex::encode(bytes)
 }
 
 #[cfg(test)]
@@ -143,29 +135,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hashes_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x");
-        std::fs::write(&path, b"abc").unwrap();
-        let (hash, bytes) = sha256_file(&path).unwrap();
-        assert_eq!(
-            hash,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    fn round_trips_and_lists_files() {
+        let mut m = Manifest::new(
+            new_run_id(),
+            serde_json::json!({"inputs": ["a"]}),
+            BTreeMap::new(),
         );
-        assert_eq!(bytes, 3);
-    }
-
-    #[test]
-    fn replaces_atomically() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut m = Manifest::new(serde_json::json!({"inputs": ["a"]}), BTreeMap::new());
-        replace(dir.path(), &m).unwrap();
-        m.created_at = "later".into();
-        replace(dir.path(), &m).unwrap();
-        let back: Manifest =
-            serde_json::from_slice(&std::fs::read(dir.path().join(MANIFEST_NAME)).unwrap())
-                .unwrap();
+        assert_eq!(m.run_id.len(), 32);
+        m.files.push(ManifestFile {
+            path: "users.csv".into(),
+            table: "users".into(),
+            format: "csv".into(),
+            rows: 1,
+            bytes: 2,
+            sha256: "x".into(),
+        });
+        let text = m.to_json();
+        let back: Manifest = serde_json::from_str(&text).unwrap();
         assert_eq!(back, m);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(listed_files(text.as_bytes()), ["users.csv"]);
+        assert!(listed_files(b"not json").is_empty());
+        assert_ne!(new_run_id(), new_run_id());
     }
 }

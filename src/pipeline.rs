@@ -63,7 +63,7 @@ pub struct RunStats {
     /// Rows per table, in [`Table::ALL`] order.
     pub rows: [u64; 3],
     pub rejects: u64,
-    /// Every file written, at its temporary path (filled in at the end).
+    /// Every file written, staged in the destination (filled in at the end).
     pub files: Vec<(Table, WrittenFile)>,
 }
 
@@ -72,17 +72,17 @@ pub struct RunStats {
 pub enum PipelineError {
     #[error(transparent)]
     Input(#[from] InputError),
-    #[error(
-        "bad item: {0}\n(pass --on-error skip to write such items to rejects.ndjson and go on)"
-    )]
+    /// A bad item stopped the run (failing on bad items was asked for).
+    #[error("bad item: {0}")]
     BadItem(BadItem),
     #[error(transparent)]
     Write(#[from] WriteError),
     #[error("cannot write rejects.ndjson: {0}")]
     Rejects(std::io::Error),
+    /// The limit of rejected items was reached.
     #[error(
-        "stopped after {limit} rejected items (--max-errors {limit}); the last was {last}\n\
-         (rejects.ndjson is not kept when a run fails: raise --max-errors to get it)"
+        "stopped after {limit} rejected items (the limit); the last was {last}\n\
+         (rejects.ndjson is not kept when a run fails: raise the limit to get it)"
     )]
     TooManyRejects { limit: u64, last: Box<BadItem> },
     #[error("interrupted (Ctrl-C or SIGTERM); no output file of this run was kept")]

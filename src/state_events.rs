@@ -49,7 +49,7 @@ pub struct EventsStats {
     pub columns: Vec<String>,
     /// Rows written.
     pub rows: u64,
-    /// The files written (at their temporary paths).
+    /// The files written (staged in the destination, not yet committed).
     pub files: Vec<WrittenFile>,
 }
 

@@ -232,6 +232,29 @@ impl WideColumns {
             .collect()
     }
 
+    /// The warning a run gives when values did not fit their wide column (they are NULL
+    /// there, and in full in the attributes table); `None` when all fitted.
+    pub fn mismatch_warning(&self) -> Option<String> {
+        let mismatches = self.mismatches();
+        if mismatches.is_empty() {
+            return None;
+        }
+        let total: u64 = mismatches.iter().map(|(_, n)| n).sum();
+        let mut columns: Vec<String> = mismatches
+            .iter()
+            .take(5)
+            .map(|(c, n)| format!("{} {n}", c.name))
+            .collect();
+        if mismatches.len() > 5 {
+            columns.push(format!("and {} more columns", mismatches.len() - 5));
+        }
+        Some(format!(
+            "warning: {total} attribute values did not fit their wide column's type and were \
+             left NULL there (the attributes table has them as written): {}",
+            columns.join(", ")
+        ))
+    }
+
     /// Pushes one cell per wide column for an item's attributes, in column order.
     pub fn push_cells(&self, attributes: &[(Cow<'_, str>, Leaf<'_>)], out: &mut TableBuilder) {
         thread_local! {

@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use serde_json::json;
-use zephr_etl::pipeline::{Source, Sources};
+use zephr_etl::pipeline::{RunStats, Source, Sources};
 use zephr_etl::progress::{Progress, ProgressMode};
 use zephr_etl::signal;
 use zephr_etl::source::{InputSpec, decompress, open_input};
 
-use super::export::{ExportConfig, print_summary};
-use super::state_events::{EventsOutput, print_summary as print_events, report_failure};
+use super::export::{explain, open, print_summary};
+use super::state_events::{print_summary as print_events, report_failure};
 use super::wide::{UsersPlan, check_rereadable, discover, report_mismatches};
 use crate::cli::ConvertArgs;
 
@@ -37,27 +37,30 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     signal::install();
     let progress = Progress::new(ProgressMode::detect(quiet));
-    let mut config = ExportConfig::open(&args.output)?;
-    config.set_source(json!({
-        "inputs": args.inputs,
-        "state_events": args.state_events.as_ref().map(|p| p.display().to_string()),
-    }));
-    let events_out = EventsOutput::new(&args.output.output, args.output.overwrite, &config);
-    if args.state_events.is_some() {
-        events_out.check_free(&config)?;
-    }
+    let mut export = open(
+        &args.output,
+        json!({
+            "inputs": args.inputs,
+            "state_events": args.state_events.as_ref().map(|p| p.display().to_string()),
+        }),
+    )?;
     let discovered = if users.needs_columns() {
-        config.set_parameter(
+        export.set_parameter(
             "wide_columns_from",
             json!("the attribute keys of the inputs"),
         );
-        let (framer, threads) = (config.pipeline.framer, config.pipeline.threads);
-        Some(discover(&inputs, framer, threads, &progress)?)
+        let pipeline = export.options().pipeline;
+        Some(discover(
+            &inputs,
+            pipeline.framer,
+            pipeline.threads,
+            &progress,
+        )?)
     } else {
         None
     };
     if let Some(ext) = users.build(discovered) {
-        config.set_users(ext);
+        export.set_users(ext);
     }
     progress.phase("Preparing user export...");
     let total: Option<u64> = inputs.iter().map(InputSpec::size).sum();
@@ -70,19 +73,21 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             reader,
         })
     }));
-    let stats = match config.run(sources, &progress, &raw_bytes, total) {
+    let outcome = export.run(sources, &mut |stats: &RunStats| {
+        let rows = stats.rows.iter().sum();
+        progress.downloading(raw_bytes.load(Ordering::Relaxed), total, rows);
+    });
+    let stats = match outcome {
         Ok(stats) => stats,
         Err(e) => {
             // The console's phase line, then (from main) the cause.
             progress.clear();
             progress.line("Export failed.");
-            return Err(e);
+            return Err(explain(e));
         }
     };
-    let ext = config.users();
-    let manifest = config.commit_run(&stats)?;
     progress.clear();
-    report_mismatches(&progress, ext);
+    report_mismatches(&progress, export.users());
     let Some(path) = &args.state_events else {
         progress.line("Export complete!");
         print_summary(&progress, &stats, raw_bytes.load(Ordering::Relaxed));
@@ -95,12 +100,12 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         let file = File::open(path)?;
         decompress(file, &name).map_err(std::io::Error::other)
     };
-    match events_out.write(&open, &name, manifest) {
+    match export.state_events(&open, &name) {
         Ok(events) => {
             print_events(&progress, &events);
             progress.line("All exports complete!");
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => Ok(report_failure(&progress, &e, &args.output.output)),
+        Err(e) => Ok(report_failure(&progress, &explain(e), &args.output.output)),
     }
 }

@@ -1,42 +1,33 @@
 //! `zephr-etl fetch`: the export live from the Zephr Admin API.
 //!
-//! Every flag is checked before the first request. The user export is then fetched page by
-//! page into the same pipeline as `convert` ([`paged`], resumable) or, with `--no-paginate`,
-//! as one streamed array ([`stream`]). Once the user tables are in place, `--state-file` is
-//! moved on and the state-events phase runs; its failure keeps the user tables and exits 3.
+//! Every flag is checked before the first request. The engine then fetches the user export
+//! page by page (resumable) or, with `--no-paginate`, as one streamed array (see
+//! `zephr_etl::export::fetch`). Once the user tables are committed, `--state-file` is moved
+//! on and the state-events phase runs; its failure keeps the user tables and exits 3.
 
-mod paged;
-mod stream;
-
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde_json::json;
-use zephr_etl::extension::UsersExtension;
+use zephr_etl::export::fetch::FetchPlan;
 use zephr_etl::fetch::client::ClientConfig;
 use zephr_etl::fetch::feed::SegmentLimit;
+use zephr_etl::fetch::resume::WorkDir;
 use zephr_etl::fetch::state_file::{self, RunState, STATE_FILE_VERSION};
 use zephr_etl::fetch::{
-    Client, Credentials, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery, FetchError, RetryPolicy,
-    fetch_pages, tenant_base_url,
+    Client, Credentials, EventsQuery, ExportQuery, FetchError, RetryPolicy, tenant_base_url,
 };
-use zephr_etl::manifest::Manifest;
-use zephr_etl::pipeline::RunStats;
 use zephr_etl::progress::{Progress, ProgressMode};
 use zephr_etl::schema::Table;
 use zephr_etl::signal;
-use zephr_etl::state_events::{StateEventsError, spool_page};
 use zephr_etl::wide::{self, USER_SCHEMA_PATH, WideColumns};
 
 use super::UsageError;
-use super::export::{ExportConfig, print_summary};
-use super::state_events::{EventsOutput, print_summary as print_events, report_failure};
+use super::export::{check_side_file, explain, open, print_summary};
+use super::state_events::{print_summary as print_events, report_failure};
 use super::wide::{UsersPlan, report_mismatches};
 use crate::cli::FetchArgs;
 
@@ -53,17 +44,6 @@ struct Plan {
     state_file: Option<PathBuf>,
     /// Where `since` came from when it was not given: the state file's time.
     since_from_state: Option<String>,
-}
-
-/// What the user-export phase did.
-struct Fetched {
-    stats: RunStats,
-    /// Body bytes received (this run and, when resumed, the runs before).
-    bytes: u64,
-    /// When the fetch started (its first attempt, when resumed): the next `since`.
-    started_at: String,
-    /// The manifest written with the tables, when one was asked for.
-    manifest: Option<Manifest>,
 }
 
 /// `GET /v3/schema/users`: the user schema that types the wide columns.
@@ -87,19 +67,25 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         FetchError::BaseUrl(_) => anyhow::Error::new(UsageError(format!("--base-url: {e}"))),
         e => anyhow::Error::new(e),
     })?);
+    // A side file that is one of the outputs would replace a table, or be replaced.
+    let dir = &args.output.output;
+    if let Some(raw) = &plan.save_raw {
+        check_side_file(dir, raw, "--save-raw")?;
+    }
+    if let Some(state) = &plan.state_file {
+        check_side_file(dir, state, "--state-file")?;
+    }
     signal::install();
     let progress = Progress::new(ProgressMode::detect(quiet));
-    let mut config = ExportConfig::open(&args.output)?;
-    config.set_source(json!({
-        "tenant": plan.tenant,
-        "base_url": zephr_etl::fetch::client::strip_userinfo(&plan.base_url),
-        "query": plan.query.to_query(None),
-        "state_events": plan.events.as_ref().map(|e| e.to_query(None)),
-    }));
-    let events_out = EventsOutput::new(&args.output.output, args.output.overwrite, &config);
-    if plan.events.is_some() {
-        events_out.check_free(&config)?;
-    }
+    let mut export = open(
+        &args.output,
+        json!({
+            "tenant": plan.tenant,
+            "base_url": zephr_etl::fetch::client::strip_userinfo(&plan.base_url),
+            "query": plan.query.to_query(None),
+            "state_events": plan.events.as_ref().map(|e| e.to_query(None)),
+        }),
+    )?;
     if let Some(raw) = &plan.save_raw
         && !args.output.overwrite
         && raw.exists()
@@ -112,7 +98,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 
     progress.phase("Preparing user export...");
     let downloaded = if users.needs_columns() {
-        config.set_parameter(
+        export.set_parameter(
             "wide_columns_from",
             json!(format!("GET {USER_SCHEMA_PATH}")),
         );
@@ -121,27 +107,30 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         None
     };
     if let Some(ext) = users.build(downloaded) {
-        config.set_users(ext);
+        export.set_users(ext);
     }
-    let ext = config.users();
+    let ext = export.users();
     if let Some(since) = &plan.since_from_state {
         progress.line(&format!(
             "Fetching users updated since {since} (from --state-file)"
         ));
     }
+    let fetch = FetchPlan {
+        client: client.clone(),
+        query: plan.query.clone(),
+        concurrency: plan.concurrency,
+        segment: plan.segment,
+        save_raw: plan.save_raw.clone(),
+        resume: args.resume,
+        tenant: plan.tenant.clone(),
+        base_url: plan.base_url.clone(),
+        started,
+        work: work_dir(&args),
+    };
     let outcome = if args.no_paginate {
-        stream::run(config, &plan, &client, &progress, started)
+        export.fetch_stream(&fetch, &progress)
     } else {
-        let arguments = fingerprint_arguments(&args, &plan, ext);
-        paged::run(
-            config,
-            &plan,
-            &client,
-            &progress,
-            args.resume,
-            arguments,
-            started,
-        )
+        export.fetch_paged(&fetch, &progress)
     };
     let fetched = match outcome {
         Ok(fetched) => fetched,
@@ -149,7 +138,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             // The console's phase line, then (from main) the cause, as `convert` does.
             progress.clear();
             progress.line("Export failed.");
-            return Err(e);
+            return Err(explain(e));
         }
     };
 
@@ -174,21 +163,14 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     print_summary(&progress, &fetched.stats, fetched.bytes);
     progress.phase("Downloading state events...");
-    match fetch_events(
-        &plan,
-        events,
-        &client,
-        &events_out,
-        &args.output.output,
-        fetched.manifest,
-    ) {
+    match export.fetch_state_events(&fetch, events).map_err(explain) {
         Ok(stats) => {
             progress.clear();
             print_events(&progress, &stats);
             progress.line("All exports complete!");
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => Ok(report_failure(&progress, &e, &args.output.output)),
+        Err(e) => Ok(report_failure(&progress, &e, dir)),
     }
 }
 
@@ -272,109 +254,6 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
     })
 }
 
-/// What shapes the tables of a paginated fetch, for `--resume` to compare (no credentials,
-/// no tuning such as concurrency or retries).
-fn fingerprint_arguments(
-    args: &FetchArgs,
-    plan: &Plan,
-    ext: Option<&UsersExtension>,
-) -> BTreeMap<String, String> {
-    let out = &args.output;
-    let formats: Vec<String> = out.format.iter().map(|f| format!("{f:?}")).collect();
-    let mut map = BTreeMap::new();
-    map.insert("zephr-etl".into(), env!("CARGO_PKG_VERSION").into());
-    map.insert("tenant".into(), plan.tenant.clone());
-    map.insert(
-        "base-url".into(),
-        zephr_etl::fetch::client::strip_userinfo(&plan.base_url),
-    );
-    map.insert("query".into(), plan.query.to_query(None));
-    map.insert("format".into(), formats.join(","));
-    map.insert("on-error".into(), format!("{:?}", out.on_error));
-    map.insert("compression".into(), format!("{:?}", out.compression));
-    map.insert("row-group-size".into(), out.row_group_size.to_string());
-    map.insert("save-raw".into(), plan.save_raw.is_some().to_string());
-    // What the segments' cells depend on beyond the query: a resume must not mix them.
-    map.insert(
-        "csv-dialect".into(),
-        format!("{:?}", out.csv_dialect).to_lowercase(),
-    );
-    if let Some(ext) = ext {
-        if let Some(key) = &ext.pii {
-            map.insert("hash-pii".into(), key.fingerprint());
-        }
-        if let Some(wide) = &ext.wide {
-            let columns: Vec<String> = wide
-                .columns
-                .iter()
-                .map(|c| format!("{}:{:?}", c.name, c.column_type))
-                .collect();
-            map.insert("wide-columns".into(), columns.join(","));
-        }
-    }
-    map
-}
-
-/// The state-events phase: pages spooled as NDJSON into the work folder, then converted.
-fn fetch_events(
-    plan: &Plan,
-    events: &EventsQuery,
-    client: &Client,
-    out: &EventsOutput,
-    dir: &Path,
-    manifest: Option<Manifest>,
-) -> anyhow::Result<zephr_etl::state_events::EventsStats> {
-    let work = zephr_etl::fetch::resume::WorkDir::of(dir);
-    work.create()?;
-    let result = (|| {
-        let spool = tempfile::Builder::new()
-            .prefix("state-events-")
-            .suffix(".ndjson")
-            .tempfile_in(work.path())
-            .context("cannot create the state events spool file")?;
-        let mut writer = std::io::BufWriter::new(spool.as_file());
-        let query = events.clone();
-        fetch_pages(
-            client,
-            EVENTS_EXPORT_PATH,
-            move |page| query.to_query(Some(page)),
-            1,
-            plan.concurrency,
-            |page, body| {
-                if signal::interrupted() {
-                    return Err(StateEventsError::Interrupted);
-                }
-                spool_page(&body, page, &mut writer).map(|_| ())
-            },
-        )?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("cannot write the state events spool file")?;
-        file.sync_all().ok();
-        let path = spool.path().to_path_buf();
-        let open =
-            move || -> std::io::Result<Box<dyn Read + Send>> { Ok(Box::new(File::open(&path)?)) };
-        out.write(&open, &format!("GET {EVENTS_EXPORT_PATH}"), manifest)
-    })();
-    // Only the spool lived there; a failure to tidy up is not worth failing over.
-    let _ = work.remove();
-    result
-}
-
-/// A hidden temporary file in the folder of `path` (for `--save-raw`), so that the final
-/// rename stays atomic.
-fn temp_next_to(path: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    tempfile::Builder::new()
-        .prefix(".zephr-etl-raw-")
-        .tempfile_in(&parent)
-        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use zephr_etl::fetch::client::strip_userinfo;
@@ -387,5 +266,16 @@ mod tests {
         );
         assert_eq!(strip_userinfo("http://127.0.0.1:9"), "http://127.0.0.1:9");
         assert_eq!(strip_userinfo("http://h/a@b"), "http://h/a@b");
+    }
+}
+
+/// Where a paginated fetch keeps its pages: `--work-dir`, else inside a local `-o` folder,
+/// else (a bucket) a local folder named after the destination: pages never go to a bucket.
+fn work_dir(args: &FetchArgs) -> WorkDir {
+    let output = args.output.output.to_string_lossy();
+    match &args.work_dir {
+        Some(dir) => WorkDir::at(dir.clone()),
+        None if zephr_etl::cloud::is_local(&output) => WorkDir::of(&args.output.output),
+        None => WorkDir::at(zephr_etl::cloud::default_work_dir(&output)),
     }
 }

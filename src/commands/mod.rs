@@ -1,4 +1,5 @@
-//! The commands, one module each; `export` is the configuration they share.
+//! The commands, one module each; `export` turns the flags they share into the engine's
+//! options and its errors into messages with flag hints.
 
 mod completions;
 mod convert;
@@ -6,7 +7,6 @@ mod export;
 mod fetch;
 mod generate;
 mod inspect;
-mod layout;
 mod schema;
 mod state_events;
 mod wide;

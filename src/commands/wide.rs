@@ -122,28 +122,9 @@ pub fn discover(
     Ok(WideColumns::from_keys(keys, &base))
 }
 
-/// Says how many values did not fit their wide column (they are NULL there, and in full in
-/// the attributes table).
+/// Says how many values did not fit their wide column.
 pub fn report_mismatches(progress: &Progress, ext: Option<&UsersExtension>) {
-    let Some(wide) = ext.and_then(|e| e.wide.as_ref()) else {
-        return;
-    };
-    let mismatches = wide.mismatches();
-    if mismatches.is_empty() {
-        return;
+    if let Some(warning) = ext.and_then(|e| e.wide.as_ref()?.mismatch_warning()) {
+        progress.line(&warning);
     }
-    let total: u64 = mismatches.iter().map(|(_, n)| n).sum();
-    let mut columns: Vec<String> = mismatches
-        .iter()
-        .take(5)
-        .map(|(c, n)| format!("{} {n}", c.name))
-        .collect();
-    if mismatches.len() > 5 {
-        columns.push(format!("and {} more columns", mismatches.len() - 5));
-    }
-    progress.line(&format!(
-        "warning: {total} attribute values did not fit their wide column's type and were left \
-         NULL there (the attributes table has them as written): {}",
-        columns.join(", ")
-    ));
 }

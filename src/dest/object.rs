@@ -28,13 +28,13 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use super::MANIFEST_NAME;
 use super::lease::{self, LOCK_NAME, LeaseState};
 use super::upload::{ObjectUpload, Shared};
 use super::{Commit, DestError, DestLock, Destination, StagedFile};
 use crate::cloud::store::{Store, StoreOptions};
 use crate::cloud::{CloudError, CloudUrl};
 use crate::fetch::state_file::iso_utc;
-use crate::manifest::MANIFEST_NAME;
 
 /// Sizes and times of an object-store destination.
 #[derive(Debug, Clone)]

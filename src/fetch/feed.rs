@@ -133,10 +133,10 @@ impl Drop for PageFeed {
 /// When a segment closes: after `pages` pages, or after the page that brings its bodies to
 /// `bytes`, whichever comes first. Every segment holds at least one page.
 ///
-/// A segment is committed whole, and the segments are joined once the fetch is done, which
-/// copies every output once more; so segments are large, and a run that fits in one (most
-/// do) renames its segment into place. A failing or interrupted run commits the pages it has
-/// anyway; only a hard kill loses the open segment.
+/// A segment is committed whole, and the segments are joined into the destination once the
+/// fetch is done, which copies every output once more; so segments are large (fewer joins).
+/// A failing or interrupted run commits the pages it has anyway; only a hard kill loses the
+/// open segment.
 #[derive(Debug, Clone, Copy)]
 pub struct SegmentLimit {
     pub pages: usize,

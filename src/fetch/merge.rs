@@ -225,7 +225,12 @@ pub fn concat_parquet(
 /// `parquet-concat`). Every segment must have the first one's schema. The first segment's
 /// key-value metadata (the Arrow schema, so readers see `Timestamp(µs, "UTC")`) is kept.
 /// Returns the rows copied.
-pub fn copy_row_groups(parts: &[PathBuf], out: File, out_path: &Path) -> Result<u64, MergeError> {
+/// `out` is returned flushed, for the caller to finish.
+pub fn copy_row_groups<W: Write + Send>(
+    parts: &[PathBuf],
+    out: W,
+    out_path: &Path,
+) -> Result<(u64, W), MergeError> {
     let write_error = |e: parquet::errors::ParquetError| MergeError::Io {
         path: out_path.to_path_buf(),
         source: io::Error::other(e.to_string()),
@@ -243,7 +248,7 @@ pub fn copy_row_groups(parts: &[PathBuf], out: File, out_path: &Path) -> Result<
         inputs.push((part, file, metadata));
     }
     let Some((_, _, first)) = inputs.first() else {
-        return Ok(0);
+        return Ok((0, out));
     };
     let schema = first.file_metadata().schema_descr().root_schema_ptr();
     let properties = WriterProperties::builder()
@@ -293,11 +298,10 @@ pub fn copy_row_groups(parts: &[PathBuf], out: File, out_path: &Path) -> Result<
         }
     }
     let buffered = writer.into_inner().map_err(write_error)?;
-    crate::sink::flush_and_sync(buffered, out_path).map_err(|e| MergeError::Io {
-        path: out_path.to_path_buf(),
-        source: io::Error::other(e.to_string()),
-    })?;
-    Ok(rows)
+    let out = buffered
+        .into_inner()
+        .map_err(|e| io_error(out_path)(e.into_error()))?;
+    Ok((rows, out))
 }
 
 #[cfg(test)]
@@ -400,7 +404,12 @@ mod tests {
             ParquetOptions::default(),
             Box::new(move |_| {
                 once.take().expect("one part");
-                Ok((File::create(&target).unwrap(), target.clone()))
+                let file =
+                    crate::dest::local::LocalFile::create_new(&target, "all.parquet").unwrap();
+                Ok((
+                    Box::new(file) as Box<dyn crate::dest::StagedFile>,
+                    "all.parquet".into(),
+                ))
             }),
         )
         .unwrap();

@@ -3,9 +3,8 @@
 //! Everything lives in a hidden work folder inside the output directory
 //! (`DIR/.zephr-etl-fetch/`), never under a table's name: the tables appear only once the
 //! whole export is fetched. The run cuts the pages into segments of a few dozen pages; each
-//! segment's tables are written into their own folder (`seg-00001/`, all-or-nothing like any
-//! output directory) and then recorded in `journal.json`, which is replaced atomically (write,
-//! fsync, rename). A segment folder that the journal does not list is a leftover of a crash
+//! segment's tables are written into their own folder (`seg-00001/`, each file fsynced) and
+//! then recorded in `journal.json`, which is replaced atomically (write, fsync, rename). A segment folder that the journal does not list is a leftover of a crash
 //! between those two steps and is removed, so the journal alone says what is committed.
 //!
 //! The journal also holds the run's arguments (never a secret) and their fingerprint: a rerun
@@ -133,7 +132,7 @@ pub enum ResumeError {
     },
     /// The journal is not one this version wrote.
     #[error(
-        "{} is damaged or from another version ({problem}); drop --resume to start the fetch over",
+        "{} is damaged or from another version ({problem}); start the fetch over",
         path.display()
     )]
     Corrupt {
@@ -142,10 +141,10 @@ pub enum ResumeError {
         /// What is wrong with it.
         problem: String,
     },
-    /// `--resume` with other arguments than the interrupted fetch.
+    /// Resuming with other arguments than the interrupted fetch.
     #[error(
-        "--resume: the interrupted fetch in {} was started with other arguments ({}); rerun \
-         with the same arguments to continue it, or drop --resume to start over",
+        "the interrupted fetch in {} was started with other arguments ({}); rerun with the \
+         same arguments to continue it, or start over",
         dir.display(),
         differences.join("; ")
     )]
@@ -198,6 +197,11 @@ impl WorkDir {
         WorkDir {
             path: output_dir.join(WORK_DIR_NAME),
         }
+    }
+
+    /// A work folder at `path` itself (`--work-dir`, or one outside a bucket destination).
+    pub fn at(path: PathBuf) -> WorkDir {
+        WorkDir { path }
     }
 
     /// The folder's path.
@@ -383,9 +387,9 @@ mod tests {
             .to_string();
         assert_eq!(
             e,
-            "--resume: the interrupted fetch in /out was started with other arguments \
+            "the interrupted fetch in /out was started with other arguments \
              (query: \"rpp=3\" then, \"rpp=4\" now); rerun with the same arguments to continue \
-             it, or drop --resume to start over"
+             it, or start over"
         );
         let e = check_same(&j, &args(&[("tenant", "acme")]), dir)
             .unwrap_err()

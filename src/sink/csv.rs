@@ -4,23 +4,23 @@
 //! UTF-8) and a table longer than a worksheet is split into numbered files, each with the
 //! header, so that no row is silently cut off when it is opened.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use super::sync_behind::SyncBehind;
-use super::{TableWriter, WriteError, WrittenFile};
+use super::{CreateFile, TableWriter, WriteError, WrittenFile};
+use crate::dest::StagedFile;
 use crate::table::ColumnBatch;
 use crate::table::csv_text::{CsvDialect, push_text_cell};
 
 /// Rows a worksheet holds below its header row (Excel's limit is 1,048,576 rows in all).
 pub const EXCEL_MAX_DATA_ROWS: u64 = 1_048_575;
 
-/// Opens a new file for a part; the output directory decides names and cleanup.
-pub type CreateFile = Box<dyn FnMut(usize) -> Result<(File, PathBuf), WriteError> + Send>;
-
-/// A part being written: the buffered file, what it holds so far, and its background syncs.
-type Open = (BufWriter<File>, WrittenFile, SyncBehind);
+/// A part being written: the buffered staged file, its final name and its rows so far.
+struct Open {
+    out: BufWriter<Box<dyn StagedFile>>,
+    name: String,
+    rows: u64,
+}
 
 /// Writes one table as CSV.
 pub struct CsvWriter {
@@ -67,51 +67,35 @@ impl CsvWriter {
 
     fn open_part(&mut self) -> Result<(), WriteError> {
         let part = self.done.len() + usize::from(self.current.is_some());
-        let (file, path) = (self.create)(part)?;
-        let behind = SyncBehind::new(&file);
+        let (file, name) = (self.create)(part)?;
         let mut out = BufWriter::with_capacity(super::FILE_BUFFER_BYTES, file);
         out.write_all(&self.header)
             .map_err(|source| WriteError::Io {
-                path: path.clone(),
+                path: PathBuf::from(&name),
                 source,
             })?;
-        let header_bytes = self.header.len() as u64;
-        if let Some(previous) = self.current.replace((
-            out,
-            WrittenFile {
-                path,
-                rows: 0,
-                bytes: header_bytes,
-            },
-            behind,
-        )) {
+        if let Some(previous) = self.current.replace(Open { out, name, rows: 0 }) {
             self.done.push(close(previous)?);
         }
         Ok(())
     }
 
     fn write_bytes(&mut self, bytes: &[u8], rows: u64) -> Result<(), WriteError> {
-        let (out, info, behind) = self
+        let open = self
             .current
             .as_mut()
             .expect("a part is always open until finish");
-        let io = |source| WriteError::Io {
-            path: info.path.clone(),
+        open.out.write_all(bytes).map_err(|source| WriteError::Io {
+            path: PathBuf::from(&open.name),
             source,
-        };
-        out.write_all(bytes).map_err(io)?;
-        info.rows += rows;
-        info.bytes += bytes.len() as u64;
-        // What the buffer holds has not reached the file yet.
-        let in_file = info.bytes - out.buffer().len() as u64;
-        behind.progress(in_file).map_err(io)?;
+        })?;
+        open.rows += rows;
         Ok(())
     }
 }
 
-fn close((out, info, behind): Open) -> Result<WrittenFile, WriteError> {
-    super::finish_file(out, Some(behind), &info.path)?;
-    Ok(info)
+fn close(open: Open) -> Result<WrittenFile, WriteError> {
+    super::finish_file(open.out, open.rows, &open.name)
 }
 
 impl TableWriter for CsvWriter {
@@ -124,7 +108,7 @@ impl TableWriter for CsvWriter {
         let line_end = self.dialect.line_end();
         let mut rest = &batch.csv[..];
         while !rest.is_empty() {
-            let room = limit - self.current.as_ref().map_or(0, |(_, info, _)| info.rows);
+            let room = limit - self.current.as_ref().map_or(0, |open| open.rows);
             if room == 0 {
                 self.open_part()?;
                 continue;

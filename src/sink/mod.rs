@@ -5,12 +5,11 @@
 //! `Drop`, so a failed run cannot leave a file that looks complete.
 
 pub mod csv;
-pub mod output_dir;
 pub mod parquet;
-pub mod sync_behind;
 
 use std::path::PathBuf;
 
+use crate::dest::{DestError, StagedFile};
 use crate::table::ColumnBatch;
 
 /// The buffer in front of every table file. Writers hand over whole batches (hundreds of KiB
@@ -37,14 +36,21 @@ pub enum WriteError {
     },
 }
 
-/// What a finished writer produced.
+/// What a finished writer produced: a staged file, ready to be committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrittenFile {
-    /// The temporary path the bytes were written to (renamed into place on commit).
-    pub path: PathBuf,
+    /// The file's final name in the destination (`users.csv`, `csv/users/part-00000.csv`).
+    pub name: String,
     pub rows: u64,
     pub bytes: u64,
+    /// Lowercase hex SHA-256 of the bytes, computed as they were written.
+    pub sha256: String,
 }
+
+/// Opens the staged file of part `part` (0 for the first) of one table in one format and
+/// gives its final name (for messages); the engine decides the name.
+pub type CreateFile =
+    Box<dyn FnMut(usize) -> Result<(Box<dyn StagedFile>, String), WriteError> + Send>;
 
 /// Consumes one table's batches in order and writes them to a file.
 pub trait TableWriter: Send {
@@ -54,30 +60,36 @@ pub trait TableWriter: Send {
     fn finish(self: Box<Self>) -> Result<Vec<WrittenFile>, WriteError>;
 }
 
-/// Flushes a buffered file and syncs it to disk, all at the end: [`finish_file`] without
-/// background syncs, for files written in one go (fetch's merge of segments).
-pub fn flush_and_sync(
-    out: std::io::BufWriter<std::fs::File>,
-    path: &std::path::Path,
-) -> Result<std::fs::File, WriteError> {
-    finish_file(out, None, path)
+/// The last step of every table writer's `finish`: flushes `out`, then finishes the staged
+/// file (its final sync) and describes it with `rows`.
+pub fn finish_file(
+    out: std::io::BufWriter<Box<dyn StagedFile>>,
+    rows: u64,
+    name: &str,
+) -> Result<WrittenFile, WriteError> {
+    let staged = out.into_inner().map_err(|e| WriteError::Io {
+        path: PathBuf::from(name),
+        source: e.into_error(),
+    })?;
+    let done = staged.finish().map_err(|e| dest_error(name, e))?;
+    Ok(WrittenFile {
+        name: done.name,
+        rows,
+        bytes: done.bytes,
+        sha256: done.sha256,
+    })
 }
 
-/// The last step of every table writer's `finish`: flushes `out`, waits for the background
-/// sync `behind` it, if any (and fails if that failed), then syncs what is left.
-pub fn finish_file(
-    out: std::io::BufWriter<std::fs::File>,
-    behind: Option<sync_behind::SyncBehind>,
-    path: &std::path::Path,
-) -> Result<std::fs::File, WriteError> {
-    let io = |source| WriteError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
-    if let Some(behind) = behind {
-        behind.finish().map_err(io)?;
+/// A destination's error as a writer's.
+pub fn dest_error(name: &str, error: DestError) -> WriteError {
+    match error {
+        DestError::Io { source, .. } => WriteError::Io {
+            path: PathBuf::from(name),
+            source,
+        },
+        other => WriteError::Io {
+            path: PathBuf::from(name),
+            source: std::io::Error::other(other.to_string()),
+        },
     }
-    file.sync_all().map_err(io)?;
-    Ok(file)
 }

@@ -5,8 +5,8 @@
 //! what keeps a writer's memory flat however long the table is. Statistics stay on, which is
 //! what lets warehouses skip row groups.
 
-use std::fs::File;
 use std::io::BufWriter;
+use std::path::PathBuf;
 
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
@@ -14,9 +14,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use super::csv::CreateFile;
-use super::sync_behind::SyncBehind;
-use super::{TableWriter, WriteError, WrittenFile};
+use super::{CreateFile, TableWriter, WriteError, WrittenFile};
+use crate::dest::StagedFile;
 use crate::table::ColumnBatch;
 
 /// Parquet compression codecs the tool offers.
@@ -81,8 +80,12 @@ impl ParquetOptions {
     }
 }
 
-/// A part being written: the Arrow writer, what it holds so far, and its background syncs.
-type Open = (ArrowWriter<BufWriter<File>>, WrittenFile, SyncBehind);
+/// A part being written: the Arrow writer, its final name and its rows so far.
+struct Open {
+    writer: ArrowWriter<BufWriter<Box<dyn StagedFile>>>,
+    name: String,
+    rows: u64,
+}
 
 /// Writes one table as Parquet.
 pub struct ParquetWriter {
@@ -120,44 +123,34 @@ impl ParquetWriter {
         if let Some(previous) = self.current.take() {
             self.done.push(close(previous)?);
         }
-        let (file, path) = (self.create)(self.done.len())?;
-        let behind = SyncBehind::new(&file);
+        let (file, name) = (self.create)(self.done.len())?;
         let writer = ArrowWriter::try_new(
             BufWriter::with_capacity(super::FILE_BUFFER_BYTES, file),
             self.schema.clone(),
             Some(self.properties.clone()),
         )
         .map_err(|source| WriteError::Parquet {
-            path: path.clone(),
+            path: PathBuf::from(&name),
             source,
         })?;
-        self.current = Some((
+        self.current = Some(Open {
             writer,
-            WrittenFile {
-                path,
-                rows: 0,
-                bytes: 0,
-            },
-            behind,
-        ));
+            name,
+            rows: 0,
+        });
         Ok(())
     }
 }
 
-fn close((writer, mut info, behind): Open) -> Result<WrittenFile, WriteError> {
-    let buffered = writer.into_inner().map_err(|source| WriteError::Parquet {
-        path: info.path.clone(),
-        source,
-    })?;
-    let file = super::finish_file(buffered, Some(behind), &info.path)?;
-    info.bytes = file
-        .metadata()
-        .map_err(|source| WriteError::Io {
-            path: info.path.clone(),
+fn close(open: Open) -> Result<WrittenFile, WriteError> {
+    let buffered = open
+        .writer
+        .into_inner()
+        .map_err(|source| WriteError::Parquet {
+            path: PathBuf::from(&open.name),
             source,
-        })?
-        .len();
-    Ok(info)
+        })?;
+    super::finish_file(buffered, open.rows, &open.name)
 }
 
 impl TableWriter for ParquetWriter {
@@ -167,40 +160,31 @@ impl TableWriter for ParquetWriter {
         };
         let mut offset = 0;
         while offset < record_batch.num_rows() {
-            let (writer, info, behind) = self
+            let open = self
                 .current
                 .as_mut()
                 .expect("a part is always open until finish");
             let room = self
                 .opts
                 .max_rows_per_file
-                .map_or(u64::MAX, |limit| limit - info.rows);
+                .map_or(u64::MAX, |limit| limit - open.rows);
             if room == 0 {
                 self.open_part()?;
                 continue;
             }
             let take = (record_batch.num_rows() - offset).min(room.min(usize::MAX as u64) as usize);
             let slice = record_batch.slice(offset, take);
-            writer.write(&slice).map_err(|source| WriteError::Parquet {
-                path: info.path.clone(),
+            let error = |source| WriteError::Parquet {
+                path: PathBuf::from(&open.name),
                 source,
-            })?;
-            if writer.in_progress_size() > self.opts.row_group_bytes {
-                writer.flush().map_err(|source| WriteError::Parquet {
-                    path: info.path.clone(),
-                    source,
-                })?;
+            };
+            open.writer.write(&slice).map_err(error)?;
+            if open.writer.in_progress_size() > self.opts.row_group_bytes {
+                open.writer.flush().map_err(error)?;
             }
-            // Row groups close here or inside the writer (at the row limit); either way the
-            // file grows, and what reached it is synced behind the writer (give or take the
-            // few KiB that arrow-rs buffers itself: this only paces the syncs).
-            info.bytes = writer.bytes_written() as u64;
-            let in_file = info.bytes - writer.inner().buffer().len() as u64;
-            behind.progress(in_file).map_err(|source| WriteError::Io {
-                path: info.path.clone(),
-                source,
-            })?;
-            info.rows += take as u64;
+            // Row groups close here or inside the writer (at the row limit); the staged file
+            // syncs what reaches it behind the writer.
+            open.rows += take as u64;
             offset += take;
         }
         Ok(())

@@ -131,3 +131,10 @@ pub fn dir_listing(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Says, where the test output shows it, that an optional check was skipped and why. The
+/// test harness captures `eprintln!`, so this writes to the process's stderr directly.
+pub fn skip_notice(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {message}");
+}

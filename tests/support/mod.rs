@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod harness;
+pub mod mock_zephr;
 pub mod reference;
 pub mod s3;

@@ -55,7 +55,9 @@ pub fn shared(test: &str) -> Option<&'static Moto> {
     static SERVER: OnceLock<Option<Moto>> = OnceLock::new();
     let server = SERVER.get_or_init(|| start(&[])).as_ref();
     if server.is_none() {
-        eprintln!(
+        // Straight to the process's stderr: the test harness captures `eprintln!`.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED {test}: moto's S3 server is not installed; run `bash .ci/s3-setup.sh` \
              (or set ZEPHR_ETL_TEST_S3_PYTHON) to run the object-store tests"
         );

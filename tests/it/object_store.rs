@@ -3,8 +3,6 @@
 //! object, recovery after a killed run, `--overwrite`-style replacement, errors a user can act
 //! on, retries through 503s, and reading an input object back as a stream.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -16,7 +14,7 @@ use zephr_etl::cloud::{self, CloudError, CloudUrl, Location};
 use zephr_etl::dest::object::{ObjectDest, ObjectOptions};
 use zephr_etl::dest::{Commit, DestError, Destination, FinishedFile};
 
-use support::s3::{self, FaultProxy, Moto, SECRET_KEY};
+use crate::support::s3::{self, FaultProxy, Moto, SECRET_KEY};
 
 const MIB: usize = 1 << 20;
 
@@ -417,7 +415,9 @@ fn a_bucket_that_does_not_exist_is_named() {
 #[test]
 fn wrong_credentials_are_access_denied_without_the_secret() {
     if s3::python().is_none() {
-        eprintln!("SKIPPED wrong_credentials_are_access_denied_without_the_secret: no moto");
+        crate::support::harness::skip_notice(
+            "wrong_credentials_are_access_denied_without_the_secret: moto is not installed",
+        );
         return;
     }
     // A server that checks credentials: none of the tests' keys exist in its IAM.
@@ -512,4 +512,298 @@ fn an_input_object_streams_back_compressed_or_not() {
         missing.to_string(),
         format!("s3://{bucket}/in/nope.json does not exist")
     );
+}
+
+// ---- The binary: `-o s3://...`, inputs from a bucket, fetch into a bucket ----
+
+const TABLES: [&str; 3] = ["users", "grants", "attributes"];
+
+/// `users-20240501T100000Z-1a2b3c4d.csv` -> `users.csv`: the local name of a tagged object.
+fn untag(name: &str) -> String {
+    let (dir, file) = name.rsplit_once('/').map_or(("", name), |(d, f)| (d, f));
+    let dot = file.find('.').unwrap_or(file.len());
+    let stem = &file[..dot];
+    let stem = if stem.len() > 26 && stem.as_bytes()[stem.len() - 26] == b'-' {
+        &stem[..stem.len() - 26]
+    } else {
+        stem
+    };
+    let file = format!("{stem}{}", &file[dot..]);
+    if dir.is_empty() {
+        file
+    } else {
+        format!("{dir}/{file}")
+    }
+}
+
+/// Every object under `s3://bucket/prefix`, saved under its untagged name in `dir`; the
+/// object names.
+fn download(server: &Moto, bucket: &str, prefix: &str, dir: &std::path::Path) -> Vec<String> {
+    let dest = open(server, bucket, prefix);
+    let names = dest.list().unwrap();
+    for name in &names {
+        let path = dir.join(untag(name));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, dest.read(name).unwrap().unwrap()).unwrap();
+    }
+    names
+}
+
+fn assert_same_tables(left: &std::path::Path, right: &std::path::Path) {
+    use crate::support::harness::{csv_table, parquet_cells};
+    for table in TABLES {
+        assert_eq!(
+            csv_table(left, table),
+            csv_table(right, table),
+            "{table}.csv"
+        );
+        assert_eq!(
+            parquet_cells(&left.join(format!("{table}.parquet"))),
+            parquet_cells(&right.join(format!("{table}.parquet"))),
+            "{table}.parquet"
+        );
+    }
+}
+
+#[test]
+fn convert_into_a_bucket_equals_a_local_run_and_pyarrow_reads_it() {
+    use crate::support::harness::{generated, zephr};
+    let Some(server) = s3::shared("convert_into_a_bucket_equals_a_local_run_and_pyarrow_reads_it")
+    else {
+        return;
+    };
+    let bucket = server.bucket("cli");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("export.json");
+    std::fs::write(&input, generated(300, 11)).unwrap();
+    let local = tmp.path().join("local");
+    zephr()
+        .arg("convert")
+        .arg(&input)
+        .arg("-o")
+        .arg(&local)
+        .arg("-q")
+        .assert()
+        .success();
+    let url = format!("s3://{bucket}/nightly");
+    zephr()
+        .envs(server.env())
+        .arg("convert")
+        .arg(&input)
+        .args(["-o", &url, "-q"])
+        .assert()
+        .success();
+
+    let down = tmp.path().join("down");
+    let first = download(server, &bucket, "nightly", &down);
+    assert!(first.contains(&"manifest.json".to_string()), "{first:?}");
+    assert_same_tables(&local, &down);
+    let manifest = std::fs::read_to_string(down.join("manifest.json")).unwrap();
+    assert!(!manifest.contains(SECRET_KEY) && !manifest.contains("testing-access-key"));
+
+    // An independent reader, straight from the endpoint.
+    let rows = server.python(&format!(
+        "import os, pyarrow.fs as fs, pyarrow.parquet as pq\n\
+         s3 = fs.S3FileSystem(endpoint_override=os.environ['AWS_ENDPOINT_URL'], scheme='http',\n\
+              access_key=os.environ['AWS_ACCESS_KEY_ID'], secret_key=os.environ['AWS_SECRET_ACCESS_KEY'],\n\
+              region='us-east-1')\n\
+         infos = s3.get_file_info(fs.FileSelector('{bucket}/nightly'))\n\
+         [users] = [i.path for i in infos if i.base_name.startswith('users-') and i.base_name.endswith('.parquet')]\n\
+         t = pq.read_table(users, filesystem=s3)\n\
+         print(t.num_rows, t.schema.field('registered').type, t.column('user_id')[0].as_py())"
+    ));
+    let local_users = crate::support::harness::csv_table(&local, "users").1;
+    assert_eq!(
+        rows.trim(),
+        format!(
+            "{} timestamp[us, tz=UTC] {}",
+            local_users.len(),
+            local_users[0][0].as_deref().unwrap()
+        )
+    );
+
+    // A prefix that holds a dataset is refused without --overwrite, replaced with it.
+    zephr()
+        .envs(server.env())
+        .arg("convert")
+        .arg(&input)
+        .args(["-o", &url, "-q"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "already exists; pass --overwrite",
+        ));
+    zephr()
+        .envs(server.env())
+        .arg("convert")
+        .arg(&input)
+        .args(["-o", &url, "-q", "--overwrite"])
+        .assert()
+        .success();
+    let second = open(server, &bucket, "nightly").list().unwrap();
+    assert_eq!(second.len(), first.len());
+    for old in first.iter().filter(|n| *n != "manifest.json") {
+        assert!(!second.contains(old), "{old} was removed");
+    }
+}
+
+#[test]
+fn an_input_in_a_bucket_converts_like_the_local_file() {
+    use crate::support::harness::{generated, zephr};
+    let Some(server) = s3::shared("an_input_in_a_bucket_converts_like_the_local_file") else {
+        return;
+    };
+    let bucket = server.bucket("cli-in");
+    let tmp = tempfile::tempdir().unwrap();
+    let export = generated(120, 5);
+    let input = tmp.path().join("export.json");
+    std::fs::write(&input, &export).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&export).unwrap();
+    let gz = gz.finish().unwrap();
+    let gz_path = tmp.path().join("export.json.gz");
+    std::fs::write(&gz_path, &gz).unwrap();
+    server.python(&format!(
+        "import boto3, os\n\
+         s3 = boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL'])\n\
+         s3.put_object(Bucket='{bucket}', Key='raw/export.json.gz', Body=open({:?}, 'rb').read())",
+        gz_path.display().to_string()
+    ));
+    let local = tmp.path().join("local");
+    zephr()
+        .arg("convert")
+        .arg(&input)
+        .arg("-o")
+        .arg(&local)
+        .arg("-q")
+        .assert()
+        .success();
+    let from_bucket = tmp.path().join("from-bucket");
+    zephr()
+        .envs(server.env())
+        .args([
+            "convert",
+            &format!("s3://{bucket}/raw/export.json.gz"),
+            "-o",
+        ])
+        .arg(&from_bucket)
+        .arg("-q")
+        .assert()
+        .success();
+    assert_same_tables(&local, &from_bucket);
+}
+
+#[test]
+fn fetch_into_a_bucket_equals_a_local_fetch() {
+    use crate::support::harness::{generated, zephr};
+    use crate::support::mock_zephr::{MockConfig, MockServer};
+    let Some(server) = s3::shared("fetch_into_a_bucket_equals_a_local_fetch") else {
+        return;
+    };
+    let bucket = server.bucket("cli-fetch");
+    let export = generated(80, 3);
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&export).unwrap();
+    let items = items.iter().map(|i| i.get().to_owned()).collect();
+    let mut cfg = MockConfig::new("ak", "sk", items);
+    cfg.default_rpp = 25;
+    let zephr_api = MockServer::start(cfg);
+    let tmp = tempfile::tempdir().unwrap();
+    let fetch = |out: &str, work: &std::path::Path| {
+        let mut cmd = zephr();
+        cmd.envs(server.env())
+            .env("ZEPHR_ACCESS_KEY", "ak")
+            .env("ZEPHR_SECRET_KEY", "sk")
+            .env("XDG_CACHE_HOME", work)
+            .args([
+                "fetch",
+                "--tenant",
+                "acme",
+                "--base-url",
+                &zephr_api.base_url,
+            ])
+            .args(["--grants", "--attributes", "--rpp", "25", "-q", "-o", out]);
+        cmd
+    };
+    let local = tmp.path().join("local");
+    fetch(local.to_str().unwrap(), tmp.path())
+        .assert()
+        .success();
+    let cache = tmp.path().join("cache");
+    fetch(&format!("s3://{bucket}/fetched"), &cache)
+        .assert()
+        .success();
+    let down = tmp.path().join("down");
+    download(server, &bucket, "fetched", &down);
+    assert_same_tables(&local, &down);
+    // The pages were kept locally, in the cache, and removed once the tables were in.
+    let work = cache.join("zephr-etl/fetch");
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn bad_output_urls_are_usage_errors_and_no_folder_appears() {
+    use crate::support::harness::{generated, zephr};
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("export.json");
+    std::fs::write(&input, generated(3, 1)).unwrap();
+    for (out, says) in [
+        ("ftp://host/x", "unsupported scheme `ftp://`"),
+        ("s3:/bucket/x", "s3://BUCKET/PREFIX (two slashes)"),
+        (
+            "https://acct.blob.core.windows.net/c/p?sig=SECRETSIG",
+            "credentials do not belong in the URL",
+        ),
+    ] {
+        let assert = zephr()
+            .current_dir(tmp.path())
+            .arg("convert")
+            .arg(&input)
+            .args(["-o", out])
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(says));
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+        assert!(!stderr.contains("SECRETSIG"), "{stderr}");
+    }
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["export.json".to_string()],
+        "no local folder was made"
+    );
+}
+
+#[test]
+fn a_missing_bucket_fails_naming_it_and_never_the_secret() {
+    use crate::support::harness::{generated, zephr};
+    let Some(server) = s3::shared("a_missing_bucket_fails_naming_it_and_never_the_secret") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("export.json");
+    std::fs::write(&input, generated(3, 1)).unwrap();
+    let out = zephr()
+        .envs(server.env())
+        .arg("convert")
+        .arg(&input)
+        .args(["-o", "s3://zephr-missing-bucket/x"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "bucket zephr-missing-bucket does not exist",
+        ))
+        .get_output()
+        .clone();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(SECRET_KEY), "{text}");
 }

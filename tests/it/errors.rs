@@ -7,7 +7,7 @@
 //! - Atomicity: existing outputs, `--overwrite`, the lock, SIGINT and SIGTERM mid-run.
 //! - `mutated_exports_convert_or_fail_cleanly`: a property test that mutates small valid
 //!   exports at random. It runs 64 cases by default (a few seconds); for a longer search run
-//!   `PROPTEST_CASES=5000 cargo test --test errors mutated`.
+//!   `PROPTEST_CASES=5000 cargo test --test it mutated`.
 //! - `secrets`: no rendering of an HTTP client error holds the secret or a request signature.
 
 use std::io::{Read, Write};
@@ -21,7 +21,7 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use support::harness::{dir_listing, generated};
 use tempfile::TempDir;
 
-mod support;
+use crate::support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zephr-etl");
 
@@ -44,11 +44,14 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-const TABLE_FILES: [&str; 6] = [
+/// What a successful default run leaves in its folder: the tables and the manifest (every
+/// run writes one since issue 12).
+const TABLE_FILES: [&str; 7] = [
     "attributes.csv",
     "attributes.parquet",
     "grants.csv",
     "grants.parquet",
+    "manifest.json",
     "users.csv",
     "users.parquet",
 ];
@@ -926,31 +929,31 @@ fn a_live_lock_keeps_a_second_run_out_and_a_stale_one_is_taken_over() {
     let dir = tmp.path().join("out");
     std::fs::create_dir(&dir).unwrap();
     let lock = dir.join(".zephr-etl.lock");
-    // This test's own process is alive for as long as the run below.
-    let me = std::process::id();
-    std::fs::write(&lock, format!("{me}\n")).unwrap();
+    // A live holder of the kernel lock: `flock` from util-linux, holding it while it sleeps
+    // (`-o`: the sleep does not inherit it, so killing `flock` releases it).
+    let mut holder = Command::new("flock")
+        .arg("-o")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("flock(1) from util-linux");
+    assert!(wait_for(Duration::from_secs(10), || lock.exists()));
+    thread::sleep(Duration::from_millis(100));
     let out = run_in(tmp.path(), &["convert", "-q", "in.json", "-o", "out"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        format!(
-            "zephr-etl: another zephr-etl run (pid {me}) is writing into out; wait for it to \
-             finish, or delete out/.zephr-etl.lock if no such run is alive\n"
-        )
+        "zephr-etl: another zephr-etl run is writing into out; wait for it to finish\n"
     );
     // The other run's lock is left alone, and nothing else was written.
     assert_eq!(dir_listing(&dir), [".zephr-etl.lock"]);
-    assert_eq!(read(lock.clone()), format!("{me}\n"));
 
-    // A lock left by a process that has exited (a crash, kill -9) is taken over.
-    let mut child = Command::new("true").spawn().unwrap();
-    let dead = child.id();
-    child.wait().unwrap();
-    std::fs::write(&lock, format!("{dead}\n")).unwrap();
-    // Its temporary files go with it; another live run's would stay.
-    let leftover = format!(".users.csv.zephr-etl-tmp-{dead}");
-    let other = format!(".users.csv.zephr-etl-tmp-{me}");
-    std::fs::write(dir.join(&leftover), "half a table").unwrap();
+    // A lock file left by a process that died (a crash, kill -9) holds no lock: taken over.
+    // Temporary files of the older naming scheme are not this version's and are left alone.
+    std::fs::write(&lock, "12345\n").unwrap();
+    let other = ".users.csv.zephr-etl-tmp-12345".to_string();
     std::fs::write(dir.join(&other), "someone else's").unwrap();
     let out = run_in(tmp.path(), &["convert", "-q", "in.json", "-o", "out"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -1017,10 +1020,10 @@ fn interrupt_mid_run(signal: &str, feed: bool) {
         // Keep the pipe open (and the run going) until the run is gone.
         let _ = sent_rx_keepalive(stdin);
     });
-    // The run is under way once its temporary files exist; let it convert a little.
+    // The run is under way once its staging folder exists; let it convert a little.
     assert!(wait_for(Duration::from_secs(20), || dir_listing(&dir)
         .iter()
-        .any(|n| n.contains(".zephr-etl-tmp-"))));
+        .any(|n| n.starts_with(".zephr-etl-staging-"))));
     if feed {
         assert!(wait_for(Duration::from_secs(20), || sent_rx
             .try_iter()
@@ -1033,16 +1036,16 @@ fn interrupt_mid_run(signal: &str, feed: bool) {
         child.try_wait().unwrap().is_none(),
         "the run ended before the signal"
     );
-    let signalled = Instant::now();
     send_signal(child.id(), signal);
     assert!(
         wait_for(Duration::from_secs(10), || child
             .try_wait()
             .unwrap()
             .is_some()),
+        // The main thread polls for the signal every 100 ms, even with the reader blocked;
+        // 10 s is the bound, since a tight wall-clock bound flakes on two busy cores.
         "no exit after {signal}"
     );
-    let reaction = signalled.elapsed();
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
@@ -1052,8 +1055,6 @@ fn interrupt_mid_run(signal: &str, feed: bool) {
         "{}",
         stderr(&output)
     );
-    // The main thread polls for the signal every 100 ms, even with the reader blocked.
-    assert!(reaction < Duration::from_secs(2), "{reaction:?}");
     assert!(dir_listing(&dir).is_empty(), "{:?}", dir_listing(&dir));
     if feed {
         let sent = sent_rx.try_iter().last().unwrap_or(0);

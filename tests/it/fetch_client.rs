@@ -1,8 +1,7 @@
 //! The fetch client and paginator against the mock Zephr Admin API: pagination order,
 //! retries, error messages, and that every request was signed correctly with a fresh nonce.
 
-#[path = "support/mock_zephr.rs"]
-mod mock_zephr;
+use crate::support::mock_zephr;
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -382,7 +381,13 @@ fn retry_after_is_capped_by_max_delay() {
     let client = Client::new(cfg).unwrap();
     let start = Instant::now();
     client.fetch_page(USER_EXPORT_PATH, "rpp=3&page=1").unwrap();
-    assert!(start.elapsed() < Duration::from_secs(2));
+    // Capped at 50 ms, not the server's hour: a bound far from both, so a busy machine cannot
+    // make it flake.
+    assert!(
+        start.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(page_requests(&server, 1).len(), 2);
 }
 

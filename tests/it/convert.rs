@@ -3,7 +3,7 @@
 //! The tables are checked against `support/reference.rs`, an independent flattening of the
 //! same export, so these tests assert values, not just that the tool ran.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::Path;
@@ -478,13 +478,18 @@ fn format_picks_the_files_and_quiet_prints_nothing() {
     );
     assert_eq!(
         dir_listing(&out),
-        ["attributes.csv", "grants.csv", "users.csv"]
+        ["attributes.csv", "grants.csv", "manifest.json", "users.csv"]
     );
     let out = tmp.path().join("parquet-only");
     convert_ok(&[&input], &out, &["--format", "parquet"]);
     assert_eq!(
         dir_listing(&out),
-        ["attributes.parquet", "grants.parquet", "users.parquet"]
+        [
+            "attributes.parquet",
+            "grants.parquet",
+            "manifest.json",
+            "users.parquet"
+        ]
     );
 }
 
