@@ -346,19 +346,26 @@ fn a_killed_run_leaves_no_manifest_and_the_next_run_succeeds() {
         .args([
             "--ignored",
             "--exact",
-            "child_writer_for_kill_test",
+            "object_store::child_writer_for_kill_test",
             "--nocapture",
             "--test-threads=1",
         ])
         .env("KILL_TEST_ENDPOINT", &server.endpoint)
         .env("KILL_TEST_BUCKET", &bucket)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
     let orphan = loop {
-        let line = lines.next().expect("the child reports").unwrap();
+        let Some(line) = lines.next() else {
+            let mut stderr = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+            panic!("the child ended before uploading: {seen:?} {stderr}");
+        };
+        let line = line.unwrap();
+        seen.push(line.clone());
         // libtest prints `test NAME ... ` before the test's own output on the same line.
         if let Some(at) = line.find("UPLOADING ") {
             break line[at + "UPLOADING ".len()..].trim().to_string();
