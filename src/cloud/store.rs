@@ -68,13 +68,15 @@ pub struct Store {
 impl Store {
     /// Builds the client of `url` from the environment. Nothing is sent yet.
     pub fn connect(url: &CloudUrl, options: &StoreOptions) -> Result<Store, CloudError> {
-        let mut retry = RetryConfig::default();
-        retry.max_retries = options.max_retries;
-        retry.retry_timeout = options.retry_timeout;
-        let mut backoff = BackoffConfig::default();
-        backoff.init_backoff = options.init_backoff;
-        backoff.max_backoff = options.max_backoff;
-        retry.backoff = backoff;
+        let retry = RetryConfig {
+            max_retries: options.max_retries,
+            retry_timeout: options.retry_timeout,
+            backoff: BackoffConfig {
+                init_backoff: options.init_backoff,
+                max_backoff: options.max_backoff,
+                ..BackoffConfig::default()
+            },
+        };
         let client_options = ClientOptions::new()
             .with_timeout(options.request_timeout)
             .with_connect_timeout(Duration::from_secs(30));

@@ -254,6 +254,17 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
     })
 }
 
+/// Where a paginated fetch keeps its pages: `--work-dir`, else inside a local `-o` folder,
+/// else (a bucket) a local folder named after the destination: pages never go to a bucket.
+fn work_dir(args: &FetchArgs) -> WorkDir {
+    let output = args.output.output.to_string_lossy();
+    match &args.work_dir {
+        Some(dir) => WorkDir::at(dir.clone()),
+        None if zephr_etl::cloud::is_local(&output) => WorkDir::of(&args.output.output),
+        None => WorkDir::at(zephr_etl::cloud::default_work_dir(&output)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use zephr_etl::fetch::client::strip_userinfo;
@@ -266,16 +277,5 @@ mod tests {
         );
         assert_eq!(strip_userinfo("http://127.0.0.1:9"), "http://127.0.0.1:9");
         assert_eq!(strip_userinfo("http://h/a@b"), "http://h/a@b");
-    }
-}
-
-/// Where a paginated fetch keeps its pages: `--work-dir`, else inside a local `-o` folder,
-/// else (a bucket) a local folder named after the destination: pages never go to a bucket.
-fn work_dir(args: &FetchArgs) -> WorkDir {
-    let output = args.output.output.to_string_lossy();
-    match &args.work_dir {
-        Some(dir) => WorkDir::at(dir.clone()),
-        None if zephr_etl::cloud::is_local(&output) => WorkDir::of(&args.output.output),
-        None => WorkDir::at(zephr_etl::cloud::default_work_dir(&output)),
     }
 }
