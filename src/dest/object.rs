@@ -55,8 +55,10 @@ impl Default for ObjectOptions {
     fn default() -> Self {
         ObjectOptions {
             store: StoreOptions::default(),
-            part_size: 8 << 20,
-            parts_in_flight: 4,
+            // Measured on the 200,000-user benchmark: 8 MiB x 4 in flight gave 1.9x the peak
+            // memory of a local run; 5 MiB x 3 keeps it near 1.5x.
+            part_size: 5 << 20,
+            parts_in_flight: 3,
             lease: Duration::from_secs(120),
             renew_every: Duration::from_secs(30),
         }

@@ -1,9 +1,9 @@
 //! A file streamed into an object store: a sync [`Write`] over a multipart upload.
 //!
-//! Bytes collect in one buffer of the part size (8 MiB by default); each full buffer is handed
-//! to the store's runtime as one part and a new buffer starts, so the writer never waits for
-//! the network unless the destination already has its limit of parts in flight (a semaphore
-//! shared by all the files of a run). Memory is therefore bounded by (open files + parts in
+//! Bytes collect in one buffer of the part size (5 MiB by default, S3's smallest, growing for
+//! very large objects); each full buffer is handed to the store's runtime as one part and a
+//! new buffer starts, so the writer never waits for the network unless the destination already
+//! has its limit of parts in flight (a semaphore shared by all the files of a run). Memory is therefore bounded by (open files + parts in
 //! flight) x part size, whatever the file's size, and no local copy is made. A file smaller
 //! than one part is sent with a single PUT when it is finished, and never starts a multipart
 //! upload. SHA-256 and the byte count are computed as the bytes pass.
@@ -145,6 +145,14 @@ impl ObjectUpload {
         error(&self.shared, &self.name, action, e)
     }
 
+    /// The size of the next part: the configured size for the first 1,000 parts, then doubling
+    /// every 1,000 (up to 16x). Small parts keep memory low for the usual file; growing ones let
+    /// a single object pass S3's limit of 10,000 parts (10,000 x 5 MiB is only 48 GiB).
+    fn part_size(&self) -> usize {
+        let sent = self.multipart.as_ref().map_or(0, |m| m.parts.len());
+        self.shared.part_size << (sent / 1000).min(4)
+    }
+
     /// Hands the buffer to the runtime as the next part, starting the upload on the first.
     fn send_part(&mut self) -> Result<(), DestError> {
         let store = &self.shared.store;
@@ -281,7 +289,7 @@ impl ObjectUpload {
 
 impl Write for ObjectUpload {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let part_size = self.shared.part_size;
+        let part_size = self.part_size();
         let n = buf.len().min(part_size - self.buffer.len());
         if self.buffer.capacity() < self.buffer.len() + n {
             // Grow by doubling up to one part, never past it: small files stay small.
