@@ -55,6 +55,12 @@ pub fn shared(test: &str) -> Option<&'static Moto> {
     static SERVER: OnceLock<Option<Moto>> = OnceLock::new();
     let server = SERVER.get_or_init(|| start(&[])).as_ref();
     if server.is_none() {
+        // CI installs moto (.ci/s3-setup.sh): there, a missing server is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: moto's S3 server did not start under CI; .ci/run sets \
+             ZEPHR_ETL_TEST_S3_PYTHON from .ci/s3-setup.sh"
+        );
         // Straight to the process's stderr: the test harness captures `eprintln!`.
         let _ = writeln!(
             std::io::stderr(),
