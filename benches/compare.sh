@@ -12,6 +12,8 @@
 #                  the CPUs busy (more than 30% of one core)
 #   ATTEMPTS=3     a run during which other processes used more than 30% of one core is
 #                  repeated, up to this many attempts in all; the least disturbed one is kept
+#   MEMORY=1       0: skip the peak-RSS check of benches/memory_bound.sh (sixteen 60 MB items
+#                  at 1, 2 and 8 threads against 4 x --max-item-bytes plus a fixed budget)
 #
 # What it does: builds the release binary and examples; generates
 # benches/data/export-$USERS.json (kept for later runs; benches/data/ is git-ignored); makes a
@@ -326,5 +328,12 @@ for table in ("users", "grants", "attributes"):
     print(f"check\t{table}: zephr-etl {counts[0]} rows, DuckDB {counts[1]} rows: {verdict}")
 PY
 meta load_at_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# The memory bound (issue 15): sixteen 60 MB items at 1, 2 and 8 threads.
+if [[ ${MEMORY:-1} == 1 ]]; then
+    say "memory bound: sixteen 60 MB items (benches/memory_bound.sh)"
+    benches/memory_bound.sh "$BIN" | while IFS= read -r line; do note "memory: $line"; done ||
+        note "memory bound check failed to run"
+fi
 
 python3 benches/report.py "$RESULTS" "$META" "$RESULTS_MD"

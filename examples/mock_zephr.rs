@@ -1,15 +1,17 @@
 //! A mock Zephr Admin API on 127.0.0.1, for trying `zephr-etl fetch` without the internet.
 //!
 //! ```text
-//! cargo run --example mock_zephr -- --items export.json --port 8080 \
-//!     --access-key DEMO-KEY --secret demo-secret [--events events.ndjson] [--rpp 500] \
-//!     [--minutes 60]
+//! cargo run --example mock_zephr -- --items examples/export.json --port 8080 \
+//!     --access-key DEMO-KEY --secret demo-secret [--events examples/events.ndjson] \
+//!     [--events-csv] [--rpp 500] [--minutes 60]
 //! ```
 //!
 //! `--items` is an export as `zephr-etl generate` writes it (a JSON array of items) or NDJSON,
-//! one item per line. `--events` serves state events (NDJSON of flat objects) at
-//! `/v4/user-export?eventsExport=true`. Every request's signature is checked as Zephr does
-//! (SPEC section 2). It is the same server the integration tests use
+//! one item per line; grants and attributes are only served when the query asks for them, as
+//! Zephr does. `--events` serves state events (NDJSON of flat objects, or a JSON array) at
+//! `/v4/user-export?eventsExport=true`, only those whose `timestamp` lies in the `from`/`to`
+//! window, as JSON envelopes or, with `--events-csv`, as CSV pages. Every request's signature
+//! is checked as Zephr does (SPEC section 2). It is the same server the integration tests use
 //! (`tests/support/mock_zephr.rs`); it stops after `--minutes` or on Ctrl-C.
 
 #[path = "../tests/support/mock_zephr.rs"]
@@ -21,9 +23,27 @@ use std::time::Duration;
 use mock_zephr::{MockConfig, MockServer, StateEventsMock};
 use serde_json::value::RawValue;
 
+const USAGE: &str = "\
+A mock Zephr Admin API on 127.0.0.1, for trying `zephr-etl fetch` without the internet.
+
+Usage: mock_zephr --items FILE --access-key KEY --secret SECRET [OPTIONS]
+
+Options:
+  --items FILE        the users: a JSON array of items (as `zephr-etl generate` writes) or NDJSON
+  --access-key KEY    the access key requests must be signed with
+  --secret SECRET     the secret key requests must be signed with
+  --events FILE       serve these state events (NDJSON or a JSON array of flat objects)
+  --events-csv        serve the state events as CSV pages (a header on every page)
+  --port N            the port on 127.0.0.1 [default: 8080]
+  --rpp N             results per page when a request gives none [default: 500]
+  --minutes N         stop after this many minutes [default: 60]
+  -h, --help          print this help
+";
+
 struct Options {
     items: String,
     events: Option<String>,
+    events_csv: bool,
     port: u16,
     access_key: String,
     secret: String,
@@ -31,10 +51,12 @@ struct Options {
     minutes: u64,
 }
 
-fn parse() -> Result<Options, String> {
+/// The options, or `None` when help was asked for.
+fn parse() -> Result<Option<Options>, String> {
     let mut o = Options {
         items: String::new(),
         events: None,
+        events_csv: false,
         port: 8080,
         access_key: String::new(),
         secret: String::new(),
@@ -46,19 +68,21 @@ fn parse() -> Result<Options, String> {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--items" => o.items = value()?,
+            "-h" | "--help" => return Ok(None),
             "--events" => o.events = Some(value()?),
+            "--events-csv" => o.events_csv = true,
             "--port" => o.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
             "--access-key" => o.access_key = value()?,
             "--secret" => o.secret = value()?,
             "--rpp" => o.rpp = value()?.parse().map_err(|e| format!("--rpp: {e}"))?,
             "--minutes" => o.minutes = value()?.parse().map_err(|e| format!("--minutes: {e}"))?,
-            other => return Err(format!("unknown argument {other}")),
+            other => return Err(format!("unknown argument {other} (see --help)")),
         }
     }
     if o.items.is_empty() || o.access_key.is_empty() || o.secret.is_empty() {
-        return Err("--items, --access-key and --secret are required".into());
+        return Err("--items, --access-key and --secret are required (see --help)".into());
     }
-    Ok(o)
+    Ok(Some(o))
 }
 
 /// The raw JSON of each element of an array, or of each non-blank line.
@@ -78,14 +102,20 @@ fn read_values(path: &str) -> Result<Vec<String>, String> {
 
 fn main() -> ExitCode {
     let run = || -> Result<(), String> {
-        let o = parse()?;
+        let Some(o) = parse()? else {
+            print!("{USAGE}");
+            return Ok(());
+        };
         let mut cfg = MockConfig::new(&o.access_key, &o.secret, read_values(&o.items)?);
         cfg.default_rpp = o.rpp.max(1);
         cfg.lifetime = Duration::from_secs(o.minutes * 60);
+        cfg.honour_includes = true;
         if let Some(path) = &o.events {
             cfg.state_events = Some(StateEventsMock {
                 rows: read_values(path)?,
                 fail: false,
+                csv: o.events_csv,
+                time_field: Some("timestamp".into()),
             });
         }
         let items = cfg.items.len();

@@ -39,6 +39,8 @@ pub enum Command {
 pub enum FormatArg {
     Csv,
     Parquet,
+    /// Excel workbooks (TABLE.xlsx): typed cells, nothing for a spreadsheet to guess.
+    Xlsx,
 }
 
 /// What to do with an item that cannot be mapped faithfully.
@@ -65,6 +67,9 @@ pub enum CsvDialectArg {
     Plain,
     /// For spreadsheets: byte-order mark, CRLF, formula guard, files of at most 1,048,576 rows.
     Excel,
+    /// For PostgreSQL's COPY ... (FORMAT csv, HEADER): plain, with NUL characters replaced
+    /// by U+FFFD (the changed cells are counted).
+    Postgres,
 }
 
 /// Options shared by every command that writes tables.
@@ -111,15 +116,20 @@ pub struct OutputArgs {
     /// Rows per Parquet row group at most.
     #[arg(long, value_name = "N", default_value_t = 122_880, value_parser = clap::value_parser!(u32).range(1..))]
     pub row_group_size: u32,
-    /// CSV flavour: `plain` (RFC 4180, unchanged data) or `excel` (byte-order mark, CRLF,
+    /// CSV flavour: `plain` (RFC 4180, unchanged data), `excel` (byte-order mark, CRLF,
     /// text cells starting with = + - @ tab or CR prefixed with ', tables longer than a
-    /// worksheet split into TABLE.csv, TABLE-00002.csv, ...).
+    /// worksheet split into TABLE.csv, TABLE-00002.csv, ...) or `postgres` (plain, NUL
+    /// replaced by U+FFFD so that COPY ... (FORMAT csv, HEADER) loads every table).
     #[arg(long, value_enum, default_value = "plain", value_name = "DIALECT")]
     pub csv_dialect: CsvDialectArg,
     /// Rows per worksheet with --csv-dialect excel, header included (Excel's limit).
     #[arg(long, value_name = "N", default_value_t = zephr_etl::sink::csv::EXCEL_MAX_DATA_ROWS + 1, hide = true,
           value_parser = clap::value_parser!(u64).range(2..))]
     pub excel_max_rows: u64,
+    /// Rows per worksheet of --format xlsx, header included (Excel's limit; lower for tests).
+    #[arg(long, value_name = "N", default_value_t = zephr_etl::sink::xlsx::EXCEL_MAX_ROWS, hide = true,
+          value_parser = clap::value_parser!(u32).range(2..=zephr_etl::sink::xlsx::EXCEL_MAX_ROWS as i64))]
+    pub xlsx_max_rows: u32,
     /// Write each table and format as a folder of part files of at most N rows
     /// (parquet/users/part-00000.parquet, csv/users/part-00000.csv, ...).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -196,9 +206,14 @@ pub struct FetchArgs {
     /// Pages fetched at once (tables keep page order).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
-    /// Retries of a failed request (429, 5xx, dropped or truncated responses).
+    /// Retries of a failed request (429, 5xx, dropped, stalled or truncated responses).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
+    /// Longest silence in seconds while connecting, waiting for a response or between reads
+    /// of its body; a request that times out is retried like a dropped connection.
+    #[arg(long, value_name = "SECS", default_value_t = zephr_etl::fetch::client::DEFAULT_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: u64,
     /// Continue an interrupted fetch into the same DIR with the same arguments.
     #[arg(long, conflicts_with = "no_paginate")]
     pub resume: bool,
@@ -257,6 +272,21 @@ pub struct SchemaArgs {
     /// GET /v3/schema/users returns).
     #[arg(long, value_name = "FILE")]
     pub user_schema: Option<PathBuf>,
+    /// Print load-ready definitions for this engine: CREATE TABLE statements, or for
+    /// bigquery the JSON field list `bq load --schema` takes (one table per call).
+    #[arg(long, value_enum, value_name = "ENGINE", conflicts_with = "json")]
+    pub dialect: Option<DialectArg>,
+}
+
+/// Engines `schema --dialect` writes definitions for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DialectArg {
+    Postgres,
+    Duckdb,
+    Bigquery,
+    Snowflake,
+    Redshift,
+    Spark,
 }
 
 #[derive(Debug, Args)]

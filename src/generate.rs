@@ -12,6 +12,8 @@
 
 use std::io::{self, BufWriter, Write};
 
+use crate::timestamp::Civil;
+
 /// What to generate: how many users, from which seed, and which optional parts to include.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GenerateSpec {
@@ -559,8 +561,8 @@ impl Gen {
             11 => {
                 self.buf.push_str("\"dob\":\"");
                 let day = self.rng.below(60 * 365) as i64 - 365 * 5;
-                let (y, m, d) = civil_from_days(day);
-                push_date(&mut self.buf, y, m, d);
+                let t = Civil::from_unix_seconds(day * 86_400);
+                push_date(&mut self.buf, t.year, t.month, t.day);
                 self.buf.push('"');
             }
             12 => {
@@ -738,30 +740,14 @@ fn push_date(buf: &mut String, year: i64, month: u32, day: u32) {
 
 /// `YYYY-MM-DD{sep}HH:MM:SS` for Unix seconds `secs` (all synthetic times are after 1970).
 fn push_datetime(buf: &mut String, secs: i64, sep: char) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400) as u64;
-    let (y, m, d) = civil_from_days(days);
-    push_date(buf, y, m, d);
+    let t = Civil::from_unix_seconds(secs);
+    push_date(buf, t.year, t.month, t.day);
     buf.push(sep);
-    push_padded(buf, rem / 3_600, 2);
+    push_padded(buf, u64::from(t.hour), 2);
     buf.push(':');
-    push_padded(buf, rem / 60 % 60, 2);
+    push_padded(buf, u64::from(t.minute), 2);
     buf.push(':');
-    push_padded(buf, rem % 60, 2);
-}
-
-/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    push_padded(buf, u64::from(t.second), 2);
 }
 
 #[cfg(test)]
@@ -944,10 +930,6 @@ mod tests {
 
     #[test]
     fn calendar_is_right() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_051), (2022, 2, 28));
-        assert_eq!(civil_from_days(19_052), (2022, 3, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         let mut buf = String::new();
         push_datetime(&mut buf, 1_614_181_408, 'T');
         assert_eq!(buf, "2021-02-24T15:43:28");

@@ -5,7 +5,8 @@
 //! input. Distinct attribute keys, products and entitlement types are tracked up to a cap
 //! each; values past the cap are counted in `untracked` and the report says it was capped.
 //! Items that `convert` would call bad are counted (with the first one's problem), not fatal;
-//! broken JSON stops the run as it would stop `convert`.
+//! broken framing (a truncated export, a missing comma between items) stops the run as it
+//! would stop `convert`, while an item whose own JSON is broken is counted as bad.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -14,10 +15,13 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::InputError;
-use crate::flatten::item::{self, FieldPath, Item};
+use crate::flatten::decode::decode;
+use crate::flatten::item::Item;
 use crate::flatten::json::Leaf;
-use crate::flatten::timestamp::write_timestamp;
-use crate::source::framer::{Framer, FramerOptions, RawBatch};
+use crate::flatten::problem::DecodeError;
+use crate::source::drive::{self, Input};
+use crate::source::framer::{FramerOptions, RawBatch};
+use crate::timestamp::write_timestamp;
 
 /// The value types of the attributes table, in report order.
 pub const VALUE_TYPES: [&str; 6] = ["string", "number", "boolean", "null", "object", "array"];
@@ -199,36 +203,26 @@ impl Inspector {
         name: Arc<str>,
         opts: FramerOptions,
     ) -> Result<(), InputError> {
-        let mut framer = Framer::new(reader, name, opts, self.items + 1);
-        let mut batch = RawBatch::default();
-        loop {
-            let more = framer.next_batch(&mut batch)?;
+        let first_number = self.items + 1;
+        drive::for_each_batch([Ok(Input { name, reader })], opts, first_number, |batch| {
             for index in 0..batch.items.len() {
-                self.item(&batch, index);
+                self.item(batch, index);
             }
-            if !more {
-                return Ok(());
-            }
-        }
+        })?;
+        Ok(())
     }
 
     fn item(&mut self, batch: &RawBatch, index: usize) {
         self.items += 1;
         let bytes = batch.item_bytes(index);
         let mut item = Item::default();
-        let mut path = FieldPath::default();
         let outcome = match std::str::from_utf8(bytes) {
-            Ok(text) if text.starts_with('{') => {
-                item::decode(text, &mut item, &mut path).map_err(|e| {
-                    let field = if path.field.is_empty() && path.grant.is_none() {
-                        String::new()
-                    } else {
-                        format!(" (field {path})")
-                    };
-                    format!("{e}{field}")
-                })
-            }
-            Ok(_) => Err("the item is not an object".to_string()),
+            Ok(text) => decode(text, &mut item).map_err(|e| match e {
+                DecodeError::Bad { path, problem } if path.is_empty() => problem.to_string(),
+                DecodeError::Bad { path, problem } => format!("{problem} (field {path})"),
+                DecodeError::Invalid { problem, .. } => format!("invalid JSON: {problem}"),
+                DecodeError::Broken => "the item is not valid JSON".to_string(),
+            }),
             Err(_) => Err("the item is not valid UTF-8".to_string()),
         };
         if let Err(problem) = outcome {

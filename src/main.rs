@@ -18,7 +18,11 @@ fn main() -> ExitCode {
             if commands::is_broken_pipe(&error) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("zephr-etl: {}", commands::render_error(&error));
+            // Not eprintln!: a closed stderr must not turn a failure into a panic (exit 101).
+            zephr_etl::progress::stderr_line(&format!(
+                "zephr-etl: {}",
+                commands::render_error(&error)
+            ));
             ExitCode::from(commands::exit_status(&error))
         }
     }

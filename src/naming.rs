@@ -1,18 +1,28 @@
 //! Column names every warehouse accepts.
 //!
-//! BigQuery is the strictest of the engines the tables are loaded into: a column name is at
-//! most 300 characters of ASCII letters, digits and `_`, does not start with a digit, does not
-//! start with one of its reserved prefixes, and names differ case-insensitively. A name that
-//! passes here also passes Snowflake, Redshift, Spark, Trino and DuckDB unquoted.
+//! Each engine the tables are loaded into adds a rule: BigQuery wants ASCII letters, digits
+//! and `_`, no leading digit, none of its reserved prefixes, and names that differ
+//! case-insensitively; PostgreSQL cuts identifiers at 63 bytes (so two long names sharing
+//! their first 63 bytes would collide there). A name that passes here passes them all, and
+//! Snowflake, Redshift, Spark, Trino and DuckDB too, unquoted.
 //!
 //! The base columns in `schemas/` already follow these rules (a test checks it). Names that
 //! come from the data (attribute keys for `--wide-attributes`, the columns of a state-events
-//! source in Parquet) go through [`sanitise`] and [`make_unique`].
+//! source in Parquet) go through [`sanitise`] (or [`fit`]) and [`make_unique`]. A name longer
+//! than [`MAX_NAME_CHARS`] keeps its first 54 bytes and ends in `_` plus 8 hex digits of the
+//! SHA-256 of the whole source name, so long keys that share a beginning still differ, and a
+//! key always gets the same name whatever else the export holds.
 
 use std::collections::HashSet;
 
-/// The longest column name BigQuery accepts, in characters.
-pub const MAX_NAME_CHARS: usize = 300;
+use sha2::{Digest, Sha256};
+
+/// The longest column name, in bytes (every name is ASCII, so in characters too):
+/// PostgreSQL's identifier limit, the smallest of the engines' (BigQuery allows 300).
+pub const MAX_NAME_CHARS: usize = 63;
+
+/// Hex digits of the source name's hash that end a shortened name.
+const HASH_DIGITS: usize = 8;
 
 /// Prefixes BigQuery reserves for its own pseudo-columns (compared case-insensitively).
 pub const RESERVED_PREFIXES: [&str; 6] = [
@@ -57,8 +67,8 @@ pub fn replace_invalid(text: &str) -> String {
 
 /// A warehouse-safe name for a source column: invalid characters become `_`; a name that is
 /// empty, starts with a digit or a reserved prefix gets a prefix (`_` before a digit, `c`
-/// before a reserved prefix, `column` for an empty name); long names are cut to
-/// [`MAX_NAME_CHARS`]. The result may still collide with another; see [`make_unique`].
+/// before a reserved prefix, `column` for an empty name); long names are shortened by
+/// [`fit`]. The result may still collide with another; see [`make_unique`].
 pub fn sanitise(name: &str) -> String {
     let mut out = replace_invalid(name);
     if out.is_empty() {
@@ -68,8 +78,21 @@ pub fn sanitise(name: &str) -> String {
     } else if is_reserved(&out) {
         out.insert(0, 'c');
     }
-    out.truncate(MAX_NAME_CHARS);
-    out
+    fit(out, name)
+}
+
+/// `name` (ASCII) within [`MAX_NAME_CHARS`]: as it is when it fits, else its first bytes,
+/// `_` and the first 8 hex digits of the SHA-256 of `source` (the name as the data gives it).
+pub fn fit(mut name: String, source: &str) -> String {
+    if name.len() <= MAX_NAME_CHARS {
+        return name;
+    }
+    let hash = hex::encode(Sha256::digest(source.as_bytes()));
+    // Names are ASCII (see `replace_invalid`), so any byte length is a character boundary.
+    name.truncate(MAX_NAME_CHARS - 1 - HASH_DIGITS);
+    name.push('_');
+    name.push_str(&hash[..HASH_DIGITS]);
+    name
 }
 
 /// Makes `names` unique, case-insensitively, in order: the first keeps its name, later ones
@@ -117,6 +140,7 @@ mod tests {
         assert_eq!(sanitise("_TABLE_x"), "c_TABLE_x");
         assert_eq!(sanitise("event time (UTC)"), "event_time__UTC_");
         assert_eq!(sanitise(&"x".repeat(400)).len(), MAX_NAME_CHARS);
+        assert_eq!(sanitise(&"x".repeat(63)), "x".repeat(63));
         for name in ["first-name", "prénom", "1st", "", "_TABLE_x", "a b"] {
             assert!(is_warehouse_name(&sanitise(name)), "{name}");
         }
@@ -138,5 +162,21 @@ mod tests {
         let unique = make_unique(vec![long.clone(), long], &[]);
         assert_eq!(unique[1].len(), MAX_NAME_CHARS);
         assert!(unique[1].ends_with("_2"));
+    }
+
+    #[test]
+    fn long_names_sharing_a_beginning_stay_apart_within_63_bytes() {
+        let common = "a".repeat(60);
+        let (one, two) = (format!("{common}-one"), format!("{common}-two"));
+        let (a, b) = (sanitise(&one), sanitise(&two));
+        assert_eq!(a.len(), 63);
+        assert_eq!(b.len(), 63);
+        assert_ne!(a, b);
+        assert!(a.starts_with(&"a".repeat(54)), "{a}");
+        // The suffix is the hash of the source name: the same key, the same name.
+        let hash = hex::encode(Sha256::digest(one.as_bytes()));
+        assert_eq!(a, format!("{}_{}", "a".repeat(54), &hash[..8]));
+        assert_eq!(sanitise(&one), a);
+        assert!(is_warehouse_name(&a));
     }
 }

@@ -10,12 +10,18 @@
 //! every table follows the export. A fixed number of permits bounds the batches in flight, and
 //! the channels to the writers are bounded, so memory stays flat whatever the input size.
 //! Errors travel in sequence too: the first problem in input order is the one reported.
+//!
+//! Memory is bounded by bytes as well as by batches: a batch's raw bytes are taken from a
+//! [`ByteBudget`] of `max_item_bytes` before it goes to a worker and given back only once
+//! every table's writer has written it. Whatever `threads` is, the batches between the reader
+//! and the writers hold at most `max_item_bytes` of input (or one batch, when a single batch
+//! is larger), so sixteen 60 MB items cost the same memory on 8 threads as on 2.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -54,6 +60,27 @@ pub struct PipelineOptions {
     /// Items the export rejected before this run (earlier `fetch` segments), toward
     /// `max_errors`.
     pub rejects_before: u64,
+    /// What Ctrl-C or SIGTERM does to the run.
+    pub on_interrupt: OnInterrupt,
+}
+
+/// What a run does on Ctrl-C or SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnInterrupt {
+    /// Stop at once and fail with [`PipelineError::Interrupted`]: nothing is kept.
+    #[default]
+    Fail,
+    /// Go on: the sources end by themselves on a signal (a paginated fetch's pages stop
+    /// coming), and the run finishes with what they gave, to be committed like the pages
+    /// before a network failure.
+    InputEnds,
+}
+
+impl PipelineOptions {
+    /// Whether a signal stops this run now.
+    fn interrupted(&self) -> bool {
+        self.on_interrupt == OnInterrupt::Fail && signal::interrupted()
+    }
 }
 
 /// Counts of a run, also passed to the progress callback as the run goes.
@@ -63,6 +90,8 @@ pub struct RunStats {
     /// Rows per table, in [`Table::ALL`] order.
     pub rows: [u64; 3],
     pub rejects: u64,
+    /// CSV cells the postgres dialect changed (a NUL replaced by U+FFFD), in all tables.
+    pub nul_replaced: u64,
     /// Every file written, staged in the destination (filled in at the end).
     pub files: Vec<(Table, WrittenFile)>,
 }
@@ -91,8 +120,12 @@ pub enum PipelineError {
     Internal(String),
 }
 
+/// A batch of one table on its way to the writer, with the budget share its input holds
+/// (shared by the tables of the batch, given back when the last one is written).
+type Written = (ColumnBatch, Option<Arc<Held>>);
+
 enum Message {
-    Batch(u64, Result<FlatBatch, FlattenError>),
+    Batch(u64, Result<FlatBatch, FlattenError>, Option<Arc<Held>>),
     Failed(u64, InputError),
     Finished(u64),
 }
@@ -124,17 +157,19 @@ pub fn run(
     }
     let (result_tx, result_rx) = unbounded::<Message>();
     let stop = Arc::new(AtomicBool::new(false));
+    let budget = Arc::new(ByteBudget::new(opts.framer.max_item_bytes as u64));
 
     let reader = {
         let (stop, permit_tx) = (stop.clone(), permit_tx.clone());
         let pool = Arc::new(pool);
+        let channels = ReaderChannels {
+            permits: permit_rx,
+            permit_back: permit_tx,
+            results: result_tx,
+        };
         thread::Builder::new()
             .name("zephr-etl-reader".into())
-            .spawn(move || {
-                read_batches(
-                    sources, opts, &pool, &permit_rx, &permit_tx, &result_tx, &stop,
-                )
-            })
+            .spawn(move || read_batches(sources, opts, &pool, &channels, &budget, &stop))
             .map_err(|e| PipelineError::Internal(format!("cannot start the reader thread: {e}")))?
     };
 
@@ -142,7 +177,7 @@ pub fn run(
     let mut table_senders = Vec::new();
     let mut table_threads = Vec::new();
     for (table, table_writers) in Table::ALL.into_iter().zip(writers) {
-        let (tx, rx) = bounded::<ColumnBatch>(2);
+        let (tx, rx) = bounded::<Written>(2);
         let abort = abort.clone();
         let handle = thread::Builder::new()
             .name(format!("zephr-etl-{}", table.name()))
@@ -182,7 +217,7 @@ pub fn run(
     match outcome {
         Err(e) => Err(e),
         // A signal while the writers were finishing: nothing is committed yet, so honour it.
-        Ok(()) if signal::interrupted() => Err(PipelineError::Interrupted),
+        Ok(()) if opts.interrupted() => Err(PipelineError::Interrupted),
         Ok(()) => {
             // The reader has sent `Finished`; it is done or about to be.
             let _ = reader.join();
@@ -238,7 +273,7 @@ fn run_sequential(
         Ok(Err(e)) => return Err(PipelineError::Write(e)),
         Err(_) => return Err(PipelineError::Internal("the worker thread panicked".into())),
     }
-    if signal::interrupted() {
+    if opts.interrupted() {
         return Err(PipelineError::Interrupted);
     }
     Ok(stats)
@@ -282,9 +317,9 @@ fn sequential_worker(
                 }
                 Err(e) => Err(e),
             };
-            let _ = recycle.try_send(batch);
+            recycle_unless_huge(&recycle, batch, opts.framer.batch_bytes);
             let failed = outcome.is_err();
-            results.send(Message::Batch(seq, outcome)).is_ok() && !failed
+            results.send(Message::Batch(seq, outcome, None)).is_ok() && !failed
         },
         || {},
     );
@@ -423,22 +458,43 @@ fn frame_all(
     Framed::Finished(seq)
 }
 
+/// Hands a flattened batch back for reuse, unless a huge item blew its buffer up: that one is
+/// freed now rather than held among the spares until the reader next starts a batch (it may
+/// be waiting for the byte budget meanwhile, with another huge item framed).
+fn recycle_unless_huge(recycle: &Sender<RawBatch>, batch: RawBatch, batch_bytes: usize) {
+    if batch.data.capacity() <= 2 * batch_bytes {
+        let _ = recycle.try_send(batch);
+    }
+}
+
 /// Flattens a batch, turning a panic (a bug, never input) into an error for that batch.
 fn flatten_guarded(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatch, FlattenError> {
     catch_unwind(AssertUnwindSafe(|| flatten_batch(batch, opts)))
         .unwrap_or_else(|_| Err(FlattenError::Input(internal_error(batch))))
 }
 
-/// The reader thread: frames every source into batches and hands them to the pool.
+/// The reader thread's ends of the channels.
+struct ReaderChannels {
+    permits: Receiver<()>,
+    permit_back: Sender<()>,
+    results: Sender<Message>,
+}
+
+/// The reader thread: frames every source into batches and hands them to the pool, each once
+/// the byte budget has room for it.
 fn read_batches(
     sources: Sources,
     opts: PipelineOptions,
     pool: &Arc<rayon::ThreadPool>,
-    permits: &Receiver<()>,
-    permit_back: &Sender<()>,
-    results: &Sender<Message>,
+    channels: &ReaderChannels,
+    budget: &Arc<ByteBudget>,
     stop: &AtomicBool,
 ) {
+    let ReaderChannels {
+        permits,
+        permit_back,
+        results,
+    } = channels;
     // A batch goes back before its result is sent, and so before its permit is returned:
     // there are never more batches than permits, and this holds all that are not in use.
     let (recycle, spare) = bounded::<RawBatch>(opts.threads.max(1) + 2);
@@ -449,11 +505,17 @@ fn read_batches(
         || stop.load(Ordering::Relaxed),
         || permits.recv().is_ok(),
         |seq, batch| {
+            let Some(held) = budget.acquire(batch.data.len() as u64, stop) else {
+                return false;
+            };
             let (results, recycle, flatten) = (results.clone(), recycle.clone(), opts.flatten);
+            let batch_bytes = opts.framer.batch_bytes;
             pool.spawn(move || {
                 let outcome = flatten_guarded(&batch, &flatten);
-                let _ = recycle.try_send(batch);
-                let _ = results.send(Message::Batch(seq, outcome));
+                // The raw bytes go (or back to the spares) before the result is sent; the
+                // budget they took is given back when the writers are done with the result.
+                recycle_unless_huge(&recycle, batch, batch_bytes);
+                let _ = results.send(Message::Batch(seq, outcome, Some(Arc::new(held))));
             });
             true
         },
@@ -481,32 +543,33 @@ fn internal_error(batch: &RawBatch) -> InputError {
 fn reorder_and_dispatch(
     results: &Receiver<Message>,
     permit_back: &Sender<()>,
-    tables: &[Sender<ColumnBatch>],
+    tables: &[Sender<Written>],
     rejects: &mut Option<&mut (dyn Write + Send)>,
     opts: PipelineOptions,
     stats: &mut RunStats,
     on_progress: &mut dyn FnMut(&RunStats),
 ) -> Result<(), PipelineError> {
-    let mut waiting: BTreeMap<u64, Result<FlatBatch, PipelineError>> = BTreeMap::new();
+    type Waiting = (Result<FlatBatch, PipelineError>, Option<Arc<Held>>);
+    let mut waiting: BTreeMap<u64, Waiting> = BTreeMap::new();
     let mut next = 0u64;
     let mut total = None;
     loop {
-        if signal::interrupted() {
+        if opts.interrupted() {
             return Err(PipelineError::Interrupted);
         }
         if total == Some(next) {
             return Ok(());
         }
         match results.recv_timeout(Duration::from_millis(100)) {
-            Ok(Message::Batch(seq, outcome)) => {
+            Ok(Message::Batch(seq, outcome, held)) => {
                 let outcome = outcome.map_err(|e| match e {
                     FlattenError::Input(e) => PipelineError::Input(e),
                     FlattenError::BadItem(bad) => PipelineError::BadItem(bad),
                 });
-                waiting.insert(seq, outcome);
+                waiting.insert(seq, (outcome, held));
             }
             Ok(Message::Failed(seq, e)) => {
-                waiting.insert(seq, Err(PipelineError::Input(e)));
+                waiting.insert(seq, (Err(PipelineError::Input(e)), None));
             }
             Ok(Message::Finished(count)) => total = Some(count),
             Err(RecvTimeoutError::Timeout) => continue,
@@ -518,11 +581,11 @@ fn reorder_and_dispatch(
                 }
             }
         }
-        while let Some(outcome) = waiting.remove(&next) {
+        while let Some((outcome, held)) = waiting.remove(&next) {
             let flat = take_in(outcome?, rejects, opts, stats)?;
             // In sequential mode there are no writer threads: the batch was written already.
             for (tx, batch) in tables.iter().zip(flat) {
-                if tx.send(batch).is_err() {
+                if tx.send((batch, held.clone())).is_err() {
                     return Err(PipelineError::Internal("a writer stopped".into()));
                 }
             }
@@ -530,6 +593,66 @@ fn reorder_and_dispatch(
             next += 1;
             on_progress(stats);
         }
+    }
+}
+
+/// Bytes of input that batches between the reader and the writers may hold at once.
+///
+/// A batch larger than the whole budget is still let through when nothing else is held, so a
+/// single item up to `max_item_bytes` (whose batch may be a little larger) never blocks.
+pub struct ByteBudget {
+    limit: u64,
+    held: Mutex<u64>,
+    freed: Condvar,
+}
+
+/// A share of a [`ByteBudget`], given back when dropped.
+pub struct Held {
+    budget: Arc<ByteBudget>,
+    bytes: u64,
+}
+
+impl ByteBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> ByteBudget {
+        ByteBudget {
+            limit: limit.max(1),
+            held: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> u64 {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `bytes` fit (or nothing is held) and takes them; `None` once `stop` is set.
+    pub fn acquire(self: &Arc<Self>, bytes: u64, stop: &AtomicBool) -> Option<Held> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while *held > 0 && held.saturating_add(bytes) > self.limit {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            held = self
+                .freed
+                .wait_timeout(held, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *held += bytes;
+        Some(Held {
+            budget: Arc::clone(self),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.budget.held.lock().unwrap_or_else(|e| e.into_inner());
+        *held = held.saturating_sub(self.bytes);
+        self.budget.freed.notify_all();
     }
 }
 
@@ -556,6 +679,7 @@ fn take_in(
         }
     }
     stats.items += flat.items;
+    stats.nul_replaced += flat.nul_replaced;
     for (rows, batch) in stats.rows.iter_mut().zip(&flat.tables) {
         *rows += batch.rows as u64;
     }
@@ -590,10 +714,11 @@ fn write_reject(
 /// A writer thread: writes every batch of one table, then finishes its writers.
 fn write_table(
     mut writers: Vec<Box<dyn TableWriter>>,
-    batches: &Receiver<ColumnBatch>,
+    batches: &Receiver<Written>,
     abort: &AtomicBool,
 ) -> Result<Vec<WrittenFile>, WriteError> {
-    for batch in batches {
+    // The budget share (`_held`) goes back once the last table has written the batch.
+    for (batch, _held) in batches {
         if abort.load(Ordering::Relaxed) {
             return Ok(Vec::new());
         }
@@ -609,4 +734,39 @@ fn write_table(
         files.extend(writer.finish()?);
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_byte_budget_waits_for_room_and_lets_a_lone_large_batch_through() {
+        let budget = Arc::new(ByteBudget::new(100));
+        let stop = AtomicBool::new(false);
+        // Larger than the whole budget, but nothing else is held: it goes through.
+        let big = budget.acquire(250, &stop).unwrap();
+        assert_eq!(budget.held(), 250);
+        // Anything more waits until the big one is given back.
+        let waiter = {
+            let budget = Arc::clone(&budget);
+            thread::spawn(move || {
+                let stop = AtomicBool::new(false);
+                let held = budget.acquire(60, &stop).unwrap();
+                let also = budget.acquire(40, &stop).unwrap();
+                (held.bytes, also.bytes)
+            })
+        };
+        thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished());
+        drop(big);
+        assert_eq!(waiter.join().unwrap(), (60, 40));
+        assert_eq!(budget.held(), 0);
+        // A stopped run does not wait.
+        let first = budget.acquire(90, &stop).unwrap();
+        stop.store(true, Ordering::SeqCst);
+        assert!(budget.acquire(20, &stop).is_none());
+        drop(first);
+        assert_eq!(budget.held(), 0);
+    }
 }

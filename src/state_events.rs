@@ -8,8 +8,8 @@
 //! reader cannot tell `""` from an empty cell, so both are NULL).
 //!
 //! JSON is read twice, first for the columns and then for the rows, so memory holds one event
-//! at a time however large the file. Fetched pages are first spooled as NDJSON to a file
-//! ([`spool_page`]) and then read the same way.
+//! at a time however large the file. Fetched pages, JSON or CSV, are first spooled to a file
+//! ([`pages::EventsSpool`]) and then read the same way.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -49,6 +49,8 @@ pub struct EventsStats {
     pub columns: Vec<String>,
     /// Rows written.
     pub rows: u64,
+    /// CSV cells the postgres dialect changed (a NUL replaced by U+FFFD).
+    pub nul_replaced: u64,
     /// The files written (staged in the destination, not yet committed).
     pub files: Vec<WrittenFile>,
 }
@@ -141,7 +143,7 @@ pub fn export(
     };
     let mut reader = BufReader::with_capacity(1 << 20, open().map_err(io_error)?);
     let format = sniff(reader.fill_buf().map_err(io_error)?);
-    let (columns, rows, writers) = match format {
+    let (columns, rows, nul_replaced, writers) = match format {
         EventsFormat::Csv => {
             let mut csv = csv::ReaderBuilder::new()
                 .has_headers(true)
@@ -168,8 +170,8 @@ pub fn export(
                 let record = record.map_err(csv_error)?;
                 out.row(record.iter().map(|cell| (!cell.is_empty()).then_some(cell)))?;
             }
-            let (rows, writers) = out.end()?;
-            (columns, rows, writers)
+            let (rows, nul_replaced, writers) = out.end()?;
+            (columns, rows, nul_replaced, writers)
         }
         EventsFormat::Json => {
             let mut columns: Vec<String> = Vec::new();
@@ -200,8 +202,8 @@ pub fn export(
                 }
                 out.row(cells.iter().map(Option::as_deref))
             })?;
-            let (rows, writers) = out.end()?;
-            (columns, rows, writers)
+            let (rows, nul_replaced, writers) = out.end()?;
+            (columns, rows, nul_replaced, writers)
         }
     };
     let mut files = Vec::new();
@@ -212,6 +214,7 @@ pub fn export(
         format,
         columns,
         rows,
+        nul_replaced,
         files,
     })
 }
@@ -229,12 +232,16 @@ fn check_unique(columns: &[String], input: &str) -> Result<(), StateEventsError>
     Ok(())
 }
 
+/// What [`Rows::end`] hands back: rows, cells whose NUL was replaced, writers to finish.
+type Ended = (u64, u64, Vec<Box<dyn TableWriter>>);
+
 /// Batches rows into the writers.
 struct Rows {
     builder: TableBuilder,
     writers: Vec<Box<dyn TableWriter>>,
     columns: usize,
     rows: u64,
+    nul_replaced: u64,
 }
 
 impl Rows {
@@ -250,6 +257,7 @@ impl Rows {
             writers,
             columns: types.len(),
             rows: 0,
+            nul_replaced: 0,
         }
     }
 
@@ -280,6 +288,7 @@ impl Rows {
         if self.columns == 0 || self.builder.rows() == 0 {
             return Ok(());
         }
+        self.nul_replaced += self.builder.take_nul_replaced();
         let batch = self.builder.finish();
         for writer in &mut self.writers {
             writer.write(&batch)?;
@@ -287,9 +296,11 @@ impl Rows {
         Ok(())
     }
 
-    fn end(mut self) -> Result<(u64, Vec<Box<dyn TableWriter>>), StateEventsError> {
+    /// Writes what is left; returns the rows, the cells whose NUL was replaced, and the
+    /// writers to finish.
+    fn end(mut self) -> Result<Ended, StateEventsError> {
         self.flush()?;
-        Ok((self.rows, self.writers))
+        Ok((self.rows, self.nul_replaced, self.writers))
     }
 }
 
@@ -481,6 +492,8 @@ pub fn spool_page(body: &[u8], page: u32, out: &mut dyn Write) -> Result<u64, St
     }
     Ok(count)
 }
+
+pub mod pages;
 
 #[cfg(test)]
 mod tests;

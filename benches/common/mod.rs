@@ -68,7 +68,11 @@ pub fn frame(data: &[u8]) -> Vec<RawBatch> {
 /// Flattening options for `formats`, with the defaults of `convert` otherwise.
 pub fn options(csv: bool, parquet: bool) -> FlattenOptions {
     FlattenOptions {
-        formats: Formats { csv, parquet },
+        formats: Formats {
+            csv,
+            parquet,
+            xlsx: false,
+        },
         dialect: CsvDialect::Plain,
         on_error: OnError::Fail,
         users: None,

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 use serde_json::json;
 use zephr_etl::pipeline::{RunStats, Source, Sources};
-use zephr_etl::progress::{Progress, ProgressMode};
+use zephr_etl::progress::{Progress, ProgressMode, Total};
+use zephr_etl::schema::Table;
 use zephr_etl::signal;
 use zephr_etl::source::{InputSpec, decompress, open_input};
 
@@ -74,15 +75,20 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         })
     }));
     let outcome = export.run(sources, &mut |stats: &RunStats| {
-        let rows = stats.rows.iter().sum();
-        progress.downloading(raw_bytes.load(Ordering::Relaxed), total, rows);
+        // Users, as the console counts them (one users row per item).
+        let users = stats.rows[Table::Users as usize];
+        progress.downloading(
+            raw_bytes.load(Ordering::Relaxed),
+            total.map(Total::Exact),
+            users,
+        );
     });
     let stats = match outcome {
         Ok(stats) => stats,
         Err(e) => {
             // The console's phase line, then (from main) the cause.
             progress.clear();
-            progress.line("Export failed.");
+            progress.line("Export failed. Please try again.");
             return Err(explain(e));
         }
     };

@@ -12,10 +12,11 @@ use zephr_etl::dest::DestError;
 use zephr_etl::export::{Export, ExportError, ExportOptions, REJECTS_NAME};
 use zephr_etl::fetch::resume::ResumeError;
 use zephr_etl::flatten::{FlattenOptions, OnError};
-use zephr_etl::pipeline::{PipelineError, PipelineOptions, RunStats};
+use zephr_etl::pipeline::{OnInterrupt, PipelineError, PipelineOptions, RunStats};
 use zephr_etl::progress::{Progress, megabytes};
 use zephr_etl::schema::Table;
 use zephr_etl::sink::parquet::{ParquetCompression, ParquetOptions};
+use zephr_etl::sink::xlsx::XlsxOptions;
 use zephr_etl::source::framer::FramerOptions;
 use zephr_etl::table::{CsvDialect, Formats};
 
@@ -27,6 +28,7 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
     let formats = Formats {
         csv: args.format.contains(&FormatArg::Csv),
         parquet: args.format.contains(&FormatArg::Parquet),
+        xlsx: args.format.contains(&FormatArg::Xlsx),
     };
     let on_error = match args.on_error {
         OnErrorArg::Fail => OnError::Fail,
@@ -35,6 +37,7 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
     let dialect = match args.csv_dialect {
         CsvDialectArg::Plain => CsvDialect::Plain,
         CsvDialectArg::Excel => CsvDialect::Excel,
+        CsvDialectArg::Postgres => CsvDialect::Postgres,
     };
     let threads = args
         .threads
@@ -42,6 +45,9 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
     ExportOptions {
         formats,
         dialect,
+        xlsx: XlsxOptions {
+            max_rows_per_sheet: args.xlsx_max_rows,
+        },
         parquet: ParquetOptions {
             compression: match args.compression {
                 CompressionArg::Zstd => ParquetCompression::Zstd,
@@ -69,6 +75,7 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
             max_errors: args.max_errors,
             first_item: 1,
             rejects_before: 0,
+            on_interrupt: OnInterrupt::Fail,
         },
         max_rows_per_file: args.max_rows_per_file,
         excel_rows: (dialect == CsvDialect::Excel).then(|| args.excel_max_rows - 1),
@@ -155,6 +162,11 @@ pub fn explain(error: ExportError) -> anyhow::Error {
             "cannot write the --save-raw copy {}",
             path.display()
         )),
+        ExportError::PagedXlsx => anyhow::Error::new(UsageError(format!(
+            "--format xlsx: {}; add --no-paginate, or fetch with --save-raw FILE and then \
+             convert FILE --format xlsx",
+            ExportError::PagedXlsx
+        ))),
         other => anyhow::Error::new(other),
     }
 }
@@ -170,6 +182,12 @@ pub fn print_summary(progress: &Progress, stats: &RunStats, raw_bytes: u64) {
         line.push_str(&format!(
             "rejected: {} items (see {REJECTS_NAME}), ",
             stats.rejects
+        ));
+    }
+    if stats.nul_replaced > 0 {
+        line.push_str(&format!(
+            "NUL replaced by U+FFFD in {} CSV cells, ",
+            stats.nul_replaced
         ));
     }
     line.push_str(&format!(

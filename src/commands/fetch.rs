@@ -60,9 +60,21 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let started = SystemTime::now();
     let plan = plan(&args)?;
     let users = UsersPlan::check(&args.output)?;
-    let credentials = Credentials::from_env_or_file(args.secret_key_file.as_deref())?;
+    // Missing or unreadable keys are configuration errors (exit 2), as a missing
+    // ZEPHR_ETL_PII_KEY is.
+    let credentials =
+        Credentials::from_env_or_file(args.secret_key_file.as_deref()).map_err(|e| match &args
+            .secret_key_file
+        {
+            Some(_) if matches!(e, zephr_etl::fetch::CredentialError::ReadFile { .. }) => {
+                anyhow::Error::new(UsageError(format!("--secret-key-file: {e}")))
+            }
+            _ => anyhow::Error::new(UsageError(e.to_string())),
+        })?;
     let mut client_config = ClientConfig::new(&plan.base_url, &plan.tenant, credentials);
     client_config.retry = plan.retry;
+    client_config.connect_timeout = Duration::from_secs(args.timeout);
+    client_config.read_timeout = Duration::from_secs(args.timeout);
     let client = Arc::new(Client::new(client_config).map_err(|e| match e {
         FetchError::BaseUrl(_) => anyhow::Error::new(UsageError(format!("--base-url: {e}"))),
         e => anyhow::Error::new(e),
@@ -137,7 +149,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         Err(e) => {
             // The console's phase line, then (from main) the cause, as `convert` does.
             progress.clear();
-            progress.line("Export failed.");
+            progress.line("Export failed. Please try again.");
             return Err(explain(e));
         }
     };
@@ -180,6 +192,15 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
     let tenant = args.tenant.trim().to_owned();
     if tenant.is_empty() {
         return Err(usage("--tenant must not be empty".into()));
+    }
+    if !args.no_paginate && args.output.format.contains(&crate::cli::FormatArg::Xlsx) {
+        // A paginated fetch assembles its tables from resumable segments, and a workbook
+        // cannot be appended to.
+        return Err(usage(
+            "--format xlsx needs --no-paginate with fetch (or fetch with --save-raw FILE, \
+             then convert FILE --format xlsx)"
+                .into(),
+        ));
     }
     let base_url = match &args.base_url {
         Some(url) => url.clone(),

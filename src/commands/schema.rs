@@ -1,13 +1,15 @@
-//! `zephr-etl schema [TABLE]`: the output tables' columns and types, from `schemas/`.
+//! `zephr-etl schema [TABLE]`: the output tables' columns and types, from `schemas/`; with
+//! `--dialect`, load-ready definitions for a warehouse (see [`zephr_etl::ddl`]).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use zephr_etl::ddl::{self, Dialect};
 use zephr_etl::schema::{self, Table, TableDef};
 
 use super::wide::{UsersPlan, read_user_schema};
 
-use crate::cli::SchemaArgs;
+use crate::cli::{DialectArg, SchemaArgs};
 
 pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
     let tables: Vec<&str> = match args.table.as_deref() {
@@ -32,6 +34,10 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    if let Some(dialect) = args.dialect {
+        print!("{}", definitions(&tables, users, dialect)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut out = String::new();
     if args.json {
         // One table: its schema file as it is. All of them: one JSON array of those objects,
@@ -69,6 +75,60 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
     print!("{out}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// The `--dialect` output for `tables` (`users` is `users_def` when given).
+fn definitions(
+    tables: &[&str],
+    users_def: Option<&TableDef>,
+    dialect: DialectArg,
+) -> anyhow::Result<String> {
+    let dialect = match dialect {
+        DialectArg::Postgres => Dialect::Postgres,
+        DialectArg::Duckdb => Dialect::Duckdb,
+        DialectArg::Bigquery => Dialect::Bigquery,
+        DialectArg::Snowflake => Dialect::Snowflake,
+        DialectArg::Redshift => Dialect::Redshift,
+        DialectArg::Spark => Dialect::Spark,
+    };
+    let def_of = |name: &str| match (users_def, Table::from_name(name)) {
+        (Some(def), Some(Table::Users)) => Some(def),
+        (_, table) => table.map(Table::def),
+    };
+    if dialect == Dialect::Bigquery {
+        // `bq load --schema FILE` takes one table's fields.
+        return match tables {
+            [name] => match def_of(name) {
+                Some(def) => Ok(ddl::bigquery_schema(def)),
+                None => Err(super::UsageError(STATE_EVENTS_NOTE.replace("-- ", "")).into()),
+            },
+            _ => Err(super::UsageError(
+                "the BigQuery schema file holds one table: name it, as in `zephr-etl schema \
+                 --dialect bigquery users > users.json`"
+                    .into(),
+            )
+            .into()),
+        };
+    }
+    let mut out = String::new();
+    for (i, name) in tables.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        match def_of(name) {
+            Some(def) => out.push_str(&ddl::create_table(def, dialect)),
+            None => {
+                out.push_str(STATE_EVENTS_NOTE);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What `--dialect` says of `state_events`, whose columns only its source knows.
+const STATE_EVENTS_NOTE: &str = "-- state_events: its columns are the source's own, every one a \
+     nullable string; manifest.json lists them (under tables.state_events.columns) once a run \
+     has written the table.";
 
 fn raw_file(name: &str) -> &'static str {
     match name {

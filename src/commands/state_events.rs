@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use zephr_etl::progress::Progress;
+use zephr_etl::progress::{Progress, stderr_line};
 use zephr_etl::state_events::{EventsStats, TABLE_NAME};
 
 use super::EXIT_STATE_EVENTS_FAILED;
@@ -20,15 +20,24 @@ pub fn print_summary(progress: &Progress, stats: &EventsStats) {
         stats.rows,
         stats.columns.len()
     ));
+    if stats.nul_replaced > 0 {
+        progress.line(&format!(
+            "{TABLE_NAME}: NUL replaced by U+FFFD in {} CSV cells",
+            stats.nul_replaced
+        ));
+    }
 }
 
 /// Reports a failed phase (even with `--quiet`: it is an error) and gives exit status 3.
 pub fn report_failure(progress: &Progress, error: &anyhow::Error, dir: &Path) -> ExitCode {
     progress.clear();
-    eprintln!("zephr-etl: {PHASE_FAILED}: {}", super::render_error(error));
-    eprintln!(
+    stderr_line(&format!(
+        "zephr-etl: {PHASE_FAILED}: {}",
+        super::render_error(error)
+    ));
+    stderr_line(&format!(
         "zephr-etl: the user tables in {} are complete; only {TABLE_NAME} was not written",
         dir.display()
-    );
+    ));
     ExitCode::from(EXIT_STATE_EVENTS_FAILED)
 }

@@ -14,6 +14,7 @@ use crate::manifest::{ManifestColumn, ManifestTable};
 use crate::naming;
 use crate::sink::csv::CsvWriter;
 use crate::sink::parquet::ParquetWriter;
+use crate::sink::xlsx::XlsxWriter;
 use crate::sink::{TableWriter, WriteError, WrittenFile};
 use crate::state_events::{self, EventsStats, Opener, TABLE_NAME};
 use crate::table::ColumnBatch;
@@ -54,6 +55,15 @@ impl Export {
                             schema: renamed,
                             inner: Box::new(inner),
                         }));
+                    }
+                    Format::Xlsx => {
+                        // Like the CSV, the workbook keeps the source's names: people read it.
+                        writers.push(Box::new(XlsxWriter::new(
+                            TABLE_NAME,
+                            schema.clone(),
+                            self.opts.xlsx,
+                            create,
+                        )?));
                     }
                 }
             }

@@ -34,16 +34,18 @@ use crate::fetch::merge::{concat_bytes, concat_csv, concat_parquet, copy_row_gro
 use crate::fetch::resume::{Journal, SegmentRecord, WorkDir, check_same};
 use crate::fetch::state_file::iso_utc;
 use crate::fetch::{
-    Client, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery, USER_EXPORT_PATH, fetch_pages,
+    Client, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery, PageReading, USER_EXPORT_PATH,
+    fetch_pages_with,
 };
 use crate::flatten::OnError;
-use crate::pipeline::{self, RunStats, Source, Sources};
-use crate::progress::Progress;
+use crate::pipeline::{self, OnInterrupt, RunStats, Source, Sources};
+use crate::progress::{Progress, Total};
 use crate::schema::Table;
 use crate::signal;
 use crate::sink::{CreateFile, dest_error, finish_file};
 use crate::source::decompress;
-use crate::state_events::{EventsStats, StateEventsError, spool_page};
+use crate::state_events::pages::{EventsSpool, events_page_info};
+use crate::state_events::{EventsStats, StateEventsError};
 
 /// The name of a segment's share of the raw copy.
 const RAW_PART: &str = "raw.part";
@@ -87,6 +89,9 @@ impl Export {
         plan: &FetchPlan,
         progress: &Progress,
     ) -> Result<Fetched, ExportError> {
+        if self.opts.formats.xlsx {
+            return Err(ExportError::PagedXlsx);
+        }
         let work = &plan.work;
         let arguments = self.resume_arguments(plan);
         let mut journal = open_journal(work, plan, arguments, progress)?;
@@ -163,8 +168,12 @@ impl Export {
         let sources: Sources = Box::new(std::iter::once(Ok(Source { name, reader })));
         let counter = plan.client.bytes_counter();
         let stats = self.run(sources, &mut |stats: &RunStats| {
-            let rows = stats.rows.iter().sum();
-            progress.downloading(counter.load(Ordering::Relaxed), total, rows);
+            // Users, as the console counts them (one users row per item).
+            progress.downloading(
+                counter.load(Ordering::Relaxed),
+                total.map(Total::Exact),
+                stats.rows[Table::Users as usize],
+            );
         });
         let stats = stats?;
         if let Some((temp, path)) = raw {
@@ -230,6 +239,9 @@ impl Export {
             let mut options = self.opts.pipeline;
             options.first_item = journal.items() + 1;
             options.rejects_before = journal.rejects();
+            // On Ctrl-C the feed stops handing out pages; the pages it gave are committed as
+            // after a network failure, so that a resumed run continues after them.
+            options.on_interrupt = OnInterrupt::InputEnds;
             let writers = Table::ALL
                 .into_iter()
                 .map(|table| {
@@ -258,7 +270,7 @@ impl Export {
                 None => None,
             };
             let (sources, log) = feed.segment(first, plan.segment, raw);
-            let rows_before: u64 = journal.rows().iter().sum();
+            let users_before: u64 = journal.rows()[Table::Users as usize];
             let received = plan.client.bytes_counter();
             let stats = pipeline::run(
                 sources,
@@ -266,11 +278,12 @@ impl Export {
                 rejects.as_mut().map(|w| w as &mut (dyn Write + Send)),
                 options,
                 &mut |stats: &RunStats| {
-                    let rows: u64 = stats.rows.iter().sum();
+                    // Users as users; bytes against a total extrapolated from the pages so far.
+                    let total = feed.estimated_total(resumed_bytes).map(Total::Estimate);
                     progress.downloading(
                         resumed_bytes + received.load(Ordering::Relaxed),
-                        None,
-                        rows_before + rows,
+                        total,
+                        users_before + stats.rows[Table::Users as usize],
                     );
                 },
             )?;
@@ -362,6 +375,8 @@ impl Export {
                             let schema = extension::schema_of(table, self.users());
                             concat_parquet(&sources, &schema, writer.as_mut())?;
                         }
+                        // Refused before the first page (`fetch_paged`).
+                        Format::Xlsx => return Err(ExportError::PagedXlsx),
                     }
                 }
                 for writer in writers {
@@ -421,6 +436,7 @@ impl Export {
             .map(|f| match f {
                 Format::Csv => "Csv",
                 Format::Parquet => "Parquet",
+                Format::Xlsx => "Xlsx",
             })
             .collect();
         let mut map = BTreeMap::new();
@@ -454,7 +470,7 @@ impl Export {
         map
     }
 
-    /// The state-events phase of a fetch: the pages spooled as NDJSON into the work
+    /// The state-events phase of a fetch: the pages (JSON or CSV) spooled into the work
     /// folder, then converted and committed ([`Export::state_events`]).
     pub fn fetch_state_events(
         &mut self,
@@ -471,25 +487,42 @@ impl Export {
             };
             let spool = tempfile::Builder::new()
                 .prefix("state-events-")
-                .suffix(".ndjson")
+                .suffix(".spool")
                 .tempfile_in(plan.work.path())
                 .map_err(io)?;
-            let mut writer = BufWriter::new(spool.as_file());
-            let query = query.clone();
-            fetch_pages(
+            let mut pages = EventsSpool::new(BufWriter::new(spool.as_file()));
+            let events = query.clone();
+            // Pages may be JSON or CSV. A CSV page ends the export when it is shorter than the
+            // rpp asked for; without one, only an empty page does (the server's default page
+            // size is not documented for events, and guessing it wrong would lose rows).
+            let rpp = query.rpp.map(u64::from);
+            let parse = move |body: &[u8], content_type: Option<&str>| {
+                events_page_info(body, content_type, rpp)
+            };
+            let reading = PageReading {
+                parse: &parse,
+                progress: None,
+            };
+            fetch_pages_with(
                 &plan.client,
                 EVENTS_EXPORT_PATH,
-                move |page| query.to_query(Some(page)),
+                move |page| events.to_query(Some(page)),
                 1,
                 plan.concurrency,
-                |page, body| {
+                reading,
+                |page, typed| {
                     if signal::interrupted() {
                         return Err(StateEventsError::Interrupted);
                     }
-                    spool_page(&body, page, &mut writer).map(|_| ())
+                    pages
+                        .add(page, &typed.body, typed.content_type.as_deref())
+                        .map(|_| ())
                 },
             )?;
-            let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
+            let file = pages
+                .into_inner()
+                .into_inner()
+                .map_err(|e| io(e.into_error()))?;
             file.sync_all().map_err(io)?;
             let path = spool.path().to_path_buf();
             let open =

@@ -18,17 +18,21 @@ pub const REJECTS_NAME: &str = "rejects.ndjson";
 pub enum Format {
     Csv,
     Parquet,
+    /// One Excel workbook per table (a long table goes on in more worksheets, never more
+    /// files).
+    Xlsx,
 }
 
 impl Format {
     /// Every format, in the order files are written and listed.
-    pub const ALL: [Format; 2] = [Format::Csv, Format::Parquet];
+    pub const ALL: [Format; 3] = [Format::Csv, Format::Parquet, Format::Xlsx];
 
     /// The name in the manifest, the file extension and the partitioned layout's folder.
     pub fn name(self) -> &'static str {
         match self {
             Format::Csv => "csv",
             Format::Parquet => "parquet",
+            Format::Xlsx => "xlsx",
         }
     }
 }
@@ -102,7 +106,10 @@ impl Layout {
     /// The name of part `part` (0-based) of `table` in `format`.
     pub fn part_name(&self, table: OutputTable, format: Format, part: usize) -> String {
         let (stem, ext) = (table.name(), format.name());
-        if self.partition.is_some() {
+        if format == Format::Xlsx {
+            // One workbook whatever the layout: its worksheets hold any number of rows.
+            format!("{stem}.{ext}")
+        } else if self.partition.is_some() {
             format!("{ext}/{stem}/part-{part:05}.{ext}")
         } else if part == 0 {
             format!("{stem}.{ext}")

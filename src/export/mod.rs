@@ -39,6 +39,7 @@ use crate::pipeline::{self, PipelineError, PipelineOptions, RunStats, Sources};
 use crate::schema::{Table, TableDef};
 use crate::sink::csv::CsvWriter;
 use crate::sink::parquet::{ParquetOptions, ParquetWriter};
+use crate::sink::xlsx::{XlsxOptions, XlsxWriter};
 use crate::sink::{CreateFile, TableWriter, WriteError, WrittenFile, dest_error};
 use crate::state_events::StateEventsError;
 use crate::table::{CsvDialect, Formats};
@@ -53,6 +54,8 @@ pub struct ExportOptions {
     pub dialect: CsvDialect,
     /// Parquet's codec and row groups (its `max_rows_per_file` is set from the layout).
     pub parquet: ParquetOptions,
+    /// How workbooks are written (with `formats.xlsx`).
+    pub xlsx: XlsxOptions,
     /// Threads, framing, flattening (`on_error`, users extension), error limits.
     pub pipeline: PipelineOptions,
     /// Each table and format a folder of parts of at most this many rows.
@@ -75,12 +78,14 @@ impl ExportOptions {
         let formats = Formats {
             csv: true,
             parquet: true,
+            xlsx: false,
         };
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         ExportOptions {
             formats,
             dialect: CsvDialect::Plain,
             parquet: ParquetOptions::default(),
+            xlsx: XlsxOptions::default(),
             pipeline: PipelineOptions {
                 threads,
                 framer: Default::default(),
@@ -93,6 +98,7 @@ impl ExportOptions {
                 max_errors: None,
                 first_item: 1,
                 rejects_before: 0,
+                on_interrupt: crate::pipeline::OnInterrupt::Fail,
             },
             max_rows_per_file: None,
             excel_rows: None,
@@ -156,6 +162,7 @@ impl ExportOptions {
             .filter(|f| match f {
                 Format::Csv => self.formats.csv,
                 Format::Parquet => self.formats.parquet,
+                Format::Xlsx => self.formats.xlsx,
             })
             .collect()
     }
@@ -215,8 +222,15 @@ pub enum ExportError {
         source: std::io::Error,
     },
     /// The run was interrupted (Ctrl-C, SIGTERM).
-    #[error("interrupted")]
+    #[error("interrupted (Ctrl-C or SIGTERM)")]
     Interrupted,
+    /// A paginated fetch was asked for workbooks: its tables are assembled from resumable
+    /// segments, and a workbook cannot be appended to.
+    #[error(
+        "a paginated fetch cannot write xlsx workbooks (its tables are assembled from \
+         resumable segments, and a workbook cannot be appended to)"
+    )]
+    PagedXlsx,
     /// The fetch's thread could not be started.
     #[error("cannot start the fetch thread: {0}")]
     FetchThread(#[source] std::io::Error),
@@ -434,7 +448,7 @@ impl Export {
         })
     }
 
-    /// The writers of one item table: CSV and/or Parquet, in [`Format::ALL`] order.
+    /// The writers of one item table: CSV, Parquet and/or xlsx, in [`Format::ALL`] order.
     pub fn table_writers(&self, table: Table) -> Result<Vec<Box<dyn TableWriter>>, WriteError> {
         let out = OutputTable::from(table);
         self.writers_with(table, true, &mut |format| self.file_creator(out, format))
@@ -468,6 +482,12 @@ impl Export {
                     extension::schema_of(table, self.users()),
                     &def.dictionary_columns(),
                     parquet,
+                    create(format),
+                )?)),
+                Format::Xlsx => writers.push(Box::new(XlsxWriter::new(
+                    table.name(),
+                    extension::schema_of(table, self.users()),
+                    self.opts.xlsx,
                     create(format),
                 )?)),
             }

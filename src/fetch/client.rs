@@ -11,6 +11,11 @@
 //! proxy's) is sent but not signed, since the Zephr server behind the proxy sees the bare path.
 //! 408 is retried like 429 and 5xx; 3xx is final, since a redirect changes the signed path.
 //!
+//! Timeouts: connecting, and every read (the response's headers and each read of its body)
+//! may take at most the configured time without data. A timed-out attempt is retried like a
+//! dropped connection, so the silence a run sits through on one page is bounded by
+//! [`Client::page_wait_bound`], which the error states when the last attempt timed out.
+//!
 //! No error built here holds the secret or the `Authorization` value: they are never put in
 //! a message, and server text quoted in an error is scrubbed of both.
 
@@ -26,6 +31,9 @@ use super::sign::authorization_header;
 
 /// Longest server text quoted in an error, in characters.
 pub const EXCERPT_CHARS: usize = 300;
+
+/// Default longest silence, in seconds, when connecting or reading.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
 
 /// How failed attempts are retried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +90,7 @@ pub struct ClientConfig {
     /// Longest wait for a TCP (and TLS) connection.
     pub connect_timeout: Duration,
     /// Longest wait for any single read, the response headers included: an export page can
-    /// take the server a while to prepare.
+    /// take the server a while to prepare, and a body that stalls half way is caught too.
     pub read_timeout: Duration,
     /// Largest page body [`Client::fetch_page`] accepts into memory.
     pub max_page_bytes: u64,
@@ -100,8 +108,8 @@ impl ClientConfig {
             tenant: tenant.into(),
             credentials,
             retry: RetryPolicy::default(),
-            connect_timeout: Duration::from_secs(30),
-            read_timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            read_timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             max_page_bytes: 1 << 30,
         }
     }
@@ -123,9 +131,18 @@ pub enum TransientFailure {
         /// The start of the response body, scrubbed.
         excerpt: String,
     },
-    /// No response: connection refused or reset, timeout, a broken response.
+    /// No response: connection refused or reset, a broken response.
     #[error("connection error: {0}")]
     Transport(String),
+    /// No data for the whole timeout: while connecting, waiting for the response, or in the
+    /// middle of its body.
+    #[error("no data for {} s ({what})", secs(.after))]
+    Timeout {
+        /// What timed out, in the transport's words.
+        what: String,
+        /// The timeout.
+        after: Duration,
+    },
     /// The body ended before its `Content-Length`.
     #[error("body truncated: got {received} of {expected} bytes")]
     Truncated {
@@ -170,7 +187,7 @@ pub enum FetchError {
         excerpt: String,
     },
     /// Every attempt failed; the last failure is kept.
-    #[error("GET {target} failed after {attempts} attempts: {last}")]
+    #[error("GET {target} failed after {attempts} attempts: {last}{}", wait_note(.last, .waited, .bound))]
     RetriesExhausted {
         /// Path and query of the request.
         target: String,
@@ -178,6 +195,11 @@ pub enum FetchError {
         attempts: u32,
         /// What went wrong the last time.
         last: TransientFailure,
+        /// Time spent on the page, from the first attempt to giving up.
+        waited: Duration,
+        /// The most time the page could have taken in silence (see
+        /// [`Client::page_wait_bound`]).
+        bound: Duration,
     },
     /// The request could not be made at all (bad URL, unknown host, TLS failure, ...).
     #[error("GET {target}: {source}")]
@@ -219,6 +241,29 @@ impl FetchError {
     }
 }
 
+/// Whole seconds, or tenths below ten seconds (`1.5`, `60`).
+fn secs(d: &Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 10.0 && d.subsec_millis() != 0 {
+        format!("{s:.1}")
+    } else {
+        format!("{}", d.as_secs())
+    }
+}
+
+/// After a timeout, how long the page took and how long it could have taken at most.
+fn wait_note(last: &TransientFailure, waited: &Duration, bound: &Duration) -> String {
+    match last {
+        TransientFailure::Timeout { .. } => format!(
+            " (gave up on the page after {} s; with these timeout and retry settings a page \
+             is given up after at most {} s of silence and backoff)",
+            secs(waited),
+            secs(bound)
+        ),
+        _ => String::new(),
+    }
+}
+
 /// What one attempt came to.
 enum Attempt<T> {
     Done(T),
@@ -233,6 +278,8 @@ pub struct Client {
     tenant: String,
     credentials: Credentials,
     retry: RetryPolicy,
+    connect_timeout: Duration,
+    read_timeout: Duration,
     max_page_bytes: u64,
     received: Arc<AtomicU64>,
 }
@@ -294,9 +341,23 @@ impl Client {
             tenant: config.tenant,
             credentials: config.credentials,
             retry: config.retry,
+            connect_timeout: config.connect_timeout,
+            read_timeout: config.read_timeout,
             max_page_bytes: config.max_page_bytes,
             received: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The most time a page can cost in silence before the client gives up on it: every
+    /// attempt connecting and then waiting for data for the whole timeouts, plus the longest
+    /// backoff (a capped `Retry-After`) before each retry. A server that keeps sending,
+    /// however slowly, is not silent: a large page takes as long as it takes.
+    pub fn page_wait_bound(&self) -> Duration {
+        let attempts = self.retry.retries.saturating_add(1);
+        let per_attempt = self.connect_timeout.saturating_add(self.read_timeout);
+        per_attempt
+            .saturating_mul(attempts)
+            .saturating_add(self.retry.max_delay.saturating_mul(self.retry.retries))
     }
 
     /// The base URL requests go to (without a trailing `/`).
@@ -329,12 +390,28 @@ impl Client {
         query: &str,
         cancel: &AtomicBool,
     ) -> Result<Vec<u8>, FetchError> {
-        let body = self.with_retries(path, query, cancel, |response, auth| {
-            self.read_page(response, auth, path, query)
+        self.fetch_typed_page(path, query, cancel)
+            .map(|page| page.body)
+    }
+
+    /// [`Client::fetch_page_cancellable`] that also gives the response's `Content-Type`.
+    pub fn fetch_typed_page(
+        &self,
+        path: &str,
+        query: &str,
+        cancel: &AtomicBool,
+    ) -> Result<TypedBody, FetchError> {
+        let page = self.with_retries(path, query, cancel, |response, auth| {
+            let content_type = header_str(&response, "content-type").map(str::to_owned);
+            match self.read_page(response, auth, path, query) {
+                Attempt::Done(body) => Attempt::Done(TypedBody { body, content_type }),
+                Attempt::Retry(failure, after) => Attempt::Retry(failure, after),
+                Attempt::Fatal(e) => Attempt::Fatal(e),
+            }
         })?;
         self.received
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
-        Ok(body)
+            .fetch_add(page.body.len() as u64, Ordering::Relaxed);
+        Ok(page)
     }
 
     /// GETs `{base_url}{path}?{query}` and hands out the body as a reader once the status is
@@ -361,6 +438,7 @@ impl Client {
         mut on_ok: impl FnMut(Response<ureq::Body>, &str) -> Attempt<T>,
     ) -> Result<T, FetchError> {
         let mut retry = 0u32;
+        let started = std::time::Instant::now();
         loop {
             if cancel.load(Ordering::Relaxed) {
                 return Err(FetchError::Cancelled);
@@ -384,6 +462,8 @@ impl Client {
                             target: target(path, query),
                             attempts: retry + 1,
                             last: failure,
+                            waited: started.elapsed(),
+                            bound: self.page_wait_bound(),
                         });
                     }
                     let delay = self.retry.delay(retry, retry_after);
@@ -444,10 +524,24 @@ impl Client {
                 target: target(path, query),
                 limit,
             }),
+            Err(e) if is_timeout(&e) => Attempt::Retry(self.timeout_failure(&e), None),
             Err(e) => Attempt::Retry(
                 TransientFailure::BodyRead(self.scrub(&e.to_string(), auth)),
                 None,
             ),
+        }
+    }
+
+    /// A timeout as a failure worth retrying, with the timeout that struck.
+    fn timeout_failure(&self, e: &ureq::Error) -> TransientFailure {
+        let connect = matches!(e, ureq::Error::Timeout(ureq::Timeout::Connect));
+        TransientFailure::Timeout {
+            what: e.to_string(),
+            after: if connect {
+                self.connect_timeout
+            } else {
+                self.read_timeout
+            },
         }
     }
 
@@ -509,6 +603,9 @@ impl Client {
     }
 
     fn judge_transport<T>(&self, e: ureq::Error, path: &str, query: &str) -> Attempt<T> {
+        if is_timeout(&e) {
+            return Attempt::Retry(self.timeout_failure(&e), None);
+        }
         match e {
             ureq::Error::Io(_)
             | ureq::Error::Timeout(_)
@@ -568,6 +665,23 @@ impl Client {
     }
 }
 
+/// Whether a transport error is a timeout, however it was wrapped.
+fn is_timeout(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Timeout(_) => true,
+        ureq::Error::Io(io) => {
+            matches!(
+                io.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) || io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+                .is_some_and(is_timeout)
+        }
+        _ => false,
+    }
+}
+
 fn header_str<'a>(response: &'a Response<ureq::Body>, name: &str) -> Option<&'a str> {
     response.headers().get(name)?.to_str().ok()
 }
@@ -603,6 +717,15 @@ fn random_u64() -> u64 {
             .map(|d| d.subsec_nanos().into())
             .unwrap_or(0)
     })
+}
+
+/// A whole response body and what the server said it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedBody {
+    /// The body.
+    pub body: Vec<u8>,
+    /// The `Content-Type` header, when sent.
+    pub content_type: Option<String>,
 }
 
 /// The body of a successful response, handed out as a reader.
@@ -657,61 +780,16 @@ impl Read for BodyStream {
     }
 }
 
-/// Parses `Retry-After`: delta-seconds, or an IMF-fixdate (`Wed, 21 Oct 2015 07:28:00 GMT`),
-/// which becomes the time left until then (zero if it has passed).
+/// Parses `Retry-After`: delta-seconds, or an HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`, or
+/// one of the two obsolete forms HTTP still allows), which becomes the time left until then
+/// (zero if it has passed).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
-    let at = parse_imf_fixdate(value)?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(at.saturating_sub(now)))
-}
-
-/// Seconds since the epoch of an IMF-fixdate, e.g. `Wed, 21 Oct 2015 07:28:00 GMT`.
-pub fn parse_imf_fixdate(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() != 29 || &b[3..5] != b", " || &b[25..] != b" GMT" {
-        return None;
-    }
-    const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
-    const MONTHS: [&[u8]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
-    if !DAYS.contains(&&b[..3]) {
-        return None;
-    }
-    let num = |from: usize, len: usize| -> Option<u64> {
-        b[from..from + len].iter().try_fold(0u64, |acc, &d| {
-            d.is_ascii_digit().then(|| acc * 10 + u64::from(d - b'0'))
-        })
-    };
-    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
-        return None;
-    }
-    let day = num(5, 2)?;
-    let month = MONTHS.iter().position(|m| *m == &b[8..11])? as u64 + 1;
-    let year = num(12, 4)?;
-    let (h, m, sec) = (num(17, 2)?, num(20, 2)?, num(23, 2)?);
-    if !(1..=31).contains(&day) || year < 1970 || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    Some(days * 86_400 + h * 3600 + m * 60 + sec)
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm), for
-/// years from 1970 on.
-fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -719,24 +797,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn imf_fixdate() {
-        assert_eq!(parse_imf_fixdate("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+    fn http_dates() {
+        let epoch = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        let at = |v| parse_retry_after(v, UNIX_EPOCH);
         assert_eq!(
-            parse_imf_fixdate("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(1_445_412_480)
+            at("Thu, 01 Jan 1970 00:00:10 GMT"),
+            Some(Duration::from_secs(10))
         );
         assert_eq!(
-            parse_imf_fixdate("Tue, 29 Feb 2000 23:59:59 GMT"),
-            Some(951_868_799)
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", epoch(1_445_412_480 - 5)),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 29 Feb 2000 23:59:59 GMT", epoch(951_868_799 - 1)),
+            Some(Duration::from_secs(1))
         );
         for bad in [
             "Wed, 21 Oct 2015 07:28:00 UTC",
             "Wed, 21 Foo 2015 07:28:00 GMT",
-            "Wednesday, 21-Oct-15 07:28:00 GMT",
             "Wed, 21 Oct 2015 7:28:00 GMT",
             "",
         ] {
-            assert_eq!(parse_imf_fixdate(bad), None, "{bad}");
+            assert_eq!(at(bad), None, "{bad}");
         }
     }
 

@@ -9,6 +9,11 @@
 //!
 //! A page only ever reaches the pipeline whole (the client reads a body completely before the
 //! paginator hands it on), so a page that failed and was retried is never half-committed.
+//!
+//! Ctrl-C and SIGTERM end the feed as a network failure does: no page is handed out after
+//! the signal, the pipeline finishes the pages it has (it runs with
+//! [`crate::pipeline::OnInterrupt::InputEnds`]), and the caller commits them for `--resume`.
+//! [`PageFeed::estimated_total`] extrapolates the export's size for progress.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Cursor, Write};
@@ -20,7 +25,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded};
 
 use super::client::Client;
-use super::pages::{PagesError, PagesSummary, fetch_pages};
+use super::pages::{
+    PageReading, PagesError, PagesProgress, PagesSummary, fetch_pages_with, parse_page_info,
+};
 use crate::pipeline::{Source, Sources};
 use crate::signal;
 
@@ -40,6 +47,8 @@ pub struct PageFeed {
     rx: Receiver<Page>,
     handle: Option<JoinHandle<FeedResult>>,
     cancel: Arc<AtomicBool>,
+    progress: Arc<PagesProgress>,
+    start_page: u32,
 }
 
 impl PageFeed {
@@ -59,23 +68,41 @@ impl PageFeed {
         let (tx, rx) = bounded::<Page>(concurrency.min(4));
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&cancel);
+        let progress = Arc::new(PagesProgress::default());
+        let shared = Arc::clone(&progress);
         let handle = std::thread::Builder::new()
             .name("zephr-etl-fetch".into())
             .spawn(move || {
-                fetch_pages(
+                let parse = |body: &[u8], _: Option<&str>| parse_page_info(body);
+                let reading = PageReading {
+                    parse: &parse,
+                    progress: Some(&shared),
+                };
+                fetch_pages_with(
                     &client,
                     path,
                     query_for_page,
                     start_page,
                     concurrency,
-                    |page, body| send(&tx, (page, body), &stop),
+                    reading,
+                    |page, typed| send(&tx, (page, typed.body), &stop),
                 )
             })?;
         Ok(PageFeed {
             rx,
             handle: Some(handle),
             cancel,
+            progress,
+            start_page: start_page.max(1),
         })
+    }
+
+    /// The export's body bytes, extrapolated from the pages fetched so far against the last
+    /// page's number (see [`PagesProgress::estimated_total`]); `before_bytes` are the bytes
+    /// of the pages before the first one this feed fetches (a resumed fetch's).
+    pub fn estimated_total(&self, before_bytes: u64) -> Option<u64> {
+        self.progress
+            .estimated_total(self.start_page - 1, before_bytes)
     }
 
     /// The next page; `None` once the fetch has ended (done or failed; [`PageFeed::finish`]

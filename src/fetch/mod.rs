@@ -14,10 +14,12 @@ pub mod sign;
 pub mod state_file;
 
 pub use client::{
-    BodyStream, Client, ClientConfig, FetchError, RetryPolicy, TransientFailure, tenant_base_url,
+    BodyStream, Client, ClientConfig, FetchError, RetryPolicy, TransientFailure, TypedBody,
+    tenant_base_url,
 };
 pub use pages::{
-    BodyShape, PageError, PageInfo, PagesError, PagesSummary, fetch_pages, parse_page_info,
+    BodyShape, PageError, PageInfo, PageParser, PageReading, PagesError, PagesProgress,
+    PagesSummary, fetch_pages, fetch_pages_with, parse_page_info,
 };
 pub use query::{EventsQuery, ExportQuery, QueryError};
 pub use secret::{CredentialError, Credentials, SecretKey};

@@ -4,16 +4,21 @@
 //! A page ends the export when its envelope says so in any of three ways (SPEC section 1):
 //! `links` is there but `links.next` is missing or null, `page * meta.rpp >= meta.count`, or
 //! its `results` are empty. A body that is a top-level array is the whole, unpaginated export.
+//!
+//! The last page's number comes from `meta` (`count` and `rpp`) or from `links.last.page`;
+//! [`PagesProgress`] shares it, with the pages and bytes handed on, for a progress display.
+//! [`fetch_pages_with`] takes another reader of page facts, for pages that are not JSON
+//! envelopes (state events served as CSV).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::client::{Client, FetchError};
+use super::client::{Client, FetchError, TypedBody};
 use crate::source::scan;
 
 /// The two JSON shapes a page body comes in.
@@ -38,6 +43,8 @@ pub struct PageInfo {
     pub results: u64,
     /// Array or envelope.
     pub shape: BodyShape,
+    /// `links.last.page`: the last page's number, when the links give it.
+    pub last_link: Option<u32>,
 }
 
 impl PageInfo {
@@ -52,13 +59,14 @@ impl PageInfo {
         }
     }
 
-    /// The last page's number when `meta` gives both count and rpp (1 for an empty export).
+    /// The last page's number when `meta` gives both count and rpp (1 for an empty export),
+    /// else from `links.last`.
     pub fn last_page(&self) -> Option<u32> {
         match (self.count, self.rpp) {
             (Some(count), Some(rpp)) if rpp > 0 => {
                 Some(u32::try_from(count.div_ceil(rpp).max(1)).unwrap_or(u32::MAX))
             }
-            _ => None,
+            _ => self.last_link.filter(|&n| n >= 1),
         }
     }
 }
@@ -72,9 +80,15 @@ pub enum PageError {
     /// An object without `results`.
     #[error("expected a JSON object with \"results\" (a paginated export page)")]
     NoResults,
+    /// `"results": null`: not a page of users, and not an empty one either (that is `[]`).
+    #[error("\"results\" is null where a page's array of items was expected")]
+    NullResults,
     /// Broken JSON, or a field of the wrong type.
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A page that is not what the pages before it were (its own words say how).
+    #[error("{0}")]
+    Unexpected(String),
 }
 
 /// Reads a page body's pagination facts without building its items.
@@ -93,17 +107,21 @@ fn parse_page_info_with_serde(body: &[u8]) -> Result<PageInfo, PageError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         Some(b'[') => {
-            let Results(n) = serde_json::from_slice(body)?;
+            let Results(n, _) = serde_json::from_slice(body)?;
             Ok(PageInfo {
                 count: None,
                 rpp: None,
                 has_next: Some(false),
                 results: n.unwrap_or(0),
                 shape: BodyShape::Array,
+                last_link: None,
             })
         }
         Some(b'{') => {
             let env: Envelope = serde_json::from_slice(body)?;
+            if env.results.1 {
+                return Err(PageError::NullResults);
+            }
             let results = env.results.0.ok_or(PageError::NoResults)?;
             Ok(envelope_info(results, env.meta, env.links))
         }
@@ -180,22 +198,26 @@ fn quick_envelope(body: &[u8]) -> Option<PageInfo> {
 /// An envelope's facts from its parts, however they were read.
 fn envelope_info(results: u64, meta: Option<Meta>, links: Option<Links>) -> PageInfo {
     let meta = meta.unwrap_or_default();
+    let last_link = links
+        .as_ref()
+        .and_then(|l| l.last.as_ref())
+        .and_then(|last| last.get("page"))
+        .and_then(lenient_u64)
+        .and_then(|n| u32::try_from(n).ok());
     PageInfo {
         count: meta.count.and_then(|v| lenient_u64(&v)),
         rpp: meta.rpp.and_then(|v| lenient_u64(&v)),
         has_next: links.map(|l| l.next.is_some()),
         results,
         shape: BodyShape::Envelope,
+        last_link,
     }
 }
 
-/// Items in the `results` that starts at `body[start]`, as [`Results`] counts them (null is
-/// none, an inner array counts its elements), and one past its end. `None` when it is
-/// neither an array nor null, or its structure is broken.
+/// Items in the `results` that starts at `body[start]`, as [`Results`] counts them (an inner
+/// array counts its elements), and one past its end. `None` when it is not an array (null is
+/// left to serde, which words the error), or its structure is broken.
 fn count_items(body: &[u8], start: usize) -> Option<(u64, usize)> {
-    if body.get(start..start + 4) == Some(b"null") {
-        return Some((0, start + 4));
-    }
     let mut n = 0;
     let end = for_each_element(body, start, |element| {
         if body.get(element) == Some(&b'[') {
@@ -268,6 +290,8 @@ struct Meta {
 struct Links {
     #[serde(default)]
     next: Option<IgnoredAny>,
+    #[serde(default)]
+    last: Option<serde_json::Value>,
 }
 
 /// `meta` numbers, also when a server sends them as strings.
@@ -279,9 +303,10 @@ fn lenient_u64(v: &serde_json::Value) -> Option<u64> {
     }
 }
 
-/// The number of items in `results`: `None` when the key is missing, 0 for null.
+/// The number of items in `results` (`None` when the key is missing), and whether it was
+/// null.
 #[derive(Default)]
-struct Results(Option<u64>);
+struct Results(Option<u64>, bool);
 
 impl<'de> Deserialize<'de> for Results {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -292,14 +317,14 @@ impl<'de> Deserialize<'de> for Results {
                 f.write_str("an array of items or of arrays of items")
             }
             fn visit_unit<E: de::Error>(self) -> Result<Results, E> {
-                Ok(Results(Some(0)))
+                Ok(Results(Some(0), true))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Results, A::Error> {
                 let mut n = 0u64;
                 while let Some(Items(k)) = seq.next_element()? {
                     n += k;
                 }
-                Ok(Results(Some(n)))
+                Ok(Results(Some(n), false))
             }
         }
         d.deserialize_any(V)
@@ -399,9 +424,60 @@ pub enum PagesError<E> {
 
 /// What a worker sends back for a page.
 enum Fetched {
-    Body(Vec<u8>),
+    Body(TypedBody),
     Failed(FetchError),
     Panicked,
+}
+
+/// How far a paginated fetch is, for a progress display: shared with the fetching thread.
+#[derive(Debug, Default)]
+pub struct PagesProgress {
+    delivered_pages: AtomicU32,
+    delivered_bytes: AtomicU64,
+    last_page: AtomicU32,
+}
+
+impl PagesProgress {
+    /// Pages handed on so far (in this fetch, not counting those before `start_page`).
+    pub fn pages(&self) -> u32 {
+        self.delivered_pages.load(Ordering::Relaxed)
+    }
+
+    /// Body bytes of the pages handed on.
+    pub fn bytes(&self) -> u64 {
+        self.delivered_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The last page's number, once a page has told it.
+    pub fn last_page(&self) -> Option<u32> {
+        Some(self.last_page.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
+    /// The whole export's body bytes, extrapolated from the pages handed on: `before_pages`
+    /// pages of `before_bytes` came before `start_page` (an earlier run's). `None` until a
+    /// page is in and the last page is known.
+    pub fn estimated_total(&self, before_pages: u32, before_bytes: u64) -> Option<u64> {
+        let last = self.last_page()?;
+        let pages = u64::from(before_pages) + u64::from(self.pages());
+        if pages == 0 {
+            return None;
+        }
+        let bytes = before_bytes + self.bytes();
+        let per_page = bytes as f64 / pages as f64;
+        Some((per_page * f64::from(last.max(1))).round() as u64)
+    }
+}
+
+/// Reads a page's pagination facts from its body and `Content-Type`.
+pub type PageParser = dyn Fn(&[u8], Option<&str>) -> Result<PageInfo, PageError> + Sync;
+
+/// How [`fetch_pages_with`] reads pages and reports its progress.
+#[derive(Clone, Copy)]
+pub struct PageReading<'a> {
+    /// The reader of each page's facts ([`parse_page_info`] for the user export).
+    pub parse: &'a PageParser,
+    /// Where to report progress, if anywhere.
+    pub progress: Option<&'a PagesProgress>,
 }
 
 /// Fetches pages `start_page..` of `path` and hands each body to `on_page`, strictly in page
@@ -424,6 +500,37 @@ where
     Q: Fn(u32) -> String + Sync,
     F: FnMut(u32, Vec<u8>) -> Result<(), E>,
 {
+    let parse = |body: &[u8], _: Option<&str>| parse_page_info(body);
+    let reading = PageReading {
+        parse: &parse,
+        progress: None,
+    };
+    fetch_pages_with(
+        client,
+        path,
+        query_for_page,
+        start_page,
+        concurrency,
+        reading,
+        |page, typed| on_page(page, typed.body),
+    )
+}
+
+/// [`fetch_pages`] with the page facts read by `reading.parse`, progress reported to
+/// `reading.progress`, and each body handed on with its `Content-Type`.
+pub fn fetch_pages_with<Q, F, E>(
+    client: &Client,
+    path: &str,
+    query_for_page: Q,
+    start_page: u32,
+    concurrency: usize,
+    reading: PageReading<'_>,
+    mut on_page: F,
+) -> Result<PagesSummary, PagesError<E>>
+where
+    Q: Fn(u32) -> String + Sync,
+    F: FnMut(u32, TypedBody) -> Result<(), E>,
+{
     let concurrency = concurrency.max(1);
     let start_page = start_page.max(1);
     let cancel = AtomicBool::new(false);
@@ -441,7 +548,7 @@ where
                         continue;
                     }
                     let fetched = catch_unwind(AssertUnwindSafe(|| {
-                        client.fetch_page_cancellable(path, &query_for_page(page), cancel)
+                        client.fetch_typed_page(path, &query_for_page(page), cancel)
                     }));
                     let fetched = match fetched {
                         Ok(Ok(body)) => Fetched::Body(body),
@@ -463,7 +570,7 @@ where
             outstanding: 0,
             limit: Some(start_page),
         };
-        let result = deliver(&mut order, &done_rx, start_page, &mut on_page);
+        let result = deliver(&mut order, &done_rx, start_page, reading, &mut on_page);
         // Stop retries and queued pages; results still on their way are dropped unseen.
         cancel.store(true, Ordering::Relaxed);
         drop(job_tx);
@@ -500,10 +607,11 @@ fn deliver<F, E>(
     order: &mut Order<'_>,
     done_rx: &crossbeam_channel::Receiver<(u32, Fetched)>,
     start_page: u32,
+    reading: PageReading<'_>,
     on_page: &mut F,
 ) -> Result<PagesSummary, PagesError<E>>
 where
-    F: FnMut(u32, Vec<u8>) -> Result<(), E>,
+    F: FnMut(u32, TypedBody) -> Result<(), E>,
 {
     let mut buffer: BTreeMap<u32, Fetched> = BTreeMap::new();
     let mut summary = PagesSummary {
@@ -534,7 +642,8 @@ where
             Fetched::Failed(source) => return Err(PagesError::Fetch { page, source }),
             Fetched::Panicked => return Err(PagesError::WorkerPanicked { page }),
         };
-        let info = parse_page_info(&body).map_err(|source| PagesError::Page { page, source })?;
+        let info = (reading.parse)(&body.body, body.content_type.as_deref())
+            .map_err(|source| PagesError::Page { page, source })?;
         let last = info.is_last(page);
         if page == start_page {
             summary.shape = info.shape;
@@ -550,7 +659,17 @@ where
         summary.pages += 1;
         summary.last_page = page;
         summary.items += info.results;
-        summary.bytes += body.len() as u64;
+        summary.bytes += body.body.len() as u64;
+        if let Some(progress) = reading.progress {
+            let known = if last { Some(page) } else { info.last_page() };
+            if let Some(known) = known {
+                progress.last_page.store(known.max(page), Ordering::Relaxed);
+            }
+            progress
+                .delivered_bytes
+                .fetch_add(body.body.len() as u64, Ordering::Relaxed);
+            progress.delivered_pages.fetch_add(1, Ordering::Relaxed);
+        }
         on_page(page, body).map_err(PagesError::Sink)?;
         if last {
             return Ok(summary);
@@ -580,7 +699,8 @@ mod tests {
                 rpp: Some(3),
                 has_next: Some(true),
                 results: 2,
-                shape: BodyShape::Envelope
+                shape: BodyShape::Envelope,
+                last_link: None,
             }
         );
         assert!(!i.is_last(1));
@@ -604,7 +724,13 @@ mod tests {
         let i = info(r#"{"links":{},"results":[{}]}"#);
         assert_eq!(i.has_next, Some(false));
 
-        let i = info(r#"{"results":null,"meta":{"count":"10","rpp":"5"}}"#);
+        // Without meta, links.last gives the last page.
+        let i =
+            info(r#"{"results":[{}],"links":{"next":{"page":2},"last":{"url":"u","page":"7"}}}"#);
+        assert_eq!((i.last_link, i.last_page()), (Some(7), Some(7)));
+        assert!(!i.is_last(2));
+
+        let i = info(r#"{"results":[],"meta":{"count":"10","rpp":"5"}}"#);
         assert_eq!((i.results, i.count, i.rpp), (0, Some(10), Some(5)));
         assert!(i.is_last(1));
 
@@ -618,7 +744,7 @@ mod tests {
         let taken = [
             r#"{"results":[]}"#,
             r#" {"results" : [ [ ] , [ {} , 1 ] , {"a":"]}[{\"\\"} ] ,"meta":{"count":9,"rpp":"3"}, "links":{"next":{"page":2}}} "#,
-            r#"{"x":{"results":5},"results":null,"y":[1,"}"],"z":-1.5e3,"links":null}"#,
+            r#"{"x":{"results":5},"results":[],"y":[1,"}"],"z":-1.5e3,"links":null}"#,
             r#"{"results":[{"user":{}},true,null,"s",2],"meta":null,"links":{"next":null}}"#,
         ];
         for body in taken {
@@ -647,10 +773,25 @@ mod tests {
             r#"{"results":[],"meta":{"count":[}}"#,
             r#"{"results":[],"meta":5}"#,
             r#"{"meta":{}}"#,
+            r#"{"results":null}"#,
         ];
         for body in declined {
             assert_eq!(quick_envelope(body.as_bytes()), None, "took {body}");
         }
+    }
+
+    #[test]
+    fn the_total_is_extrapolated_from_the_pages_so_far() {
+        let p = PagesProgress::default();
+        assert_eq!(p.estimated_total(0, 0), None);
+        p.last_page.store(10, Ordering::Relaxed);
+        assert_eq!(p.estimated_total(0, 0), None, "no page in yet");
+        p.delivered_pages.store(2, Ordering::Relaxed);
+        p.delivered_bytes.store(3_000, Ordering::Relaxed);
+        assert_eq!(p.estimated_total(0, 0), Some(15_000));
+        // A resumed fetch: pages 1-3 (4,500 bytes) came in an earlier run.
+        assert_eq!(p.estimated_total(3, 4_500), Some(15_000));
+        assert_eq!((p.pages(), p.bytes(), p.last_page()), (2, 3_000, Some(10)));
     }
 
     #[test]
@@ -676,6 +817,12 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "expected a JSON object with \"results\" (a paginated export page)"
+        );
+        assert_eq!(
+            parse_page_info(br#"{"results":null,"meta":{"count":0}}"#)
+                .unwrap_err()
+                .to_string(),
+            "\"results\" is null where a page's array of items was expected"
         );
         assert!(matches!(
             parse_page_info(br#"{"results":[{"a":1}"#),

@@ -99,8 +99,9 @@ pub enum CredentialError {
         "{ACCESS_KEY_VAR} must be printable ASCII without ':' (it is sent in the Authorization header)"
     )]
     BadAccessKey,
-    /// The secret key file could not be read.
-    #[error("cannot read secret key file {}: {source}", path.display())]
+    /// The secret key file could not be read. When there is no such file the name is not
+    /// repeated: it may be the secret itself, given where its file's name was expected.
+    #[error("{}", read_file_message(path, source))]
     ReadFile {
         /// The file named by `--secret-key-file`.
         path: PathBuf,
@@ -113,6 +114,17 @@ pub enum CredentialError {
     /// The secret key file holds nothing but whitespace.
     #[error("secret key file {} is empty", .0.display())]
     EmptyFile(PathBuf),
+}
+
+fn read_file_message(path: &Path, source: &std::io::Error) -> String {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        format!(
+            "cannot read the secret key file: {source}; give the path of a file that holds \
+             the secret, not the secret itself (the value is not repeated here in case it is)"
+        )
+    } else {
+        format!("cannot read secret key file {}: {source}", path.display())
+    }
 }
 
 impl Credentials {
@@ -314,17 +326,30 @@ mod tests {
             format!("secret key file {} is empty", path.display())
         );
 
-        let missing = dir.join("nope");
-        let e = Credentials::from_sources(&env, Some(&missing)).unwrap_err();
+        // No such file: maybe the secret itself was given for the path, so it is not echoed.
+        let e =
+            Credentials::from_sources(&env, Some(Path::new("s3cr3t-passed-as-path"))).unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.starts_with(&format!(
-                "cannot read secret key file {}: ",
-                missing.display()
-            )),
+            msg.starts_with("cannot read the secret key file: ")
+                && msg.ends_with(
+                    "; give the path of a file that holds the secret, not the secret itself \
+                     (the value is not repeated here in case it is)"
+                ),
             "{msg}"
         );
-        assert!(!msg.contains("from-env"));
+        assert!(
+            !msg.contains("s3cr3t") && !msg.contains("from-env"),
+            "{msg}"
+        );
+
+        // A file that exists but cannot be read is named.
+        let e = Credentials::from_sources(&env, Some(&dir)).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("cannot read secret key file {}: ", dir.display())),
+            "{msg}"
+        );
         std::fs::write(&path, vec![b'k'; 70_000]).unwrap();
         let e = Credentials::from_sources(&env, Some(&path)).unwrap_err();
         assert!(matches!(e, CredentialError::FileTooLarge(_)));

@@ -1,48 +1,158 @@
-//! Decoding one raw item into borrowed values, with no intermediate JSON tree.
+//! What a decoded item is, and the one table of the fields the tables map.
 //!
-//! [`Item`] is what a decoded item is, and [`decode`] fills it. The hand-written reader of
-//! `fast.rs` decodes nearly every item; what it declines, the serde visitors here decode from
-//! scratch, and they word every error. They take every mapped field as a `&RawValue` (a
-//! slice of the source), classify it with [`Leaf`], and check it. Strings without escapes are
-//! borrowed, so a typical item allocates only its small vectors. Decoding finishes before any
-//! row is emitted, so a bad item can never leave half its rows in a table.
-//!
-//! Unmapped fields are kept as raw slices in source order and assembled into the `extra`
-//! objects (see `extra.rs`).
+//! [`Item`] borrows from the item's raw bytes: strings without escapes are slices of the input,
+//! so a typical item allocates only its small vectors. [`Field`] lists every mapped field once:
+//! its key, the object it belongs to and the name errors give it. The decoder (`decode.rs`)
+//! asks [`Field::of`] about every key and fills the item with one exhaustive match per
+//! object, so a new field cannot be forgotten there;
+//! unmapped members are kept as raw slices in source order for the `extra` objects
+//! (`extra.rs`).
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
-
 use super::json::Leaf;
-use super::timestamp::parse_timestamp_micros;
-
-/// A key that borrows from the input unless it contains escapes.
-pub struct Key<'a>(pub Cow<'a, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
 
 /// An unmapped member kept for `extra`: its key and its value's raw text exactly as written.
 pub type Member<'a> = (Cow<'a, str>, &'a str);
+
+/// The objects of an item whose members the tables map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Object {
+    /// The item itself: `user`, `seq-no`, `grants`.
+    Item,
+    /// `user`.
+    User,
+    /// `user.identifiers`.
+    Identifiers,
+    /// One grant of `grants` or `grants.results`.
+    Grant,
+}
+
+/// Every field the tables map, in one place. A key that is not here goes to `extra`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    User,
+    SeqNo,
+    Grants,
+    UserId,
+    Identifiers,
+    EmailVerified,
+    TrackingId,
+    Registered,
+    RegistrationTenant,
+    RegistrationState,
+    LastLogin,
+    Attributes,
+    EmailAddress,
+    Username,
+    /// `grantId`, which wins over `grant_id`.
+    GrantId,
+    /// `grant_id`, used when there is no `grantId`.
+    GrantIdSnake,
+    AccountId,
+    ExpiryState,
+    EntitlementType,
+    EntitlementId,
+    ProductId,
+    StartTime,
+    EndTime,
+    /// `createdAt`, which wins over `created_at`.
+    CreatedAt,
+    /// `created_at`, used when there is no `createdAt`.
+    CreatedAtSnake,
+    /// A grant's own `user_id`: kept in the grant's `extra` only when it differs.
+    GrantUserId,
+}
+
+impl Field {
+    /// The mapped field that `key` names in `object`, if any.
+    #[inline]
+    pub fn of(object: Object, key: &str) -> Option<Field> {
+        use Field::*;
+        Some(match (object, key) {
+            (Object::Item, "user") => User,
+            (Object::Item, "seq-no") => SeqNo,
+            (Object::Item, "grants") => Grants,
+            (Object::User, "user_id") => UserId,
+            (Object::User, "identifiers") => Identifiers,
+            (Object::User, "email_verified") => EmailVerified,
+            (Object::User, "tracking_id") => TrackingId,
+            (Object::User, "registered") => Registered,
+            (Object::User, "registration_tenant") => RegistrationTenant,
+            (Object::User, "registration_state") => RegistrationState,
+            (Object::User, "last_login") => LastLogin,
+            (Object::User, "attributes") => Attributes,
+            (Object::Identifiers, "email_address") => EmailAddress,
+            (Object::Identifiers, "username") => Username,
+            (Object::Grant, "grantId") => GrantId,
+            (Object::Grant, "grant_id") => GrantIdSnake,
+            (Object::Grant, "account_id") => AccountId,
+            (Object::Grant, "expiry_state") => ExpiryState,
+            (Object::Grant, "entitlement_type") => EntitlementType,
+            (Object::Grant, "entitlement_id") => EntitlementId,
+            (Object::Grant, "product_id") => ProductId,
+            (Object::Grant, "startTime") => StartTime,
+            (Object::Grant, "endTime") => EndTime,
+            (Object::Grant, "createdAt") => CreatedAt,
+            (Object::Grant, "created_at") => CreatedAtSnake,
+            (Object::Grant, "user_id") => GrantUserId,
+            _ => return None,
+        })
+    }
+
+    /// The field as errors name it: the path from the item for item, user and identifiers
+    /// fields (`user.registered`), the key for grant fields (which [`FieldPath`] prefixes
+    /// with the grant).
+    pub fn name(self) -> &'static str {
+        use Field::*;
+        match self {
+            User => "user",
+            SeqNo => "seq-no",
+            Grants => "grants",
+            UserId => "user.user_id",
+            Identifiers => "user.identifiers",
+            EmailVerified => "user.email_verified",
+            TrackingId => "user.tracking_id",
+            Registered => "user.registered",
+            RegistrationTenant => "user.registration_tenant",
+            RegistrationState => "user.registration_state",
+            LastLogin => "user.last_login",
+            Attributes => "user.attributes",
+            EmailAddress => "user.identifiers.email_address",
+            Username => "user.identifiers.username",
+            GrantId => "grantId",
+            GrantIdSnake => "grant_id",
+            AccountId => "account_id",
+            ExpiryState => "expiry_state",
+            EntitlementType => "entitlement_type",
+            EntitlementId => "entitlement_id",
+            ProductId => "product_id",
+            StartTime => "startTime",
+            EndTime => "endTime",
+            CreatedAt => "createdAt",
+            CreatedAtSnake => "created_at",
+            GrantUserId => "user_id",
+        }
+    }
+}
+
+/// The mapped fields an object has shown so far. A JSON object may repeat a key; the first
+/// occurrence fills the column and every repeat is kept, as written, in `extra`, so nothing is
+/// dropped and no column silently takes the last value.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Seen(u32);
+
+impl Seen {
+    /// Records `field`; true the first time it is seen.
+    #[inline]
+    pub fn first(&mut self, field: Field) -> bool {
+        let bit = 1u32 << (field as u32);
+        let first = self.0 & bit == 0;
+        self.0 |= bit;
+        first
+    }
+}
 
 /// A grant, decoded.
 #[derive(Debug, Default, PartialEq)]
@@ -135,135 +245,26 @@ impl Item<'_> {
     }
 }
 
-/// The mapped keys an object has shown so far. A JSON object may repeat a key; the first
-/// occurrence fills the column and every repeat is kept, as written, in `extra`, so nothing
-/// is dropped and no column silently takes the last value.
-#[derive(Default)]
-pub(super) struct Seen {
-    /// No object has more mapped keys than this; kept inline, as this runs for every object
-    /// of every item and an allocation here showed up in profiles.
-    names: [&'static str; 16],
-    len: usize,
-}
-
-impl Seen {
-    /// Records `field`; true the first time it is seen.
-    pub(super) fn first(&mut self, field: &'static str) -> bool {
-        let seen = &self.names[..self.len];
-        // Same length first: most names differ there, and the string compare is skipped.
-        if seen.iter().any(|f| f.len() == field.len() && *f == field) {
-            return false;
-        }
-        if self.len < self.names.len() {
-            self.names[self.len] = field;
-            self.len += 1;
-        }
-        true
-    }
-}
-
-/// The mapped user member `key` as errors name it (`user.user_id`); "" when it is not
-/// mapped. Both decoders map keys with it.
-pub(super) fn user_field(key: &str) -> &'static str {
-    match key {
-        "user_id" => "user.user_id",
-        "identifiers" => "user.identifiers",
-        "email_verified" => "user.email_verified",
-        "tracking_id" => "user.tracking_id",
-        "registered" => "user.registered",
-        "registration_tenant" => "user.registration_tenant",
-        "registration_state" => "user.registration_state",
-        "last_login" => "user.last_login",
-        "attributes" => "user.attributes",
-        _ => "",
-    }
-}
-
-/// The mapped grant member `key` as [`Seen`] records it; "" when it is not mapped. Both
-/// decoders map keys with it.
-pub(super) fn grant_field(key: &str) -> &'static str {
-    match key {
-        "grantId" => "grantId",
-        "grant_id" => "grant_id",
-        "account_id" => "account_id",
-        "expiry_state" => "expiry_state",
-        "entitlement_type" => "entitlement_type",
-        "entitlement_id" => "entitlement_id",
-        "product_id" => "product_id",
-        "startTime" => "startTime",
-        "endTime" => "endTime",
-        "createdAt" => "createdAt",
-        "created_at" => "created_at",
-        "user_id" => "user_id",
-        _ => "",
-    }
-}
-
-/// The decoded value of a mapped grant field: text for ids and states, a timestamp for times.
-pub(super) enum GrantValue<'a> {
-    Text(Option<Cow<'a, str>>),
-    Time(Option<i64>),
-}
-
-impl<'a> Grant<'a> {
-    /// Stores the first occurrence of the mapped grant `field` (as [`grant_field`] names it),
-    /// written as `key` with text `raw`: which spelling wins and what is kept for `extra`, for
-    /// both decoders. `decode(time)` decodes the value, as a timestamp when `time`, else as
-    /// text; its error is returned. A `grant_id` after `grantId` is kept for `extra` undecoded.
-    pub(super) fn assign<E>(
-        &mut self,
-        field: &str,
-        key: Cow<'a, str>,
-        raw: &'a str,
-        decode: impl FnOnce(bool) -> Result<GrantValue<'a>, E>,
-    ) -> Result<(), E> {
-        use GrantValue::{Text, Time};
-        if field == "grant_id" && self.has_camel_id {
-            self.members.push(GrantMember::SnakeSpelling((key, raw)));
-            return Ok(());
-        }
-        let time = matches!(field, "startTime" | "endTime" | "createdAt" | "created_at");
-        match (field, decode(time)?) {
-            ("grantId", Text(v)) => {
-                self.grant_id = v;
-                self.has_camel_id = true;
-            }
-            ("grant_id", Text(v)) => {
-                self.grant_id = v;
-                self.members.push(GrantMember::SnakeSpelling((key, raw)));
-            }
-            ("account_id", Text(v)) => self.account_id = v,
-            ("expiry_state", Text(v)) => self.expiry_state = v,
-            ("entitlement_type", Text(v)) => self.entitlement_type = v,
-            ("entitlement_id", Text(v)) => self.entitlement_id = v,
-            ("product_id", Text(v)) => self.product_id = v,
-            ("user_id", Text(v)) => {
-                self.user_id = Some((v, raw));
-                self.members.push(GrantMember::UserId(raw));
-            }
-            ("startTime", Time(v)) => self.start_time = v,
-            ("endTime", Time(v)) => self.end_time = v,
-            ("createdAt", Time(v)) => {
-                self.created_at = v;
-                self.has_camel_created = true;
-            }
-            ("created_at", Time(v)) => {
-                if !self.has_camel_created {
-                    self.created_at = v;
-                }
-                self.members.push(GrantMember::SnakeSpelling((key, raw)));
-            }
-            (field, _) => unreachable!("grant field {field:?} decoded as the wrong kind"),
-        }
-        Ok(())
-    }
-}
-
 /// The field being decoded, so a failure can name it (`grants.results[2].startTime`).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FieldPath {
+    /// The field's name (see [`Field::name`]), or one of the containers' own names
+    /// (`grants.results`); empty for the item itself or a whole grant.
     pub field: &'static str,
+    /// The index of the grant the field is in.
     pub grant: Option<usize>,
+}
+
+impl FieldPath {
+    /// A field outside the grants.
+    pub fn of(field: &'static str) -> FieldPath {
+        FieldPath { field, grant: None }
+    }
+
+    /// Whether the path names anything (the item as a whole has the empty path).
+    pub fn is_empty(&self) -> bool {
+        self.field.is_empty() && self.grant.is_none()
+    }
 }
 
 impl fmt::Display for FieldPath {
@@ -280,435 +281,50 @@ impl fmt::Display for FieldPath {
     }
 }
 
-/// Decodes `text` (one item, known to start with `{`) into an empty `item`. On failure `path`
-/// names the field that was being read; serde_json's error category tells a bad item (`Data`)
-/// from broken JSON (`Syntax`, `Eof`).
-///
-/// The hand-written reader of `fast.rs` decodes nearly every item; whatever it declines is
-/// decoded again from scratch by serde, which also words every error.
-pub fn decode<'a>(
-    text: &'a str,
-    item: &mut Item<'a>,
-    path: &mut FieldPath,
-) -> Result<(), serde_json::Error> {
-    if super::fast::decode(text, item) {
-        return Ok(());
-    }
-    item.clear();
-    decode_with_serde(text, item, path)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// [`decode`] through serde's visitors only.
-pub fn decode_with_serde<'a>(
-    text: &'a str,
-    item: &mut Item<'a>,
-    path: &mut FieldPath,
-) -> Result<(), serde_json::Error> {
-    // The batch was checked to be UTF-8 as a whole, so serde_json need not check each string.
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    deserializer.deserialize_map(ItemVisitor { item, path })?;
-    deserializer.end()?;
-    if item.user_id.is_none() {
-        *path = FieldPath {
-            field: if item.saw_user {
-                "user.user_id"
-            } else {
-                "user"
-            },
-            grant: None,
+    #[test]
+    fn every_field_is_found_by_its_key_in_its_object_only() {
+        let all = [
+            (Object::Item, "user", Field::User),
+            (Object::Item, "seq-no", Field::SeqNo),
+            (Object::User, "registered", Field::Registered),
+            (Object::Identifiers, "username", Field::Username),
+            (Object::Grant, "created_at", Field::CreatedAtSnake),
+            (Object::Grant, "user_id", Field::GrantUserId),
+        ];
+        for (object, key, field) in all {
+            assert_eq!(Field::of(object, key), Some(field));
+        }
+        assert_eq!(Field::of(Object::Item, "user_id"), None);
+        assert_eq!(Field::of(Object::User, "grantId"), None);
+        assert_eq!(Field::of(Object::Grant, "User_id"), None);
+        assert_eq!(Field::UserId.name(), "user.user_id");
+    }
+
+    #[test]
+    fn seen_says_first_once_per_field() {
+        let mut seen = Seen::default();
+        assert!(seen.first(Field::GrantUserId));
+        assert!(seen.first(Field::User));
+        assert!(!seen.first(Field::GrantUserId));
+        assert!(!seen.first(Field::User));
+    }
+
+    #[test]
+    fn paths_name_grants_by_index() {
+        let path = FieldPath {
+            field: "endTime",
+            grant: Some(1),
         };
-        return Err(de::Error::custom(if item.saw_user {
-            "the item has no user.user_id; every user row needs one"
-        } else {
-            "the item has no `user` object"
-        }));
-    }
-    Ok(())
-}
-
-fn text<'a, E: de::Error>(raw: &'a str) -> Result<Option<Cow<'a, str>>, E> {
-    Leaf::of(raw).into_text().map_err(|kind| {
-        E::custom(format!(
-            "expected text, a number or a boolean, found {kind}"
-        ))
-    })
-}
-
-fn timestamp<E: de::Error>(raw: &str) -> Result<Option<i64>, E> {
-    match Leaf::of(raw) {
-        Leaf::Null => Ok(None),
-        Leaf::String(s) => parse_timestamp_micros(&s).map(Some).ok_or_else(|| {
-            E::custom(format!(
-                "{:?} is not a timestamp; expected ISO-8601 such as 2021-02-24T15:43:28Z or \
-                 2022-06-01 00:00:00",
-                s.as_ref()
-            ))
-        }),
-        other => Err(E::custom(format!(
-            "expected a timestamp string, found {}",
-            other.type_name()
-        ))),
-    }
-}
-
-struct ItemVisitor<'c, 'a> {
-    item: &'c mut Item<'a>,
-    path: &'c mut FieldPath,
-}
-
-impl<'de> Visitor<'de> for ItemVisitor<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an item object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen = Seen::default();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            // A key that repeats is kept, as written, in `extra`; only the first fills columns.
-            let mapped = match key.as_ref() {
-                "user" => seen.first("user"),
-                "seq-no" => seen.first("seq-no"),
-                "grants" => seen.first("grants"),
-                _ => false,
-            };
-            match key.as_ref() {
-                _ if !mapped => {
-                    let raw = map.next_value::<&'de RawValue>()?.get();
-                    self.item.item_members.push(ItemMember::Other((key, raw)));
-                }
-                "user" => {
-                    *self.path = FieldPath {
-                        field: "user",
-                        grant: None,
-                    };
-                    self.item.saw_user = true;
-                    map.next_value_seed(UserSeed {
-                        item: self.item,
-                        path: self.path,
-                    })?;
-                    self.item.item_members.push(ItemMember::User);
-                }
-                "seq-no" => {
-                    *self.path = FieldPath {
-                        field: "seq-no",
-                        grant: None,
-                    };
-                    let raw = map.next_value::<&'de RawValue>()?.get();
-                    self.item.seq_no = match Leaf::of(raw) {
-                        Leaf::Null => None,
-                        Leaf::Number(n) => Some(n.parse().map_err(|_| {
-                            de::Error::custom(format!("expected an integer, found {n}"))
-                        })?),
-                        Leaf::String(s) => Some(s.trim().parse().map_err(|_| {
-                            de::Error::custom(format!(
-                                "expected an integer, found the string {:?}",
-                                s.as_ref()
-                            ))
-                        })?),
-                        other => {
-                            return Err(de::Error::custom(format!(
-                                "expected an integer, found {}",
-                                other.type_name()
-                            )));
-                        }
-                    };
-                }
-                "grants" => {
-                    *self.path = FieldPath {
-                        field: "grants",
-                        grant: None,
-                    };
-                    map.next_value_seed(GrantsSeed {
-                        item: self.item,
-                        path: self.path,
-                        in_results: false,
-                    })?;
-                    self.item.item_members.push(ItemMember::Grants);
-                }
-                _ => {
-                    let raw = map.next_value::<&'de RawValue>()?.get();
-                    self.item.item_members.push(ItemMember::Other((key, raw)));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-struct UserSeed<'c, 'a> {
-    item: &'c mut Item<'a>,
-    path: &'c mut FieldPath,
-}
-
-impl<'de> DeserializeSeed<'de> for UserSeed<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for UserSeed<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("the user object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let item = self.item;
-        let mut seen = Seen::default();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let field = user_field(&key);
-            if field.is_empty() || !seen.first(field) {
-                // Unmapped, or a repeat of a mapped key: kept as written for `extra`.
-                let raw = map.next_value::<&'de RawValue>()?.get();
-                item.user_members.push((key, raw));
-                continue;
-            }
-            *self.path = FieldPath { field, grant: None };
-            match field {
-                "user.identifiers" => {
-                    map.next_value_seed(IdentifiersSeed {
-                        item,
-                        path: self.path,
-                    })?;
-                    continue;
-                }
-                "user.attributes" => {
-                    map.next_value_seed(AttributesSeed { item })?;
-                    continue;
-                }
-                _ => {}
-            }
-            let raw = map.next_value::<&'de RawValue>()?.get();
-            match field {
-                "user.user_id" => {
-                    item.user_id = text(raw)?;
-                    if item.user_id.is_none() {
-                        return Err(de::Error::custom(
-                            "user_id is null; every user row needs one",
-                        ));
-                    }
-                }
-                "user.email_verified" => {
-                    item.email_verified = match Leaf::of(raw) {
-                        Leaf::Null => None,
-                        Leaf::Bool(b) => Some(b),
-                        other => {
-                            // The value as written, cut short: it may be a whole object.
-                            let text = raw;
-                            let shown = match text.char_indices().nth(40) {
-                                Some((cut, _)) => format!("{}…", &text[..cut]),
-                                None => text.to_string(),
-                            };
-                            return Err(de::Error::custom(format!(
-                                "expected true, false or null, found the {} {shown}",
-                                other.type_name(),
-                            )));
-                        }
-                    };
-                }
-                "user.tracking_id" => item.tracking_id = text(raw)?,
-                "user.registered" => item.registered = timestamp(raw)?,
-                "user.registration_tenant" => item.registration_tenant = text(raw)?,
-                "user.registration_state" => item.registration_state = text(raw)?,
-                "user.last_login" => item.last_login = timestamp(raw)?,
-                _ => unreachable!("every mapped user field is handled above"),
-            }
-        }
-        Ok(())
-    }
-}
-
-struct IdentifiersSeed<'c, 'a> {
-    item: &'c mut Item<'a>,
-    path: &'c mut FieldPath,
-}
-
-impl<'de> DeserializeSeed<'de> for IdentifiersSeed<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for IdentifiersSeed<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an identifiers object or null")
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let item = self.item;
-        let mut seen = Seen::default();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let raw = map.next_value::<&'de RawValue>()?.get();
-            let first = match key.as_ref() {
-                "email_address" => seen.first("email_address"),
-                "username" => seen.first("username"),
-                _ => false,
-            };
-            match key.as_ref() {
-                "email_address" if first => {
-                    *self.path = FieldPath {
-                        field: "user.identifiers.email_address",
-                        grant: None,
-                    };
-                    item.email_address = text(raw)?;
-                }
-                "username" if first => {
-                    *self.path = FieldPath {
-                        field: "user.identifiers.username",
-                        grant: None,
-                    };
-                    item.username = text(raw)?;
-                }
-                _ => {
-                    if item.identifiers_at.is_none() {
-                        item.identifiers_at = Some(item.user_members.len());
-                    }
-                    item.identifier_members.push((key, raw));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-struct AttributesSeed<'c, 'a> {
-    item: &'c mut Item<'a>,
-}
-
-impl<'de> DeserializeSeed<'de> for AttributesSeed<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for AttributesSeed<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an attributes object or null")
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let raw = map.next_value::<&'de RawValue>()?.get();
-            self.item.attributes.push((key, Leaf::of(raw)));
-        }
-        Ok(())
-    }
-}
-
-struct GrantsSeed<'c, 'a> {
-    item: &'c mut Item<'a>,
-    path: &'c mut FieldPath,
-    /// Inside `grants.results` (an object there is an error, not an envelope).
-    in_results: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for GrantsSeed<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for GrantsSeed<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        if self.in_results {
-            f.write_str("grants.results to be an array of grants or null")
-        } else {
-            f.write_str("grants to be an object with `results`, an array of grants, or null")
-        }
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
-        loop {
-            let index = self.item.grants.len();
-            *self.path = FieldPath {
-                field: "",
-                grant: Some(index),
-            };
-            let mut grant = Grant::default();
-            if seq
-                .next_element_seed(GrantSeed {
-                    grant: &mut grant,
-                    path: self.path,
-                })?
-                .is_none()
-            {
-                return Ok(());
-            }
-            self.item.grants.push(grant);
-        }
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        if self.in_results {
-            return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
-        }
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if key == "results" {
-                *self.path = FieldPath {
-                    field: "grants.results",
-                    grant: None,
-                };
-                map.next_value_seed(GrantsSeed {
-                    item: self.item,
-                    path: self.path,
-                    in_results: true,
-                })?;
-            } else {
-                let raw = map.next_value::<&'de RawValue>()?.get();
-                self.item.grants_members.push((key, raw));
-            }
-        }
-        Ok(())
-    }
-}
-
-struct GrantSeed<'c, 'a> {
-    grant: &'c mut Grant<'a>,
-    path: &'c mut FieldPath,
-}
-
-impl<'de> DeserializeSeed<'de> for GrantSeed<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for GrantSeed<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a grant object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let grant = self.grant;
-        let mut seen = Seen::default();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let raw = map.next_value::<&'de RawValue>()?.get();
-            let field = grant_field(&key);
-            if field.is_empty() || !seen.first(field) {
-                grant.members.push(GrantMember::Other((key, raw)));
-                continue;
-            }
-            self.path.field = field;
-            grant.assign(field, key, raw, |time| {
-                Ok(if time {
-                    GrantValue::Time(timestamp(raw)?)
-                } else {
-                    GrantValue::Text(text(raw)?)
-                })
-            })?;
-        }
-        Ok(())
+        assert_eq!(path.to_string(), "grants.results[1].endTime");
+        let whole = FieldPath {
+            field: "",
+            grant: Some(0),
+        };
+        assert_eq!(whole.to_string(), "grants.results[0]");
+        assert!(FieldPath::default().is_empty());
     }
 }

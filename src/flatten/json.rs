@@ -7,6 +7,8 @@
 
 use std::borrow::Cow;
 
+use super::problem::Found;
+
 /// A JSON value seen through its raw text, classified by its first byte.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Leaf<'a> {
@@ -49,34 +51,110 @@ impl<'a> Leaf<'a> {
     }
 
     /// The value as the text of a string cell: strings unescaped, numbers as written,
-    /// `true`/`false`; `None` for null. Objects and arrays give `Err(kind)`: a string column
+    /// `true`/`false`; `None` for null. Objects and arrays give what they are: a string column
     /// cannot hold them faithfully, so the caller reports a bad item.
-    pub fn into_text(self) -> Result<Option<Cow<'a, str>>, &'static str> {
+    pub fn into_text(self) -> Result<Option<Cow<'a, str>>, Found> {
         match self {
             Leaf::Null => Ok(None),
             Leaf::Bool(true) => Ok(Some(Cow::Borrowed("true"))),
             Leaf::Bool(false) => Ok(Some(Cow::Borrowed("false"))),
             Leaf::Number(n) => Ok(Some(Cow::Borrowed(n))),
             Leaf::String(s) => Ok(Some(s)),
-            Leaf::Object(_) => Err("an object"),
-            Leaf::Array(_) => Err("an array"),
+            Leaf::Object(_) => Err(Found::Object),
+            Leaf::Array(_) => Err(Found::Array),
         }
     }
 }
 
 /// Unescapes the raw text of a JSON string (quotes included). Borrows when there is no escape,
-/// which is nearly always, so the hot path does not allocate.
+/// which is nearly always, so the hot path does not allocate. Half a surrogate pair, which
+/// only a value kept as written may hold, is left as written.
 pub(super) fn unescape(raw: &str) -> Cow<'_, str> {
+    unescape_checked(raw).unwrap_or_else(|_| Cow::Borrowed(&raw[1..raw.len() - 1]))
+}
+
+/// Why [`unescape_checked`] refused a string: serde_json's words, at byte `offset` of the raw
+/// text (the byte serde_json stops at, so messages point where they always did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct UnescapeError {
+    pub offset: usize,
+    pub problem: &'static str,
+}
+
+/// Unescapes the raw text of a JSON string (quotes included, escapes already checked to be
+/// well formed), refusing a `\u` escape that is half a surrogate pair as serde_json does for a
+/// string it decodes (a key, or a value it describes).
+pub(super) fn unescape_checked(raw: &str) -> Result<Cow<'_, str>, UnescapeError> {
     let inner = &raw[1..raw.len() - 1];
-    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
-        return Cow::Borrowed(inner);
+    let Some(first) = memchr::memchr(b'\\', inner.as_bytes()) else {
+        return Ok(Cow::Borrowed(inner));
+    };
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(inner.len());
+    out.push_str(&inner[..first]);
+    // Positions in `raw`; the closing quote is at `end`.
+    let end = raw.len() - 1;
+    let mut at = first + 1;
+    let hex = |at: usize| {
+        raw.get(at..at + 4)
+            .and_then(|digits| u32::from_str_radix(digits, 16).ok())
+    };
+    let lone = |offset| UnescapeError {
+        offset,
+        problem: "lone leading surrogate in hex escape",
+    };
+    let unfinished = |offset| UnescapeError {
+        offset,
+        problem: "unexpected end of hex escape",
+    };
+    while at < end {
+        let next = memchr::memchr(b'\\', &bytes[at..end]).map_or(end, |k| at + k);
+        out.push_str(&raw[at..next]);
+        if next == end {
+            break;
+        }
+        // `next` is a backslash; the escape was checked to be complete.
+        let escape = bytes.get(next + 1).copied().unwrap_or(b'"');
+        at = next + 2;
+        let c = match escape {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            _ => {
+                let n = hex(at).ok_or(unfinished(at))?;
+                at += 4;
+                match n {
+                    0xDC00..=0xDFFF => return Err(lone(at - 1)),
+                    0xD800..=0xDBFF => {
+                        // A leading surrogate must be followed by `\u` and a trailing one.
+                        if bytes.get(at) != Some(&b'\\') || bytes.get(at + 1) != Some(&b'u') {
+                            let stop = if bytes.get(at) == Some(&b'\\') {
+                                at + 1
+                            } else {
+                                at
+                            };
+                            return Err(unfinished(stop));
+                        }
+                        let n2 = hex(at + 2).ok_or(unfinished(at + 2))?;
+                        at += 6;
+                        if !(0xDC00..=0xDFFF).contains(&n2) {
+                            return Err(lone(at - 1));
+                        }
+                        let c = 0x1_0000 + ((n - 0xD800) << 10) + (n2 - 0xDC00);
+                        char::from_u32(c).ok_or(lone(at - 1))?
+                    }
+                    n => char::from_u32(n).ok_or(lone(at - 1))?,
+                }
+            }
+        };
+        out.push(c);
     }
-    // The text was already validated as a JSON string, so this cannot fail; fall back to the
-    // raw text rather than panic if it somehow does.
-    match serde_json::from_str::<String>(raw) {
-        Ok(s) => Cow::Owned(s),
-        Err(_) => Cow::Borrowed(inner),
-    }
+    Ok(Cow::Owned(out))
 }
 
 /// Appends `raw` with every whitespace byte outside strings removed: compact JSON that keeps
@@ -156,7 +234,42 @@ mod tests {
             Leaf::String(Cow::Borrowed("plain"))
         ));
         assert_eq!(Leaf::of("[1]").type_name(), "array");
-        assert_eq!(Leaf::of("{}").into_text(), Err("an object"));
+        assert_eq!(Leaf::of("{}").into_text(), Err(Found::Object));
+    }
+
+    #[test]
+    fn unescapes_as_serde_json_does() {
+        for raw in [
+            r#""plain""#,
+            r#""a\"b\\c\/d\b\f\n\r\t""#,
+            r#""\u00e9\u0000\uffff\ud83d\ude00x""#,
+            r#""\uD834\uDD1E""#,
+        ] {
+            let expected: String = serde_json::from_str(raw).unwrap();
+            assert_eq!(unescape_checked(raw).unwrap(), expected, "{raw}");
+        }
+        // Half a pair: serde_json's words, at the byte where it stops.
+        for (raw, offset, problem) in [
+            (r#""\ud800x""#, 7, "unexpected end of hex escape"),
+            (r#""\ud800""#, 7, "unexpected end of hex escape"),
+            (r#""\ud800\n""#, 8, "unexpected end of hex escape"),
+            (
+                r#""\ud800\u0041""#,
+                12,
+                "lone leading surrogate in hex escape",
+            ),
+            (r#""ab\udc00""#, 8, "lone leading surrogate in hex escape"),
+        ] {
+            assert_eq!(
+                unescape_checked(raw),
+                Err(UnescapeError { offset, problem }),
+                "{raw}"
+            );
+            let e = serde_json::from_str::<String>(raw).unwrap_err();
+            assert!(e.to_string().starts_with(problem), "{e}");
+            assert_eq!(e.column() - 1, offset, "{raw}");
+        }
+        assert_eq!(unescape(r#""x\udc00""#), "x\\udc00");
     }
 
     #[test]

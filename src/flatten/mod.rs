@@ -1,25 +1,34 @@
 //! Flattening: a batch of raw items becomes one column batch per table.
 //!
 //! This is the work the rayon workers do in parallel. Each item is decoded completely
-//! (`item.rs`) before its rows are emitted, so a bad item is either rejected whole or stops the
-//! run; it never leaves part of its rows behind. Rows keep the order of the export.
+//! (`decode.rs`, into the `Item` of `item.rs`) before its rows are emitted, so a bad item is
+//! either rejected whole or stops the run; it never leaves part of its rows behind. Rows keep
+//! the order of the export. A problem comes back from the decoder as a kind
+//! ([`problem::DecodeError`]): broken JSON is located by the syntax check and stops the run;
+//! a bad item follows `--on-error`.
 
+pub mod decode;
 pub mod extra;
-mod fast;
 pub mod item;
 pub mod json;
-pub mod timestamp;
+pub mod problem;
+pub mod users;
+pub mod wide_columns;
+
+/// The calendar moved below the tables (`crate::timestamp`); this path still reaches it.
+pub use crate::timestamp;
 
 use std::cell::RefCell;
 
 use crate::error::{BadItem, InputError, Location};
-use crate::extension::{self, UsersExtension};
 use crate::schema::Table;
 use crate::source::framer::RawBatch;
 use crate::source::syntax::{self, SyntaxError, describe_byte};
 use crate::table::{ColumnBatch, CsvDialect, Formats, TableBuilder, csv_text};
-use item::{FieldPath, Item};
+use item::Item;
 use json::{Leaf, compact};
+use problem::DecodeError;
+use users::UsersExtension;
 
 /// What to do with a bad item (SPEC section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,7 +46,7 @@ pub struct FlattenOptions {
     pub formats: Formats,
     pub dialect: CsvDialect,
     pub on_error: OnError,
-    /// Wide attribute columns and hashed identifiers in `users` (see [`crate::extension`]).
+    /// Wide attribute columns and hashed identifiers in `users` (see [`users`]).
     pub users: Option<&'static UsersExtension>,
 }
 
@@ -56,6 +65,8 @@ pub struct FlatBatch {
     pub tables: Vec<ColumnBatch>,
     pub rejects: Vec<Reject>,
     pub items: u64,
+    /// CSV cells the postgres dialect changed (a NUL replaced), in all tables.
+    pub nul_replaced: u64,
 }
 
 /// Why a batch could not be flattened.
@@ -79,7 +90,7 @@ fn take_builders(opts: &FlattenOptions) -> Vec<TableBuilder> {
     let fits = cached.len() == 3
         && Table::ALL.iter().zip(&cached).all(|(t, b)| {
             b.fits(
-                &extension::schema_of(*t, opts.users),
+                &users::schema_of(*t, opts.users),
                 opts.formats,
                 opts.dialect,
             )
@@ -90,7 +101,7 @@ fn take_builders(opts: &FlattenOptions) -> Vec<TableBuilder> {
     Table::ALL
         .iter()
         .map(|t| {
-            let (schema, types) = extension::layout(*t, opts.users);
+            let (schema, types) = users::layout(*t, opts.users);
             TableBuilder::new(schema, &types, opts.formats, opts.dialect)
         })
         .collect()
@@ -103,8 +114,8 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
         unreachable!("take_builders returns one builder per table");
     };
     let mut rejects = Vec::new();
-    // One UTF-8 check for the whole batch is much cheaper than serde_json checking every
-    // string and raw value on its own. The items before a bad byte are still decoded first:
+    // One UTF-8 check for the whole batch is much cheaper than checking every string and raw
+    // value on its own, and lets the decoder work on `&str`. The items before a bad byte are still decoded first:
     // a problem in one of them comes earlier in the input and is the one to report.
     let (text, valid_up_to) = match std::str::from_utf8(&batch.data) {
         Ok(text) => (text, batch.data.len()),
@@ -129,7 +140,6 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
         };
         let bytes = item_text.as_bytes();
         item.clear();
-        let mut path = FieldPath::default();
         let bad = if let Some(size) = span.too_large {
             BadItem {
                 number: span.number,
@@ -142,12 +152,7 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
                 ),
             }
         } else {
-            let outcome = if bytes.first() == Some(&b'{') {
-                item::decode(item_text, &mut item, &mut path)
-            } else {
-                Err(not_an_object(bytes))
-            };
-            let Err(e) = outcome else {
+            let Err(e) = decode::decode(item_text, &mut item) else {
                 emit(&item, opts.users, users, grants, attributes);
                 continue;
             };
@@ -156,16 +161,30 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
             if let Err(broken) = syntax::check(bytes) {
                 return Err(FlattenError::Input(broken_item(batch, index, &broken)));
             }
-            if e.classify() != serde_json::error::Category::Data {
-                return Err(FlattenError::Input(syntax_in_item(batch, index, &e)));
-            }
+            let (path, problem) = match e {
+                DecodeError::Bad { path, problem } => (path, problem),
+                DecodeError::Invalid { offset, problem } => {
+                    return Err(FlattenError::Input(invalid_item(
+                        batch, index, offset, &problem,
+                    )));
+                }
+                // The syntax check agrees with the decoder on what is JSON; should they ever
+                // differ, the item is reported where it starts rather than taken.
+                DecodeError::Broken => {
+                    let broken = SyntaxError {
+                        offset: 0,
+                        problem: "the item is not valid JSON".into(),
+                    };
+                    return Err(FlattenError::Input(broken_item(batch, index, &broken)));
+                }
+            };
             let known_id = item.user_id.as_deref().map(str::to_owned);
             BadItem {
                 number: span.number,
                 location: batch.location(index),
                 user_id: known_id.or_else(|| user_id_of(bytes)),
-                field: (!path.field.is_empty() || path.grant.is_some()).then(|| path.to_string()),
-                problem: plain_message(&e.to_string()),
+                field: (!path.is_empty()).then(|| path.to_string()),
+                problem: problem.to_string(),
             }
         };
         match opts.on_error {
@@ -176,12 +195,17 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
             }),
         }
     }
+    let nul_replaced = builders
+        .iter_mut()
+        .map(TableBuilder::take_nul_replaced)
+        .sum();
     let tables = builders.iter_mut().map(TableBuilder::finish).collect();
     BUILDERS.with(|b| *b.borrow_mut() = builders);
     Ok(FlatBatch {
         tables,
         rejects,
         items: batch.items.len() as u64,
+        nul_replaced,
     })
 }
 
@@ -193,7 +217,7 @@ fn emit(
     attributes: &mut TableBuilder,
 ) {
     let user_id = item.user_id.as_deref().unwrap_or_default();
-    let (email_address, username) = extension::identifiers(ext, item);
+    let (email_address, username) = users::identifiers(ext, item);
     // The user id repeats on every grant and attribute row: check its CSV form once.
     let plain_id = csv_text::is_plain(user_id, users.dialect());
     users.text(Some(user_id));
@@ -207,7 +231,7 @@ fn emit(
     users.timestamp(item.last_login);
     users.int64(item.seq_no);
     users.text(extra::user_extra(item).as_deref());
-    extension::push_wide(ext, item, users);
+    users::push_wide(ext, item, users);
     users.end_row();
 
     for grant in &item.grants {
@@ -237,24 +261,6 @@ fn emit(
     }
 }
 
-/// The error for an item that is not an object (a bad item if it is valid JSON, which the
-/// caller checks).
-fn not_an_object(bytes: &[u8]) -> serde_json::Error {
-    let found = match bytes.first() {
-        Some(b'[') => "an array".to_string(),
-        Some(b'"') => "a string".to_string(),
-        Some(b't' | b'f') => "a boolean".to_string(),
-        Some(b'n') => "null".to_string(),
-        _ => format!(
-            "the number {}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
-        ),
-    };
-    serde::de::Error::custom(format!(
-        "expected the item to be an object with a `user`, found {found}"
-    ))
-}
-
 /// Best effort at the user id of an item that failed to decode, for the error message.
 fn user_id_of(bytes: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
@@ -263,44 +269,6 @@ fn user_id_of(bytes: &[u8]) -> Option<String> {
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
-}
-
-/// serde_json appends " at line L column C" relative to the item; the caller reports the
-/// item's own place instead.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_string(),
-        None => message.to_string(),
-    }
-}
-
-/// serde's "invalid type: map, expected X" in the order a user reads it: "expected X, found
-/// an object".
-fn plain_message(message: &str) -> String {
-    let message = strip_position(message);
-    let Some((found, expected)) = message
-        .strip_prefix("invalid type: ")
-        .and_then(|rest| rest.split_once(", expected "))
-    else {
-        return message;
-    };
-    let found = if let Some(n) = found
-        .strip_prefix("integer ")
-        .or_else(|| found.strip_prefix("floating point "))
-    {
-        format!("the number {}", n.trim_matches('`'))
-    } else if let Some(b) = found.strip_prefix("boolean ") {
-        b.to_string()
-    } else if found.starts_with("string ") {
-        format!("the {found}")
-    } else {
-        match found {
-            "map" => "an object".to_string(),
-            "sequence" => "an array".to_string(),
-            other => other.to_string(),
-        }
-    };
-    format!("expected {expected}, found {found}")
 }
 
 /// A syntax error `error.offset` bytes into item `index`, located in the input.
@@ -348,27 +316,14 @@ fn invalid_utf8(batch: &RawBatch, valid_up_to: usize) -> FlattenError {
     })
 }
 
-/// serde_json found broken JSON that [`syntax::check`] accepts (a lone surrogate escape in a
-/// key): its line and column within the item, translated to the input's coordinates.
-fn syntax_in_item(batch: &RawBatch, index: usize, error: &serde_json::Error) -> InputError {
-    let span = &batch.items[index];
-    let bytes = batch.item_bytes(index);
-    let (line, column) = (error.line().max(1), error.column().max(1));
-    // serde_json counts lines and columns; find the byte they point at.
-    let mut line_start = 0usize;
-    for _ in 1..line {
-        match memchr::memchr(b'\n', &bytes[line_start..]) {
-            Some(k) => line_start += k + 1,
-            None => break,
-        }
-    }
-    let within = (line_start + column - 1).min(bytes.len());
-    let mut problem = strip_position(&error.to_string());
-    if error.classify() == serde_json::error::Category::Eof {
-        problem = format!("{problem} (the item ends early)");
-    }
+/// JSON that the syntax check accepts but the decoder refuses (half a surrogate pair in a
+/// key): `problem` at byte `within` of item `index`.
+fn invalid_item(batch: &RawBatch, index: usize, within: usize, problem: &str) -> InputError {
     InputError::Syntax {
         location: locate(batch, index, within),
-        problem: format!("invalid JSON in item {}: {problem}", span.number),
+        problem: format!(
+            "invalid JSON in item {}: {problem}",
+            batch.items[index].number
+        ),
     }
 }

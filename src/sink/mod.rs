@@ -1,11 +1,12 @@
 //! Writers: column batches to files.
 //!
-//! Every output format implements [`TableWriter`]. A writer must be finished explicitly:
+//! Every output format (CSV, Parquet, xlsx) implements [`TableWriter`]. A writer must be finished explicitly:
 //! the Parquet footer and the final flush and fsync happen in [`TableWriter::finish`], never in
 //! `Drop`, so a failed run cannot leave a file that looks complete.
 
 pub mod csv;
 pub mod parquet;
+pub mod xlsx;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,12 @@ pub enum WriteError {
         path: PathBuf,
         #[source]
         source: ::parquet::errors::ParquetError,
+    },
+    #[error("cannot write Excel workbook {path}: {source}")]
+    Xlsx {
+        path: PathBuf,
+        #[source]
+        source: Box<rust_xlsxwriter::XlsxError>,
     },
 }
 

@@ -27,6 +27,10 @@ pub enum ParquetCompression {
     None,
 }
 
+/// Columns of unbounded free text (an attribute's value, the JSON of unmapped fields): no
+/// min/max statistics, which would copy every huge value twice (see `properties`).
+pub const UNBOUNDED_TEXT_COLUMNS: [&str; 2] = ["value", "extra"];
+
 /// The default zstd level. Parquet's own encodings already shrink the data; higher levels
 /// cost a lot of CPU for a few percent and would put the writers on the critical path.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
@@ -75,6 +79,14 @@ impl ParquetOptions {
         for column in dictionary_columns {
             builder =
                 builder.set_column_dictionary_enabled(ColumnPath::from(column.as_str()), true);
+        }
+        // arrow-rs copies a page's smallest and largest value whole before truncating them
+        // for the statistics: a 60 MB attribute cost 120 MB more than its own size in the
+        // writer (measured: 612 MB peak for sixteen such items to Parquet, 323 MB without
+        // statistics). The free-text columns, whose min/max prune nothing anyway, go without.
+        for column in UNBOUNDED_TEXT_COLUMNS {
+            builder = builder
+                .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
         }
         builder.build()
     }
@@ -195,5 +207,31 @@ impl TableWriter for ParquetWriter {
             self.done.push(close(current)?);
         }
         Ok(std::mem::take(&mut self.done))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_text_columns_go_without_statistics() {
+        let props = ParquetOptions::default().properties(&["key".to_string()]);
+        for column in UNBOUNDED_TEXT_COLUMNS {
+            assert_eq!(
+                props.statistics_enabled(&ColumnPath::from(column)),
+                EnabledStatistics::None,
+                "{column}"
+            );
+        }
+        for column in ["key", "user_id", "registered"] {
+            assert_eq!(
+                props.statistics_enabled(&ColumnPath::from(column)),
+                EnabledStatistics::Page,
+                "{column}"
+            );
+        }
+        assert!(props.dictionary_enabled(&ColumnPath::from("key")));
+        assert!(!props.dictionary_enabled(&ColumnPath::from("value")));
     }
 }

@@ -125,6 +125,56 @@ enum Phase {
     Done,
 }
 
+/// Why [`Framer::scan_value`] could not frame a value.
+#[derive(Debug)]
+enum ScanError {
+    Input(InputError),
+    /// The input ended inside the value, at `location`.
+    Truncated {
+        location: Location,
+        inside: Inside,
+    },
+}
+
+/// What the input ended inside of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inside {
+    String,
+    Container,
+}
+
+impl Inside {
+    /// The message for an input that ends here; callers may add which item it was.
+    fn message(self) -> String {
+        let what = match self {
+            Inside::String => "a string",
+            Inside::Container => "an unclosed object or array",
+        };
+        format!(
+            "the input ends inside {what}; the export is truncated: download it again or check \
+             the disk was not full"
+        )
+    }
+}
+
+impl From<InputError> for ScanError {
+    fn from(e: InputError) -> Self {
+        ScanError::Input(e)
+    }
+}
+
+impl From<ScanError> for InputError {
+    fn from(e: ScanError) -> Self {
+        match e {
+            ScanError::Input(e) => e,
+            ScanError::Truncated { location, inside } => InputError::Syntax {
+                location,
+                problem: inside.message(),
+            },
+        }
+    }
+}
+
 /// How the scan of one value ended.
 enum Scanned {
     /// The value is `buf[start..end]`.
@@ -153,6 +203,8 @@ pub struct Framer<R> {
     next_number: u64,
     /// `meta.count` of an envelope, when seen before the results (for progress).
     pub declared_count: Option<u64>,
+    /// Whether the envelope's `results` was met: an envelope without it is no export page.
+    results_seen: bool,
 }
 
 fn is_ws(b: u8) -> bool {
@@ -205,6 +257,7 @@ impl<R: Read> Framer<R> {
             phase: Phase::Start,
             next_number: first_number,
             declared_count: None,
+            results_seen: false,
         }
     }
 
@@ -600,6 +653,15 @@ impl<R: Read> Framer<R> {
                 return Ok(true);
             }
             (Slot::AfterValue | Slot::Open, b'}') => {
+                if !self.results_seen {
+                    // Not an empty page (that is `"results": []`): no export at all, which
+                    // must not end as a successful export of nothing.
+                    return Err(self.syntax(
+                        self.pos,
+                        "the `{...}` object ends without `\"results\"`: expected a paginated \
+                         export page (`{\"results\": [items...], ...}`)",
+                    ));
+                }
                 self.pos += 1;
                 self.close_container();
                 return Ok(true);
@@ -650,6 +712,7 @@ impl<R: Read> Framer<R> {
             slot: Slot::AfterValue,
         });
         if key == "results" {
+            self.results_seen = true;
             match value_byte {
                 Some(b'[') => {
                     self.pos += 1;
@@ -659,7 +722,6 @@ impl<R: Read> Framer<R> {
                     });
                     return Ok(true);
                 }
-                Some(b'n') => {} // `"results": null` is an empty page; checked below.
                 other => {
                     return Err(self.syntax(
                         self.pos,
@@ -699,7 +761,6 @@ impl<R: Read> Framer<R> {
                 format!("invalid JSON in the envelope's {key:?}: {}", e.problem),
             ));
         }
-        // (`"results"` gets here only when its value starts with `n`: valid, that is `null`.)
         if key == "meta"
             && let Ok(meta) = serde_json::from_slice::<serde_json::Value>(value)
             && let Some(count) = meta.get("count").and_then(serde_json::Value::as_u64)
@@ -726,19 +787,17 @@ impl<R: Read> Framer<R> {
         let scanned = self
             .scan_value(self.pos, self.opts.max_item_bytes)
             .map_err(|e| match e {
-                InputError::Syntax { location, problem }
-                    if problem.starts_with("the input ends") =>
-                {
-                    InputError::Syntax {
-                        location,
-                        problem: format!(
-                            "{problem} (in item {}, which starts at byte {offset}, line {}, \
-                             column {})",
-                            self.next_number, line, column
-                        ),
-                    }
-                }
-                other => other,
+                ScanError::Truncated { location, inside } => InputError::Syntax {
+                    location,
+                    problem: format!(
+                        "{} (in item {}, which starts at byte {offset}, line {}, column {})",
+                        inside.message(),
+                        self.next_number,
+                        line,
+                        column
+                    ),
+                },
+                ScanError::Input(e) => e,
             })?;
         let from = batch.data.len();
         let (end, too_large) = match scanned {
@@ -767,7 +826,7 @@ impl<R: Read> Framer<R> {
     /// as needed. Returns the value's range in `buf` (valid until the next fill). A value larger
     /// than `limit` is not kept: once past the limit, scanned bytes are dropped at each refill
     /// (so memory stays bounded) and only its end and size are returned.
-    fn scan_value(&mut self, at: usize, limit: usize) -> Result<Scanned, InputError> {
+    fn scan_value(&mut self, at: usize, limit: usize) -> Result<Scanned, ScanError> {
         let begin = self.base + at as u64;
         let mut start = at;
         let mut i = at;
@@ -802,19 +861,16 @@ impl<R: Read> Framer<R> {
                     if scalar {
                         return Ok(done(self, start, i, dropping));
                     }
-                    let what = if in_string {
-                        "a string"
+                    let inside = if in_string {
+                        Inside::String
                     } else {
-                        "an unclosed object or array"
+                        Inside::Container
                     };
                     // `i` is one past the end when the input ends just after a backslash.
-                    return Err(self.syntax(
-                        i.min(self.len),
-                        format!(
-                            "the input ends inside {what}; the export is truncated: download it \
-                             again or check the disk was not full"
-                        ),
-                    ));
+                    return Err(ScanError::Truncated {
+                        location: self.location_at(i.min(self.len)),
+                        inside,
+                    });
                 }
                 continue;
             }

@@ -5,6 +5,7 @@
 //! and piped. Every source counts the raw bytes it hands out, so progress can show how far
 //! through a file or a download the run is.
 
+pub mod drive;
 pub mod framer;
 pub mod scan;
 pub mod syntax;

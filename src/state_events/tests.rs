@@ -45,6 +45,7 @@ fn run(text: &'static str) -> Result<(EventsStats, Collected), StateEventsError>
     let formats = Formats {
         csv: true,
         parquet: true,
+        xlsx: false,
     };
     let stats = export(
         &open,

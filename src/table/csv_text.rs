@@ -2,7 +2,7 @@
 //!
 //! A cell is quoted when it holds a separator, a quote or a line break, and also when it is
 //! the empty string: an unquoted empty cell is NULL, so `""` keeps the two apart for readers
-//! such as DuckDB that make the same distinction.
+//! such as DuckDB and PostgreSQL's `COPY ... (FORMAT csv)` that make the same distinction.
 
 /// How CSV cells are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -13,16 +13,30 @@ pub enum CsvDialect {
     /// For spreadsheets: CRLF line ends, a byte-order mark, and text cells that a spreadsheet
     /// would run as a formula prefixed with `'`.
     Excel,
+    /// For PostgreSQL's `COPY ... (FORMAT csv, HEADER)`: plain, except that every NUL
+    /// character, which PostgreSQL's text types cannot hold, becomes U+FFFD (the Unicode
+    /// replacement character). The cells changed are counted (see
+    /// [`TableBuilder::take_nul_replaced`](super::TableBuilder::take_nul_replaced)).
+    Postgres,
 }
 
 impl CsvDialect {
     /// The record terminator.
     pub fn line_end(self) -> &'static [u8] {
         match self {
-            CsvDialect::Plain => b"\n",
+            CsvDialect::Plain | CsvDialect::Postgres => b"\n",
             CsvDialect::Excel => b"\r\n",
         }
     }
+}
+
+/// What the postgres dialect writes for a NUL character.
+pub const NUL_REPLACEMENT: char = '\u{FFFD}';
+
+/// Whether `text` is a cell the postgres dialect changes (it holds a NUL).
+#[inline]
+pub fn has_nul(text: &str) -> bool {
+    memchr::memchr(0, text.as_bytes()).is_some()
 }
 
 /// Appends `bytes` to `out`, for the many short pieces that CSV cells and Arrow string columns
@@ -73,6 +87,11 @@ pub fn append_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Appends one text cell.
 pub fn push_text_cell(out: &mut Vec<u8>, text: &str, dialect: CsvDialect) {
+    // One comparison on the plain path; the postgres dialect pays for a scan for NUL.
+    if dialect == CsvDialect::Postgres && has_nul(text) {
+        let replaced = text.replace('\0', NUL_REPLACEMENT.encode_utf8(&mut [0; 4]));
+        return push_text_cell(out, &replaced, CsvDialect::Plain);
+    }
     let bytes = text.as_bytes();
     let guard = dialect == CsvDialect::Excel
         && matches!(
@@ -111,7 +130,8 @@ pub fn is_plain(text: &str, dialect: CsvDialect) -> bool {
             bytes.first(),
             Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
         );
-    !bytes.is_empty() && !guarded && !needs_quoting(bytes)
+    let changed = dialect == CsvDialect::Postgres && has_nul(text);
+    !(bytes.is_empty() || guarded || needs_quoting(bytes) || changed)
 }
 
 /// Whether `bytes` holds `,` `"` `\n` or `\r`. Every text cell passes through here, so it
@@ -244,6 +264,19 @@ mod tests {
     fn the_word_scan_alone_finds_them_too() {
         // What other architectures run, and x86_64 for cells under 16 bytes.
         finds_every_position(needs_quoting_swar);
+    }
+
+    #[test]
+    fn postgres_replaces_nul_and_keeps_null_apart_from_empty() {
+        assert_eq!(cell("a\0b", CsvDialect::Postgres), "a\u{FFFD}b");
+        assert_eq!(cell("\0,\0", CsvDialect::Postgres), "\"\u{FFFD},\u{FFFD}\"");
+        assert_eq!(cell("", CsvDialect::Postgres), "\"\"");
+        assert_eq!(cell("=1+1", CsvDialect::Postgres), "=1+1");
+        assert!(!is_plain("a\0b", CsvDialect::Postgres));
+        assert!(is_plain("ab", CsvDialect::Postgres));
+        // The plain dialect keeps every byte.
+        assert_eq!(cell("a\0b", CsvDialect::Plain), "a\0b");
+        assert!(is_plain("a\0b", CsvDialect::Plain));
     }
 
     #[test]

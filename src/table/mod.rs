@@ -17,8 +17,8 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 
-use crate::flatten::timestamp::write_timestamp;
 use crate::schema::ColumnType;
+use crate::timestamp::write_timestamp;
 pub use csv_text::CsvDialect;
 use text_column::TextColumn;
 
@@ -27,6 +27,15 @@ use text_column::TextColumn;
 pub struct Formats {
     pub csv: bool,
     pub parquet: bool,
+    /// Excel workbooks, written from the same Arrow columns as Parquet.
+    pub xlsx: bool,
+}
+
+impl Formats {
+    /// Whether batches carry Arrow columns (for Parquet and xlsx).
+    pub fn arrow(self) -> bool {
+        self.parquet || self.xlsx
+    }
 }
 
 /// One table's rows from one batch of items.
@@ -35,7 +44,7 @@ pub struct ColumnBatch {
     pub rows: usize,
     /// CSV records (no header), when CSV is written.
     pub csv: Vec<u8>,
-    /// The Arrow columns, when Parquet is written.
+    /// The Arrow columns, when Parquet or xlsx is written.
     pub arrow: Option<RecordBatch>,
 }
 
@@ -120,6 +129,8 @@ pub struct TableBuilder {
     columns: Option<Vec<ColumnBuilder>>,
     column: usize,
     rows: usize,
+    /// CSV cells the postgres dialect changed (NUL replaced) since the last take.
+    nul_replaced: u64,
 }
 
 impl TableBuilder {
@@ -131,7 +142,7 @@ impl TableBuilder {
         dialect: CsvDialect,
     ) -> Self {
         let columns = formats
-            .parquet
+            .arrow()
             .then(|| types.iter().map(|&t| ColumnBuilder::new(t)).collect());
         TableBuilder {
             schema,
@@ -141,6 +152,7 @@ impl TableBuilder {
             columns,
             column: 0,
             rows: 0,
+            nul_replaced: 0,
         }
     }
 
@@ -149,7 +161,13 @@ impl TableBuilder {
         Arc::ptr_eq(&self.schema, schema)
             && self.dialect == dialect
             && self.csv_enabled == formats.csv
-            && self.columns.is_some() == formats.parquet
+            && self.columns.is_some() == formats.arrow()
+    }
+
+    /// How many CSV cells the postgres dialect changed (a NUL replaced) since the last call;
+    /// the count starts again from zero.
+    pub fn take_nul_replaced(&mut self) -> u64 {
+        std::mem::take(&mut self.nul_replaced)
     }
 
     /// Rows pushed since the last finish.
@@ -174,6 +192,9 @@ impl TableBuilder {
         if self.csv_enabled
             && let Some(v) = value
         {
+            if self.dialect == CsvDialect::Postgres && csv_text::has_nul(v) {
+                self.nul_replaced += 1;
+            }
             csv_text::push_text_cell(&mut self.csv, v, self.dialect);
         }
         if let Some(ColumnBuilder::Text(b)) = self.builder() {

@@ -394,7 +394,7 @@ fn without_quiet_the_phases_frame_the_error() {
     assert_eq!(
         stderr(&out),
         format!(
-            "Preparing user export...\nExport failed.\n{}",
+            "Preparing user export...\nExport failed. Please try again.\n{}",
             expected_stderr("nul-in-string.json", &bytes)
         )
     );
@@ -1050,7 +1050,7 @@ fn interrupt_mid_run(signal: &str, feed: bool) {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
         stderr(&output).ends_with(
-            "Export failed.\nzephr-etl: interrupted (Ctrl-C or SIGTERM); no output file of this run was kept\n"
+            "Export failed. Please try again.\nzephr-etl: interrupted (Ctrl-C or SIGTERM); no output file of this run was kept\n"
         ),
         "{}",
         stderr(&output)

@@ -323,12 +323,12 @@ fn unauthorized_and_forbidden_fail_at_once_naming_what_to_check() {
     for (fault, expected) in [
         (
             Fault::Unauthorized,
-            "Export failed.\nzephr-etl: page 1: authentication failed (401): check \
+            "Export failed. Please try again.\nzephr-etl: page 1: authentication failed (401): check \
              ZEPHR_ACCESS_KEY and ZEPHR_SECRET_KEY (or --secret-key-file) for tenant acme",
         ),
         (
             Fault::Forbidden,
-            "Export failed.\nzephr-etl: page 1: permission denied (403): the key pair needs \
+            "Export failed. Please try again.\nzephr-etl: page 1: permission denied (403): the key pair needs \
              the user-export permission for tenant acme",
         ),
     ] {
@@ -409,7 +409,7 @@ fn resume_continues_after_the_last_committed_page() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = stderr_of(&output);
     assert!(
-        stderr.contains("Export failed.\nzephr-etl: pages 1-3 are kept in "),
+        stderr.contains("Export failed. Please try again.\nzephr-etl: pages 1-3 are kept in "),
         "{stderr}"
     );
     assert!(
@@ -700,6 +700,7 @@ fn state_events_are_fetched_with_the_sources_columns() {
     cfg.state_events = Some(StateEventsMock {
         rows: events_rows(),
         fail: false,
+        ..Default::default()
     });
     cfg.lifetime = Duration::from_secs(60);
     let server = MockServer::start(cfg);
@@ -749,6 +750,7 @@ fn a_failed_state_events_phase_keeps_the_user_tables_and_exits_3() {
     cfg.state_events = Some(StateEventsMock {
         rows: events_rows(),
         fail: true,
+        ..Default::default()
     });
     cfg.lifetime = Duration::from_secs(60);
     let server = MockServer::start(cfg);
@@ -1071,4 +1073,445 @@ fn credentials_in_a_base_url_never_reach_the_message() {
             "{url}: {stderr}"
         );
     }
+}
+
+// ---- issue 15: a live fetch a nightly job can trust ----
+
+const BIN: &str = env!("CARGO_BIN_EXE_zephr-etl");
+
+/// Waits up to `limit` for `cond`, polling.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Events whose cells are all text, for CSV pages (JSON numbers would be rewritten).
+fn csv_event_rows() -> Vec<String> {
+    [
+        r#"{"event_id":"e1","user_id":"u1","state":"active","at":"2024-01-02T03:04:05Z"}"#,
+        r#"{"event_id":"e2","user_id":"u2","state":"say \"hi\", twice\nthen stop","at":"2024-01-03T00:00:00Z"}"#,
+        r#"{"event_id":"e3","user_id":"u3","at":"2024-01-04T00:00:00Z"}"#,
+        r#"{"event_id":"e4","user_id":"u4","state":"outside the window","at":"2024-03-01T00:00:00Z"}"#,
+        r#"{"event_id":"e5","user_id":"u5","state":"paused","at":"2024-01-31T23:59:59Z"}"#,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn regression_issue15_csv_state_events_over_several_pages() {
+    let tmp = TempDir::new().unwrap();
+    let (_, items) = export(3);
+    let mut cfg = MockConfig::new(ACCESS_KEY, SECRET, items);
+    cfg.state_events = Some(StateEventsMock {
+        rows: csv_event_rows(),
+        csv: true,
+        time_field: Some("at".into()),
+        ..Default::default()
+    });
+    cfg.lifetime = Duration::from_secs(60);
+    let server = MockServer::start(cfg);
+    let out = tmp.path().join("out");
+    let output = fetch(&server, &out, &["--state-events", "--rpp", "2"])
+        .args([
+            "--events-from",
+            "2024-01-01T00:00:00Z",
+            "--events-to",
+            "2024-02-01",
+        ])
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("state_events: 4 rows, 4 columns\nAll exports complete!\n"),
+        "{stderr}"
+    );
+    let header = ["event_id", "user_id", "state", "at"];
+    let expected = vec![
+        vec![s("e1"), s("u1"), s("active"), s("2024-01-02T03:04:05Z")],
+        vec![
+            s("e2"),
+            s("u2"),
+            s("say \"hi\", twice\nthen stop"),
+            s("2024-01-03T00:00:00Z"),
+        ],
+        vec![s("e3"), s("u3"), None, s("2024-01-04T00:00:00Z")],
+        vec![s("e5"), s("u5"), s("paused"), s("2024-01-31T23:59:59Z")],
+    ];
+    let (h, rows) = reference::read_csv(&out.join("state_events.csv"));
+    assert_eq!(h, header);
+    assert_eq!(rows, expected);
+    let (h, rows) = parquet_strings(&out.join("state_events.parquet"));
+    assert_eq!(h, header);
+    assert_eq!(rows, expected);
+    // Two full pages of 2, then a page of none (a header only) ends the export.
+    let pages: Vec<u32> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == mock_zephr::EVENTS_PATH && r.status == 200)
+        .filter_map(|r| r.page)
+        .collect();
+    for page in 1..=3 {
+        assert!(pages.contains(&page), "{pages:?}");
+    }
+    assert!(!out.join(WORK_DIR).exists());
+}
+
+#[test]
+fn regression_issue15_grants_and_attributes_only_when_asked() {
+    let tmp = TempDir::new().unwrap();
+    let (_, items) = export(4);
+    let mut cfg = MockConfig::new(ACCESS_KEY, SECRET, items);
+    cfg.honour_includes = true;
+    cfg.lifetime = Duration::from_secs(60);
+    let server = MockServer::start(cfg);
+    let out = tmp.path().join("out");
+    zephr()
+        .args(["fetch", "--tenant", "acme", "--base-url", &server.base_url])
+        .arg("-o")
+        .arg(&out)
+        .args(["--rpp", "3", "-q"])
+        .assert()
+        .success();
+    let (_, users) = reference::read_csv(&out.join("users.csv"));
+    assert_eq!(users.len(), 4);
+    for table in ["grants", "attributes"] {
+        let (_, rows) = reference::read_csv(&out.join(format!("{table}.csv")));
+        assert!(rows.is_empty(), "{table}: {rows:?}");
+    }
+}
+
+/// `pages 1-N are kept` in a failed run's message: N.
+fn kept_pages(stderr: &str) -> u32 {
+    let at = stderr
+        .find("pages 1-")
+        .unwrap_or_else(|| panic!("{stderr}"))
+        + "pages 1-".len();
+    let digits: String = stderr[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap()
+}
+
+#[test]
+fn regression_issue15_sigint_keeps_the_pages_received_and_resume_continues() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, items) = export(20);
+    let want = converted(&bytes, &tmp);
+    let mut cfg = MockConfig::new(ACCESS_KEY, SECRET, items);
+    // Ten pages of 2, each answered after a while, so that the signal comes mid-fetch.
+    cfg.page_delay = Duration::from_millis(250);
+    cfg.lifetime = Duration::from_secs(90);
+    let server = MockServer::start(cfg);
+    let out = tmp.path().join("out");
+    let args = ["--rpp", "2", "--concurrency", "1"];
+    // The arguments `fetch` adds, so that the --resume below is the same command.
+    let mut child = std::process::Command::new(BIN)
+        .args(["fetch", "--tenant", "acme", "--base-url", &server.base_url])
+        .arg("-o")
+        .arg(&out)
+        .args(["--grants", "--attributes", "--retry-base-ms", "1"])
+        .args(args)
+        .env("ZEPHR_ACCESS_KEY", ACCESS_KEY)
+        .env("ZEPHR_SECRET_KEY", SECRET)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || user_pages(&server).len() >= 3),
+        "the fetch did not get going"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-s", "INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        wait_for(Duration::from_secs(30), || child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "no exit after SIGINT"
+    );
+    let output = child.wait_with_output().unwrap();
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let kept = kept_pages(&stderr);
+    assert!((1..10).contains(&kept), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Export failed. Please try again.\nzephr-etl: pages 1-{kept} are kept in {}",
+            out.join(WORK_DIR).display()
+        )) && stderr.ends_with(&format!(
+            "; rerun the same command with --resume to continue from page {}: interrupted \
+             (Ctrl-C or SIGTERM)\n",
+            kept + 1
+        )),
+        "{stderr}"
+    );
+    assert_eq!(journal_segments(&out), [(1, u64::from(kept))]);
+
+    // The request the interrupted run had in flight is logged once its delay is over: wait
+    // until the log has been still for a while.
+    let mut seen = server.requests().len();
+    let mut still_since = Instant::now();
+    let started = Instant::now();
+    while still_since.elapsed() < Duration::from_millis(800)
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = server.requests().len();
+        if now != seen {
+            seen = now;
+            still_since = Instant::now();
+        }
+    }
+    let before = server.requests().len();
+    let output = fetch(&server, &out, &args)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let asked: Vec<u32> = server.requests()[before..]
+        .iter()
+        .filter_map(|r| r.page)
+        .collect();
+    let rest: Vec<u32> = (kept + 1..=10).collect();
+    assert_eq!(asked, rest, "pages 1-{kept} are not asked for again");
+    eprintln!("issue 15: SIGINT kept pages 1-{kept}; --resume asked for {asked:?}");
+    assert_same_tables(&out, &want);
+    assert!(!out.join(WORK_DIR).exists());
+}
+
+#[test]
+fn regression_issue15_a_stalled_page_is_retried_after_the_timeout() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, items) = export(10);
+    let want = converted(&bytes, &tmp);
+    // Page 2 says nothing at all; page 3 stalls after its headers and half its body.
+    let faults = vec![
+        Fault::Stall {
+            page: 2,
+            attempt: 1,
+            millis: 4_000,
+            after_headers: false,
+        },
+        Fault::Stall {
+            page: 3,
+            attempt: 1,
+            millis: 4_000,
+            after_headers: true,
+        },
+    ];
+    let server = mock(&items, faults);
+    let out = tmp.path().join("out");
+    let started = Instant::now();
+    let output = fetch(
+        &server,
+        &out,
+        &["--rpp", "3", "--concurrency", "1", "--timeout", "1"],
+    )
+    .output()
+    .unwrap();
+    let took = started.elapsed();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    eprintln!("issue 15: two stalled pages recovered with --timeout 1 in {took:?} in all");
+    assert_same_tables(&out, &want);
+    let attempts = |page| {
+        user_pages(&server)
+            .iter()
+            .filter(|r| r.page == Some(page))
+            .count()
+    };
+    assert_eq!((attempts(2), attempts(3)), (2, 2));
+
+    // Without retries the run ends, and says how long a page may take at most.
+    let server = mock(
+        &items,
+        vec![Fault::Stall {
+            page: 1,
+            attempt: 1,
+            millis: 4_000,
+            after_headers: false,
+        }],
+    );
+    let out = tmp.path().join("no-retries");
+    let output = fetch(&server, &out, &["--timeout", "1", "--retries", "0"])
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("failed after 1 attempts: no data for 1 s (")
+            && stderr.contains(
+                "with these timeout and retry settings a page is given up after at most 2 s of \
+                 silence and backoff)"
+            ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn regression_issue15_progress_bar_under_a_terminal() {
+    let tmp = TempDir::new().unwrap();
+    let (_, items) = export(12);
+    let mut cfg = MockConfig::new(ACCESS_KEY, SECRET, items);
+    cfg.page_delay = Duration::from_millis(300);
+    cfg.lifetime = Duration::from_secs(60);
+    let server = MockServer::start(cfg);
+    let out = tmp.path().join("out");
+    // `script` gives the run a pseudo-terminal for stderr, as an interactive shell has. A
+    // batch per page, so that the bar moves with every page.
+    // A wide terminal, so that indicatif does not cut the line at the default 80 columns.
+    let command = format!(
+        "stty cols 200 rows 40; {BIN} fetch --tenant acme --base-url {} -o '{}' --rpp 2 --concurrency 1 \
+         --batch-size 2",
+        server.base_url,
+        out.display()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("ZEPHR_ACCESS_KEY", ACCESS_KEY)
+        .env("ZEPHR_SECRET_KEY", SECRET)
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("`script` (util-linux) runs");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    assert!(screen.contains("Preparing user export..."), "{screen}");
+    // A bar with a percentage and the estimated size of a paginated fetch, users as users.
+    assert!(screen.contains("% Downloading: "), "{screen}");
+    assert!(screen.contains("MB (estimated) ("), "{screen}");
+    assert!(screen.contains(" users)"), "{screen}");
+    assert!(screen.contains("#"), "{screen}");
+    assert!(screen.contains("Export complete!"), "{screen}");
+    assert!(!screen.contains(" rows)"), "{screen}");
+}
+
+#[test]
+fn regression_issue15_a_closed_stderr_never_panics() {
+    let tmp = TempDir::new().unwrap();
+    let (bytes, _) = export(50);
+    let input = tmp.path().join("export.json");
+    std::fs::write(&input, &bytes).unwrap();
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, b"[{\"user\":").unwrap();
+    for (file, code) in [(&input, 0), (&bad, 1)] {
+        let out = tmp.path().join(format!("out-{code}"));
+        let mut child = std::process::Command::new(BIN)
+            .arg("convert")
+            .arg(file)
+            .arg("-o")
+            .arg(&out)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away at once, as `| head -1` does after its line.
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{}", file.display());
+        assert_eq!(out.join("users.csv").exists(), code == 0);
+    }
+}
+
+#[test]
+fn regression_issue15_credentials_are_configuration_errors() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out");
+    let base = [
+        "fetch",
+        "--tenant",
+        "acme",
+        "--base-url",
+        "http://127.0.0.1:9",
+    ];
+    // No access key: exit 2, as a missing ZEPHR_ETL_PII_KEY.
+    let output = zephr()
+        .args(base)
+        .arg("-o")
+        .arg(&out)
+        .env_remove("ZEPHR_ACCESS_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr_of(&output));
+    assert!(stderr_of(&output).contains("ZEPHR_ACCESS_KEY is not set"));
+    // The secret itself given where its file's name goes is not echoed.
+    let output = zephr()
+        .args(base)
+        .arg("-o")
+        .arg(&out)
+        .args(["--secret-key-file", SECRET])
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains(SECRET), "{stderr}");
+    assert!(
+        stderr.contains("--secret-key-file: cannot read the secret key file: "),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn regression_issue15_an_envelope_without_results_is_no_export() {
+    let tmp = TempDir::new().unwrap();
+    for (name, body) in [
+        ("null.json", r#"{"results": null, "meta": {"count": 0}}"#),
+        (
+            "none.json",
+            r#"{"meta": {"count": 0, "rpp": 500}, "links": {"next": null}}"#,
+        ),
+    ] {
+        let input = tmp.path().join(name);
+        std::fs::write(&input, body).unwrap();
+        let out = tmp.path().join(format!("out-{name}"));
+        let output = zephr()
+            .arg("convert")
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert!(!stderr.contains("Export complete!"), "{name}: {stderr}");
+        assert!(stderr.contains("results"), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn regression_issue15_bash_completes_after_a_subcommand() {
+    let output = zephr().args(["completions", "bash"]).output().unwrap();
+    assert!(output.status.success());
+    let script = String::from_utf8(output.stdout).unwrap();
+    let tmp = TempDir::new().unwrap();
+    let path = tmp.path().join("zephr-etl.bash");
+    std::fs::write(&path, script).unwrap();
+    // What bash does on `zephr-etl convert --wide<TAB>`.
+    let probe = format!(
+        "source '{}'; COMP_WORDS=(zephr-etl convert --wide); COMP_CWORD=2; \
+         _zephr__etl zephr-etl --wide convert; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        path.display()
+    );
+    let output = std::process::Command::new("bash")
+        .args(["--norc", "-c", &probe])
+        .output()
+        .unwrap();
+    let completions = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(completions, "--wide-attributes\n");
 }

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mock_zephr::{Fault, MockConfig, MockServer, RecordedRequest, StateEventsMock};
-use zephr_etl::fetch::client::parse_imf_fixdate;
+use zephr_etl::fetch::client::parse_retry_after;
 use zephr_etl::fetch::{
     BodyShape, Client, ClientConfig, Credentials, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery,
     FetchError, PagesError, PagesSummary, RetryPolicy, SecretKey, USER_EXPORT_PATH, fetch_pages,
@@ -296,42 +296,18 @@ fn retry_after_seconds_is_honoured() {
     assert_all_signed(&server);
 }
 
-/// An IMF-fixdate, e.g. `Wed, 21 Oct 2015 07:28:00 GMT` (civil-from-days, H. Hinnant).
-fn http_date(secs: u64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        WEEKDAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[test]
 fn retry_after_http_date_is_honoured() {
-    assert_eq!(http_date(1_445_412_480), "Wed, 21 Oct 2015 07:28:00 GMT");
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let when = http_date(now + 2);
-    assert_eq!(parse_imf_fixdate(&when), Some(now + 2));
+    let at = UNIX_EPOCH + Duration::from_secs(now + 2);
+    let when = httpdate::fmt_http_date(at);
+    assert_eq!(
+        parse_retry_after(&when, UNIX_EPOCH + Duration::from_secs(now)),
+        Some(Duration::from_secs(2))
+    );
     let server = start_mock(
         3,
         vec![Fault::Status {
@@ -766,6 +742,7 @@ fn state_events_pages_and_failure() {
             .map(|i| format!(r#"{{"event_id":"e{i}","state":"active"}}"#))
             .collect(),
         fail: false,
+        ..Default::default()
     });
     let server = MockServer::start(cfg);
     let client = new_client(&server);
@@ -795,6 +772,7 @@ fn state_events_pages_and_failure() {
     cfg.state_events = Some(StateEventsMock {
         rows: Vec::new(),
         fail: true,
+        ..Default::default()
     });
     let server = MockServer::start(cfg);
     let client = client_with(&server.base_url, SECRET, 1);

@@ -11,5 +11,6 @@ mod convert;
 mod errors;
 mod fetch_cli;
 mod fetch_client;
+mod loaders;
 mod object_store;
 mod warehouse;

@@ -16,10 +16,15 @@
 //!   - Single-array mode when the query has neither `page` nor `rpp`, or has
 //!     `paginate=false`: the whole export as one top-level JSON array, written item by item
 //!     (with a `Content-Length`). For faults this request counts as page 0.
-//!   - Other parameters (`grants`, `attributes`, `since`, ...) are accepted and ignored.
+//!   - `grants` and `attributes` leave each item's grants and `user.attributes` out unless
+//!     `true`, when [`MockConfig::honour_includes`] (the tests' exports are served as they
+//!     are otherwise); other parameters (`since`, ...) are accepted and ignored.
+//!   - [`MockConfig::page_delay`] holds every answer back that long (to interrupt a run).
 //! - `GET /v4/user-export?eventsExport=true&from=..&to=..[&rpp=..][&page=..]`: the rows of
-//!   [`StateEventsMock`] in the same envelope; 400 without `eventsExport=true`, `from` and
-//!   `to`; 500 every time when [`StateEventsMock::fail`].
+//!   [`StateEventsMock`] in the same envelope, or as CSV with a header on every page when
+//!   [`StateEventsMock::csv`]; rows whose [`StateEventsMock::time_field`] lies outside
+//!   `[from, to)` are left out. 400 without `eventsExport=true`, `from` and `to`; 500 every
+//!   time when [`StateEventsMock::fail`].
 //!
 //! - `GET /v3/schema/users`: [`MockConfig::user_schema`] as it is (a JSON array of fields);
 //!   404 when it is `None`.
@@ -81,6 +86,10 @@ pub struct MockConfig {
     pub lifetime: Duration,
     /// The body of `GET /v3/schema/users`; `None` answers 404 there.
     pub user_schema: Option<String>,
+    /// Leave grants and attributes out of items unless the query asks for them.
+    pub honour_includes: bool,
+    /// Wait this long before answering every user-export request.
+    pub page_delay: Duration,
 }
 
 impl MockConfig {
@@ -98,6 +107,8 @@ impl MockConfig {
             nested_results: false,
             lifetime: DEFAULT_LIFETIME,
             user_schema: None,
+            honour_includes: false,
+            page_delay: Duration::ZERO,
         }
     }
 }
@@ -109,6 +120,11 @@ pub struct StateEventsMock {
     pub rows: Vec<String>,
     /// Answer 500 to every request.
     pub fail: bool,
+    /// Serve pages as `text/csv`, a header row on every page, instead of JSON envelopes.
+    pub csv: bool,
+    /// The field whose time must lie in `[from, to)` (compared as text); rows without it
+    /// are always served.
+    pub time_field: Option<String>,
 }
 
 /// An injected failure of `/v3/user-export`. `page` 0 is the single-array request.
@@ -131,6 +147,18 @@ pub enum Fault {
         page: u32,
         /// The attempt (1-based).
         attempt: u32,
+    },
+    /// Accept the request and go silent for `millis` (after sending the headers and part of
+    /// the body when `after_headers`), then close: a stalled server.
+    Stall {
+        /// The page.
+        page: u32,
+        /// The attempt (1-based).
+        attempt: u32,
+        /// How long.
+        millis: u64,
+        /// Stall after the headers and half the body rather than before answering.
+        after_headers: bool,
     },
     /// Close the connection without answering.
     Hangup {
@@ -304,6 +332,9 @@ struct Reply {
     payload: Payload,
     truncate: bool,
     hangup: bool,
+    /// Go silent this long: before answering, or after half the body when `truncate`.
+    stall: Option<Duration>,
+    content_type: &'static str,
 }
 
 enum Payload {
@@ -320,6 +351,8 @@ impl Reply {
             payload: Payload::Bytes(body.into_bytes()),
             truncate: false,
             hangup: false,
+            stall: None,
+            content_type: "application/json",
         }
     }
 
@@ -393,15 +426,21 @@ fn write_reply(mut stream: TcpStream, state: &State, reply: Reply) -> io::Result
     if reply.hangup {
         return stream.shutdown(Shutdown::Both);
     }
+    if let (Some(stall), false) = (reply.stall, reply.truncate) {
+        // Silent before the status line; the client's timeout ends it first.
+        std::thread::sleep(stall);
+        return stream.shutdown(Shutdown::Both);
+    }
     let len = match &reply.payload {
         Payload::Bytes(b) => b.len(),
         Payload::AllItems => all_items_len(&state.cfg.items),
     };
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {len}\r\n\
          Connection: close\r\n",
         reply.status,
-        reason(reply.status)
+        reason(reply.status),
+        reply.content_type
     );
     for (name, value) in &reply.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -431,6 +470,11 @@ fn write_reply(mut stream: TcpStream, state: &State, reply: Reply) -> io::Result
     }
     out.inner.flush()?;
     drop(out);
+    if let Some(stall) = reply.stall {
+        // Headers and half the body are out: now silence, as a stalled server's.
+        std::thread::sleep(stall);
+        return stream.shutdown(Shutdown::Both);
+    }
     // Closing (not just dropping) makes a truncated body end with a clean FIN.
     stream.shutdown(Shutdown::Write)
 }
@@ -559,6 +603,9 @@ impl State {
         let attempt = self.next_attempt(path, page);
         record.page = Some(page);
         record.attempt = attempt;
+        if !self.cfg.page_delay.is_zero() {
+            std::thread::sleep(self.cfg.page_delay);
+        }
 
         let mut fault = None;
         for f in &self.cfg.faults {
@@ -583,6 +630,11 @@ impl State {
                     page: p,
                     attempt: a,
                 }
+                | Fault::Stall {
+                    page: p,
+                    attempt: a,
+                    ..
+                }
                 | Fault::EchoRequest {
                     page: p,
                     attempt: a,
@@ -591,6 +643,7 @@ impl State {
                 _ => {}
             }
         }
+        let items = self.included(params);
         let mut reply = match paging {
             None => Reply {
                 status: 200,
@@ -598,10 +651,10 @@ impl State {
                 payload: Payload::AllItems,
                 truncate: false,
                 hangup: false,
+                stall: None,
+                content_type: "application/json",
             },
-            Some((page, rpp)) => {
-                Reply::json(200, self.envelope(&self.cfg.items, path, query, page, rpp))
-            }
+            Some((page, rpp)) => Reply::json(200, self.envelope(&items, path, query, page, rpp)),
         };
         match fault {
             Some(Fault::Status {
@@ -616,6 +669,14 @@ impl State {
             }
             Some(Fault::TruncateBody { .. }) => reply.truncate = true,
             Some(Fault::Hangup { .. }) => reply.hangup = true,
+            Some(Fault::Stall {
+                millis,
+                after_headers,
+                ..
+            }) => {
+                reply.stall = Some(Duration::from_millis(millis));
+                reply.truncate = after_headers;
+            }
             Some(Fault::EchoRequest { status, .. }) => {
                 let echo = format!(
                     "you sent Authorization: {} (secret {}) {}",
@@ -655,7 +716,42 @@ impl State {
         if events.fail {
             return Reply::message(500, "state events export failed");
         }
-        Reply::json(200, self.envelope(&events.rows, path, query, page, rpp))
+        let rows = events.in_window(&params["from"], &params["to"]);
+        if events.csv {
+            let mut reply = Reply::json(200, csv_page(&rows, page, rpp));
+            reply.content_type = "text/csv; charset=utf-8";
+            return reply;
+        }
+        Reply::json(200, self.envelope(&rows, path, query, page, rpp))
+    }
+
+    /// The items as the query asks for them: without grants or attributes unless asked,
+    /// when [`MockConfig::honour_includes`].
+    fn included(&self, params: &HashMap<String, String>) -> Vec<String> {
+        let asked = |name: &str| params.get(name).is_some_and(|v| v == "true");
+        if !self.cfg.honour_includes || (asked("grants") && asked("attributes")) {
+            return self.cfg.items.clone();
+        }
+        self.cfg
+            .items
+            .iter()
+            .map(|raw| {
+                let Ok(mut item) = serde_json::from_str::<serde_json::Value>(raw) else {
+                    return raw.clone();
+                };
+                if let Some(item) = item.as_object_mut() {
+                    if !asked("grants") {
+                        item.remove("grants");
+                    }
+                    if !asked("attributes")
+                        && let Some(user) = item.get_mut("user").and_then(|u| u.as_object_mut())
+                    {
+                        user.remove("attributes");
+                    }
+                }
+                item.to_string()
+            })
+            .collect()
     }
 
     fn next_attempt(&self, path: &str, page: u32) -> u32 {
@@ -713,6 +809,68 @@ impl State {
         out.push('}');
         out
     }
+}
+
+impl StateEventsMock {
+    /// The rows whose time field lies in `[from, to)`, compared as text (ISO-8601 times of
+    /// one form sort as text).
+    fn in_window(&self, from: &str, to: &str) -> Vec<String> {
+        let Some(field) = &self.time_field else {
+            return self.rows.clone();
+        };
+        self.rows
+            .iter()
+            .filter(|raw| {
+                let value: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
+                match value.get(field).and_then(|v| v.as_str()) {
+                    Some(at) => at >= from && at < to,
+                    None => true,
+                }
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// One page of `rows` (flat JSON objects) as CSV: the header (the union of the keys of all
+/// rows, in first-seen order) on every page, as Zephr's CSV pages have it.
+fn csv_page(rows: &[String], page: u32, rpp: usize) -> String {
+    let objects: Vec<serde_json::Map<String, serde_json::Value>> = rows
+        .iter()
+        .map(|raw| serde_json::from_str(raw).unwrap_or_default())
+        .collect();
+    let mut header: Vec<String> = Vec::new();
+    for object in &objects {
+        for key in object.keys() {
+            if !header.contains(key) {
+                header.push(key.clone());
+            }
+        }
+    }
+    let cell = |text: &str| {
+        if text.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", text.replace('"', "\"\""))
+        } else {
+            text.to_owned()
+        }
+    };
+    let line = |cells: Vec<String>| cells.join(",") + "\r\n";
+    let mut out = line(header.iter().map(|h| cell(h)).collect());
+    let from = ((page as usize - 1).saturating_mul(rpp)).min(objects.len());
+    let to = from.saturating_add(rpp).min(objects.len());
+    for object in &objects[from..to] {
+        out.push_str(&line(
+            header
+                .iter()
+                .map(|key| match object.get(key) {
+                    None | Some(serde_json::Value::Null) => String::new(),
+                    Some(serde_json::Value::String(s)) => cell(s),
+                    Some(other) => cell(&other.to_string()),
+                })
+                .collect(),
+        ));
+    }
+    out
 }
 
 fn page_and_rpp(

@@ -1,6 +1,8 @@
-//! Timestamp parsing and formatting.
+//! The calendar: timestamp parsing and formatting, and the civil date of an instant.
 //!
-//! Zephr writes user times as ISO-8601 with `Z` and grant times as `YYYY-MM-DD HH:MM:SS`
+//! This is the crate's one calendar: the flattener parses every timestamp cell with
+//! [`parse_timestamp_micros`], the tables print them with [`write_timestamp`], and the
+//! generator spells its synthetic times with [`Civil`]. Zephr writes user times as ISO-8601 with `Z` and grant times as `YYYY-MM-DD HH:MM:SS`
 //! without a zone; exports from other tools carry offsets and fractions. Every one of them
 //! becomes microseconds since the Unix epoch in UTC, which is what Parquet stores and what the
 //! CSV prints back. A hand-written parser is used because it is exact (no float arithmetic)
@@ -116,6 +118,41 @@ fn days_in_month(year: i64, month: u32) -> u32 {
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
+    }
+}
+
+/// A UTC date and time of day, to the second, in the proleptic Gregorian calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    /// 1 to 12.
+    pub month: u32,
+    /// 1 to 31.
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+impl Civil {
+    /// The date and time of `seconds` since the Unix epoch (negative before 1970).
+    pub fn from_unix_seconds(seconds: i64) -> Civil {
+        let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+        let of_day = seconds.rem_euclid(86_400) as u32;
+        Civil {
+            year,
+            month,
+            day,
+            hour: of_day / 3600,
+            minute: of_day / 60 % 60,
+            second: of_day % 60,
+        }
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn unix_seconds(&self) -> i64 {
+        days_from_civil(self.year, self.month, self.day) * 86_400
+            + i64::from(self.hour * 3600 + self.minute * 60 + self.second)
     }
 }
 
@@ -301,6 +338,59 @@ mod tests {
         for days in (-800_000..800_000).step_by(997) {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        let t = Civil::from_unix_seconds(1_614_181_408);
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute, t.second),
+            (2021, 2, 24, 15, 43, 28)
+        );
+        assert_eq!(t.unix_seconds(), 1_614_181_408);
+        assert_eq!(Civil::from_unix_seconds(-1).unix_seconds(), -1);
+    }
+
+    /// Arrow's calendar (chrono's, through `temporal_conversions`): an implementation this
+    /// module shares nothing with.
+    fn library_text(micros: i64) -> String {
+        arrow_array::temporal_conversions::timestamp_us_to_datetime(micros)
+            .expect("in chrono's range")
+            .format("%Y-%m-%dT%H:%M:%S%.6f")
+            .to_string()
+    }
+
+    proptest::proptest! {
+        /// Parsing and civil dates agree with an independent calendar over the whole range,
+        /// in the shapes Zephr writes and with offsets.
+        #[test]
+        fn agrees_with_an_independent_calendar(
+            micros in MIN_MICROS + 86_400_000_000..=MAX_MICROS - 86_400_000_000,
+            shape in 0u8..4,
+            offset_minutes in -(23 * 60 + 59)..=(23 * 60 + 59i64),
+        ) {
+            let full = library_text(micros);
+            let (date, time) = (&full[..10], &full[11..19]);
+            let fraction = &full[19..];
+            let (text, expected) = match shape {
+                // Zephr's user times, and its zone-less grant times.
+                0 => (format!("{date}T{time}Z"), micros - micros.rem_euclid(1_000_000)),
+                1 => (format!("{date} {time}{fraction}"), micros),
+                2 => (date.to_string(), micros - micros.rem_euclid(86_400_000_000)),
+                // The same instant written in another zone.
+                _ => {
+                    let local = library_text(micros + offset_minutes * 60_000_000);
+                    let sign = if offset_minutes < 0 { '-' } else { '+' };
+                    let m = offset_minutes.abs();
+                    (format!("{}{sign}{:02}:{:02}", local.replace(' ', "T"), m / 60, m % 60), micros)
+                }
+            };
+            proptest::prop_assert_eq!(parse_timestamp_micros(&text), Some(expected), "{}", text);
+            let civil = Civil::from_unix_seconds(micros.div_euclid(1_000_000));
+            let spelled = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                civil.year, civil.month, civil.day, civil.hour, civil.minute, civil.second
+            );
+            proptest::prop_assert_eq!(spelled, &full[..19]);
         }
     }
 
