@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs DuckDB's Python package into .venv-ci (once) and prints that venv's python path on
+# Installs DuckDB's and pyarrow's Python packages into .venv-ci (once) and prints that venv's python path on
 # stdout, for the tests to read as ZEPHR_ETL_TEST_PYTHON. Everything else goes to stderr.
 # .ci/run calls it as:   export ZEPHR_ETL_TEST_PYTHON="$(bash .ci/duckdb-setup.sh)"
 # A failure (no python3, no network) prints nothing and exits 0: the tests then check the
@@ -9,12 +9,12 @@ cd "$(dirname "$0")/.."
 venv=.venv-ci
 python="$PWD/$venv/bin/python"
 {
-  if ! "$python" -c 'import duckdb' 2>/dev/null; then
+  if ! "$python" -c 'import duckdb, pyarrow.dataset' 2>/dev/null; then
     python3 -m venv "$venv" &&
-      "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb
+      "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb pyarrow
   fi
 } >&2
-if "$python" -c 'import duckdb' 2>/dev/null; then
+if "$python" -c 'import duckdb, pyarrow.dataset' 2>/dev/null; then
   echo "$python"
 else
   echo "duckdb-setup: DuckDB is not available; the tests fall back to the Rust Parquet reader" >&2

@@ -75,8 +75,10 @@ pub enum CsvDialectArg {
 /// Options shared by every command that writes tables.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
-    /// Directory that receives the tables (created if missing).
-    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    /// Directory that receives the tables (created if missing), or an object-store prefix:
+    /// s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX (credentials from the
+    /// cloud's standard environment variables).
+    #[arg(short = 'o', long = "output", value_name = "DIR|URL")]
     pub output: PathBuf,
     /// Formats to write.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "csv,parquet")]
@@ -215,6 +217,11 @@ pub struct FetchArgs {
     /// Continue an interrupted fetch into the same DIR with the same arguments.
     #[arg(long, conflicts_with = "no_paginate")]
     pub resume: bool,
+    /// Local folder that keeps a paginated fetch's pages for --resume (default: DIR's hidden
+    /// .zephr-etl-fetch for a folder; for a bucket, a folder named after it in the user's
+    /// cache directory, else the temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
     /// Remember the time of the last successful run here and use it as --since next time.
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,

@@ -20,6 +20,10 @@
 //! describes a run's files; [`inspect`] summarises an export without writing tables;
 //! [`allocator`] tunes glibc for the batches' large, short-lived buffers.
 //!
+//! Where outputs go: [`dest`] is the destination seam (a folder or an object-store prefix,
+//! one commit protocol); [`cloud`] parses `s3://`, `gs://` and `az://` URLs and builds their
+//! stores, for outputs and for inputs.
+//!
 //! Modules depend only downwards in this order (each line may use the lines below it, never
 //! one above; checked with `grep -rho 'crate::[a-z_]*'` per module):
 //! - [`pipeline`], [`state_events`], [`inspect`], [`wide`], [`extension`] (a re-export);
@@ -28,9 +32,11 @@
 //! - [`sink`], [`source`], [`pii`];
 //! - [`table`], [`naming`];
 //! - [`schema`], [`timestamp`] (the one calendar), [`generate`] (uses only [`timestamp`]),
-//!   [`error`], [`allocator`], [`signal`].
+//!   [`error`], [`allocator`], [`signal`], [`cloud`] (object-store URLs and clients, for
+//!   [`source`] and [`dest`]).
 
 pub mod allocator;
+pub mod cloud;
 pub mod ddl;
 pub mod dest;
 pub mod error;

@@ -20,7 +20,8 @@ use super::wide::{UsersPlan, check_rereadable, discover, report_mismatches};
 use crate::cli::ConvertArgs;
 
 pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let inputs: Vec<InputSpec> = args.inputs.iter().map(|a| InputSpec::parse(a)).collect();
+    let inputs =
+        InputSpec::parse_all(&args.inputs).map_err(|e| super::UsageError(e.to_string()))?;
     if inputs.iter().filter(|i| **i == InputSpec::Stdin).count() > 1 {
         return Err(anyhow::Error::new(super::UsageError(
             "`-` (stdin) can be given only once".into(),

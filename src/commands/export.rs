@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use serde_json::{Value, json};
 use zephr_etl::dest::DestError;
-use zephr_etl::dest::local::LocalDir;
 use zephr_etl::export::{Export, ExportError, ExportOptions, REJECTS_NAME};
 use zephr_etl::fetch::resume::ResumeError;
 use zephr_etl::flatten::{FlattenOptions, OnError};
@@ -88,12 +87,19 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
     }
 }
 
-/// Opens the `-o` folder and the export into it: locked, recovered, checked.
+/// Opens the `-o` folder or bucket prefix and the export into it: locked, recovered, checked.
+/// A malformed or unsupported URL, or a store that cannot be configured, is a usage error.
 pub fn open(args: &OutputArgs, source: Value) -> anyhow::Result<Export> {
-    let dest = LocalDir::open(&args.output).map_err(|e| explain(e.into()))?;
+    let dest = zephr_etl::dest::open(&args.output.to_string_lossy()).map_err(|e| {
+        if e.is_usage() {
+            anyhow::Error::new(UsageError(format!("-o: {e}")))
+        } else {
+            explain(e.into())
+        }
+    })?;
     let mut opts = options(args);
     opts.source = source;
-    Export::open(Arc::new(dest), opts).map_err(explain)
+    Export::open(Arc::from(dest), opts).map_err(explain)
 }
 
 /// Refuses a side file (`flag`'s path) that would be one of the run's outputs in DIR.

@@ -145,7 +145,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         tenant: plan.tenant.clone(),
         base_url: plan.base_url.clone(),
         started,
-        work: WorkDir::of(dir),
+        work: work_dir(&args),
     };
     let outcome = if args.no_paginate {
         export.fetch_stream(&fetch, &progress)
@@ -297,6 +297,17 @@ fn query_flag(field: QueryField) -> &'static str {
         QueryField::Rpp => "--rpp",
         QueryField::EventsFrom => "--events-from",
         QueryField::EventsTo => "--events-to",
+    }
+}
+
+/// Where a paginated fetch keeps its pages: `--work-dir`, else inside a local `-o` folder,
+/// else (a bucket) a local folder named after the destination: pages never go to a bucket.
+fn work_dir(args: &FetchArgs) -> WorkDir {
+    let output = args.output.output.to_string_lossy();
+    match &args.work_dir {
+        Some(dir) => WorkDir::at(dir.clone()),
+        None if zephr_etl::cloud::is_local(&output) => WorkDir::of(&args.output.output),
+        None => WorkDir::at(zephr_etl::cloud::default_work_dir(&output)),
     }
 }
 

@@ -13,7 +13,8 @@ use zephr_etl::source::{InputSpec, open_input};
 use crate::cli::InspectArgs;
 
 pub fn run(args: &InspectArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let inputs: Vec<InputSpec> = args.inputs.iter().map(|a| InputSpec::parse(a)).collect();
+    let inputs =
+        InputSpec::parse_all(&args.inputs).map_err(|e| super::UsageError(e.to_string()))?;
     if inputs.iter().filter(|i| **i == InputSpec::Stdin).count() > 1 {
         anyhow::bail!("`-` (stdin) can be given only once");
     }

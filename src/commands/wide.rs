@@ -101,6 +101,7 @@ pub fn check_rereadable(inputs: &[InputSpec]) -> anyhow::Result<()> {
     for input in inputs {
         let readable_twice = match input {
             InputSpec::Stdin => false,
+            InputSpec::Object(_) => true,
             InputSpec::Path(path) => std::fs::metadata(path).map_or(true, |m| m.is_file()),
         };
         if !readable_twice {

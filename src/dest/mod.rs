@@ -9,14 +9,23 @@
 //! [`discard`](Destination::discard)s them when it fails.
 //!
 //! Readers trust `manifest.json` only: a dataset is exactly the files it lists.
+//!
+//! [`open`] turns a `-o` text into the destination it names: a folder, or an object-store
+//! prefix ([`object`]: streamed multipart uploads in [`upload`], a leased conditional lock
+//! object in [`lease`]; URLs parsed by [`crate::cloud`]).
 
+pub mod lease;
 pub mod local;
+pub mod object;
 pub mod sync_behind;
+pub mod upload;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
+
+use crate::cloud::{CloudError, Location};
 
 /// Why a destination could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +77,32 @@ pub enum DestError {
         #[source]
         source: io::Error,
     },
+    /// The object store refused or failed: no such bucket, access denied, wrong region, a
+    /// lock lost to another run, or another failure after the retries.
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+}
+
+impl DestError {
+    /// Whether the error is about the arguments or the configuration (a malformed or
+    /// unsupported URL, a store that cannot be configured): exit status 2, not a failure.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, DestError::Cloud(e) if e.is_usage())
+    }
+}
+
+/// The destination a `-o` text names: a local folder (created if missing), or an object-store
+/// prefix (`s3://`, `gs://`, `az://` and the other spellings [`crate::cloud::parse`] accepts,
+/// configured from the cloud's environment). Any other scheme is an error
+/// ([`DestError::is_usage`]), never a local folder.
+pub fn open(text: &str) -> Result<Box<dyn Destination>, DestError> {
+    match crate::cloud::parse(text)? {
+        Location::Local(path) => Ok(Box::new(local::LocalDir::open(&path)?)),
+        Location::Cloud(url) => Ok(Box::new(object::ObjectDest::open(
+            &url,
+            object::ObjectOptions::default(),
+        )?)),
+    }
 }
 
 /// A place a run writes its dataset into: a local folder, an object-store prefix.

@@ -210,6 +210,11 @@ impl WorkDir {
         }
     }
 
+    /// A work folder at `path` itself (`--work-dir`, or one outside a bucket destination).
+    pub fn at(path: PathBuf) -> WorkDir {
+        WorkDir { path }
+    }
+
     /// The folder's path.
     pub fn path(&self) -> &Path {
         &self.path

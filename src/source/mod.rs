@@ -1,4 +1,5 @@
-//! Sources of export bytes: files, stdin, and (in `fetch`) HTTP responses.
+//! Sources of export bytes: files, stdin, objects in a bucket (`s3://`, `gs://`, `az://`,
+//! streamed), and (in `fetch`) HTTP responses.
 //!
 //! Compression is recognised by magic bytes, never by file name, because exports get renamed
 //! and piped. Every source counts the raw bytes it hands out, so progress can show how far
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::cloud::reader::ObjectReader;
+use crate::cloud::{CloudError, CloudUrl, Location};
 use crate::error::InputError;
 
 /// One input as named on the command line.
@@ -22,16 +25,26 @@ use crate::error::InputError;
 pub enum InputSpec {
     Stdin,
     Path(PathBuf),
+    /// An object in a bucket, read as a stream.
+    Object(CloudUrl),
 }
 
 impl InputSpec {
-    /// `-` is stdin; anything else a path.
-    pub fn parse(arg: &str) -> InputSpec {
+    /// `-` is stdin; `s3://`, `gs://`, `az://` (and the other spellings [`crate::cloud::parse`]
+    /// knows) an object; anything else that looks like a URL an error; the rest a path.
+    pub fn parse(arg: &str) -> Result<InputSpec, CloudError> {
         if arg == "-" {
-            InputSpec::Stdin
-        } else {
-            InputSpec::Path(PathBuf::from(arg))
+            return Ok(InputSpec::Stdin);
         }
+        Ok(match crate::cloud::parse(arg)? {
+            Location::Local(path) => InputSpec::Path(path),
+            Location::Cloud(url) => InputSpec::Object(url),
+        })
+    }
+
+    /// Every argument, or the first that is a bad URL.
+    pub fn parse_all<S: AsRef<str>>(args: &[S]) -> Result<Vec<InputSpec>, CloudError> {
+        args.iter().map(|a| InputSpec::parse(a.as_ref())).collect()
     }
 
     /// The name used in messages.
@@ -39,13 +52,16 @@ impl InputSpec {
         match self {
             InputSpec::Stdin => Arc::from("<stdin>"),
             InputSpec::Path(p) => Arc::from(p.display().to_string()),
+            InputSpec::Object(url) => Arc::from(url.display()),
         }
     }
 
     /// The size on disk, when known (for progress).
     pub fn size(&self) -> Option<u64> {
         match self {
-            InputSpec::Stdin => None,
+            // An object's size would cost a request before the run starts; progress shows
+            // bytes read instead.
+            InputSpec::Stdin | InputSpec::Object(_) => None,
             InputSpec::Path(p) => std::fs::metadata(p).ok().map(|m| m.len()),
         }
     }
@@ -157,6 +173,13 @@ pub fn open_input(
                 source,
             })?;
             decompress(Counting::new(file, counter), &name)
+        }
+        InputSpec::Object(url) => {
+            let reader = ObjectReader::open(url).map_err(|e| InputError::Io {
+                input: name.clone(),
+                source: io::Error::other(e),
+            })?;
+            decompress(Counting::new(reader, counter), &name)
         }
     }
 }

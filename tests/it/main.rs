@@ -12,4 +12,5 @@ mod errors;
 mod fetch_cli;
 mod fetch_client;
 mod loaders;
+mod object_store;
 mod warehouse;

@@ -938,6 +938,39 @@ fn duckdb_reads_every_table_and_dataset_with_the_right_types() {
         // Wide equals long, in DuckDB's own arithmetic.
         assert_eq!(answer["checks"][0], numeric_ages, "{check}");
     }
+    // pyarrow's dataset API reads each table's folder of parts whole (as Spark does).
+    let folders: Vec<String> = expected_rows
+        .iter()
+        .map(|(table, _)| format!("parquet/{table}"))
+        .collect();
+    let rows = pyarrow_dataset_rows(&python, &dataset, &folders);
+    for ((table, want), got) in expected_rows.iter().zip(rows) {
+        assert_eq!(got, *want, "pyarrow.dataset of parquet/{table}");
+    }
+}
+
+/// The rows pyarrow's dataset API finds in each folder of `folders` (inside `dir`), read as
+/// one Parquet dataset each.
+fn pyarrow_dataset_rows(python: &Path, dir: &Path, folders: &[String]) -> Vec<u64> {
+    let script = r#"
+import json, os, sys
+import pyarrow.dataset as ds
+os.chdir(sys.argv[1])
+print(json.dumps([ds.dataset(f, format="parquet").count_rows() for f in json.loads(sys.argv[2])]))
+"#;
+    let output = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .arg(serde_json::to_string(folders).unwrap())
+        .output()
+        .expect("the python of ZEPHR_ETL_TEST_PYTHON runs");
+    assert!(
+        output.status.success(),
+        "pyarrow failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 const ACCESS_KEY: &str = "AK-wide-test";

@@ -4,3 +4,4 @@
 pub mod harness;
 pub mod mock_zephr;
 pub mod reference;
+pub mod s3;

@@ -1,0 +1,249 @@
+//! The `object_store` client of a [`CloudUrl`], configured from the cloud's environment, with
+//! retries, and the translation of its errors into [`CloudError`]s a user can act on.
+//!
+//! Credentials and endpoints come only from each cloud's standard variables: for S3
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` (or
+//! `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT`), `AWS_ALLOW_HTTP`, and the
+//! instance and web-identity chains; for GCS `GOOGLE_APPLICATION_CREDENTIALS` (or
+//! `GOOGLE_SERVICE_ACCOUNT`); for Azure `AZURE_STORAGE_ACCOUNT_NAME`,
+//! `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_SAS_KEY`, `AZURE_CLIENT_ID`... as
+//! `object_store`'s `from_env` builders read them.
+//!
+//! The store is async; the tool is not. Each [`Store`] owns a small private tokio runtime and
+//! blocks on it from the calling thread, which is never itself a runtime thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::multipart::MultipartStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+
+use super::{Cloud, CloudError, CloudUrl, redact};
+
+/// What `object_store` offers for one cloud: plain objects and explicit multipart uploads.
+pub trait CloudStore: ObjectStore + MultipartStore {}
+impl<T: ObjectStore + MultipartStore> CloudStore for T {}
+
+/// How hard to retry and how long to wait.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Retries of a request that failed with a 5xx, a throttling answer or a dropped connection.
+    pub max_retries: usize,
+    /// Backoff before the first retry; it doubles up to `max_backoff`.
+    pub init_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Give up retrying a request after this long.
+    pub retry_timeout: Duration,
+    /// One request's time limit (a part of 8 MiB on a slow link must fit).
+    pub request_timeout: Duration,
+    /// Settings applied over the environment's, as `object_store` names them
+    /// (`aws_endpoint`, `aws_access_key_id`, `azure_storage_account_name`, ...): for callers
+    /// that configure a store without touching the process environment (tests).
+    pub config: Vec<(String, String)>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_retries: 10,
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            retry_timeout: Duration::from_secs(180),
+            request_timeout: Duration::from_secs(300),
+            config: Vec::new(),
+        }
+    }
+}
+
+/// A connected store: the client, the bucket and prefix it serves, and a runtime to block on.
+pub struct Store {
+    pub client: Arc<dyn CloudStore>,
+    pub url: CloudUrl,
+    pub runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl Store {
+    /// Builds the client of `url` from the environment. Nothing is sent yet.
+    pub fn connect(url: &CloudUrl, options: &StoreOptions) -> Result<Store, CloudError> {
+        let retry = RetryConfig {
+            max_retries: options.max_retries,
+            retry_timeout: options.retry_timeout,
+            backoff: BackoffConfig {
+                init_backoff: options.init_backoff,
+                max_backoff: options.max_backoff,
+                ..BackoffConfig::default()
+            },
+        };
+        let client_options = ClientOptions::new()
+            .with_timeout(options.request_timeout)
+            .with_connect_timeout(Duration::from_secs(30));
+        // Keys of the builders' own, parsed by each; unknown ones are a configuration error.
+        let extra = options
+            .config
+            .iter()
+            .filter(|(k, _)| !k.ends_with("allow_http"));
+        let config_error = |e: object_store::Error| CloudError::Config {
+            url: url.display(),
+            detail: redact(&e.to_string()),
+        };
+        let allow_http = env_flag("AWS_ALLOW_HTTP")
+            || env_flag("AZURE_ALLOW_HTTP")
+            || options
+                .config
+                .iter()
+                .any(|(k, v)| k.ends_with("allow_http") && v == "true");
+        let client_options = client_options.with_allow_http(allow_http);
+        let client: Arc<dyn CloudStore> = match url.cloud {
+            Cloud::S3 => {
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_url(url.url().as_str())
+                    .with_retry(retry)
+                    .with_client_options(client_options);
+                // `AWS_ENDPOINT_URL` is the name the AWS CLI and SDKs read.
+                if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                // `If-None-Match: *` and `If-Match` on PUT (S3 has them since 2024): the lock
+                // object needs both. A user's own AWS_CONDITIONAL_PUT wins.
+                if std::env::var_os("AWS_CONDITIONAL_PUT").is_none() {
+                    builder = builder.with_config(AmazonS3ConfigKey::ConditionalPut, "etag");
+                }
+                for (key, value) in extra {
+                    builder = builder.with_config(key.parse().map_err(config_error)?, value);
+                }
+                Arc::new(builder.build().map_err(config_error)?)
+            }
+            Cloud::Gcs => {
+                let mut builder = GoogleCloudStorageBuilder::from_env()
+                    .with_url(url.url().as_str())
+                    .with_retry(retry)
+                    .with_client_options(client_options);
+                for (key, value) in extra {
+                    builder = builder.with_config(key.parse().map_err(config_error)?, value);
+                }
+                Arc::new(builder.build().map_err(config_error)?)
+            }
+            Cloud::Azure => {
+                let mut builder = MicrosoftAzureBuilder::from_env()
+                    .with_url(url.url().as_str())
+                    .with_retry(retry)
+                    .with_client_options(client_options);
+                for (key, value) in extra {
+                    builder = builder.with_config(key.parse().map_err(config_error)?, value);
+                }
+                Arc::new(builder.build().map_err(config_error)?)
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("zephr-etl-store")
+            .enable_all()
+            .build()
+            .map_err(|e| CloudError::Config {
+                url: url.display(),
+                detail: format!("cannot start the upload threads: {e}"),
+            })?;
+        Ok(Store {
+            client,
+            url: url.clone(),
+            runtime: Arc::new(runtime),
+        })
+    }
+
+    /// The object path of `name` under the URL's key prefix.
+    pub fn path(&self, name: &str) -> object_store::path::Path {
+        let key = &self.url.key;
+        let full = match (key.is_empty(), name.is_empty()) {
+            (true, _) => name.to_string(),
+            (false, true) => key.clone(),
+            (false, false) => format!("{key}/{name}"),
+        };
+        object_store::path::Path::from(full)
+    }
+
+    /// The error of `action` on `name` (relative to the prefix), in terms a user can act on.
+    pub fn error(
+        &self,
+        action: &'static str,
+        name: &str,
+        error: object_store::Error,
+    ) -> CloudError {
+        classify(&self.url, action, &self.url.target(name), error)
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name)
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
+
+/// Sorts a store error into no such bucket, access denied, wrong region, not found or other.
+/// The stores' error texts carry the S3/Azure/GCS error code, which is what tells them apart
+/// (a missing bucket and a missing key are both a 404).
+pub fn classify(
+    url: &CloudUrl,
+    action: &'static str,
+    target: &str,
+    error: object_store::Error,
+) -> CloudError {
+    let text = redact(&error.to_string());
+    let has = |needle: &str| text.contains(needle);
+    let bucket = url.bucket.clone();
+    if has("NoSuchBucket") || has("ContainerNotFound") || has("The specified bucket does not exist")
+    {
+        return CloudError::NoSuchBucket { bucket };
+    }
+    if has("PermanentRedirect")
+        || has("AuthorizationHeaderMalformed")
+        || has("IncorrectEndpoint")
+        || has("301 Moved Permanently")
+        || has("incorrectly configured region")
+    {
+        return CloudError::WrongRegion {
+            bucket,
+            detail: shorten(&text),
+        };
+    }
+    if matches!(
+        error,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) || has("AccessDenied")
+        || has("InvalidAccessKeyId")
+        || has("SignatureDoesNotMatch")
+        || has("AuthenticationFailed")
+        || has("AuthorizationFailure")
+        || has("403 Forbidden")
+    {
+        return CloudError::AccessDenied {
+            target: target.to_string(),
+            detail: shorten(&text),
+        };
+    }
+    if let object_store::Error::NotFound { .. } = error {
+        return CloudError::NotFound {
+            target: target.to_string(),
+        };
+    }
+    CloudError::Store {
+        action,
+        target: target.to_string(),
+        detail: shorten(&text),
+    }
+}
+
+/// Store errors quote whole XML bodies; a message needs the first few hundred characters.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 400;
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.len() <= MAX {
+        return flat;
+    }
+    let mut end = MAX;
+    while !flat.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &flat[..end])
+}
