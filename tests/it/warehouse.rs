@@ -796,17 +796,28 @@ for q in checks:
     out["checks"].append(con.execute(q).fetchall()[0][0])
 print(json.dumps(out))
 "#;
+    let args = [serde_json::json!(patterns), serde_json::json!(checks)];
+    run_python(python, script, dir, &args)
+}
+
+/// Runs `script` with `python` in `dir`, each of `args` as a JSON argument after the folder,
+/// and parses what it prints as JSON; fails the test with the script's stderr otherwise.
+fn run_python<T: serde::de::DeserializeOwned>(
+    python: &Path,
+    script: &str,
+    dir: &Path,
+    args: &[Value],
+) -> T {
     let output = std::process::Command::new(python)
         .arg("-c")
         .arg(script)
         .arg(dir)
-        .arg(serde_json::to_string(patterns).unwrap())
-        .arg(serde_json::to_string(checks).unwrap())
+        .args(args.iter().map(Value::to_string))
         .output()
         .expect("the python of ZEPHR_ETL_TEST_PYTHON runs");
     assert!(
         output.status.success(),
-        "duckdb failed: {}",
+        "python failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
@@ -958,19 +969,7 @@ import pyarrow.dataset as ds
 os.chdir(sys.argv[1])
 print(json.dumps([ds.dataset(f, format="parquet").count_rows() for f in json.loads(sys.argv[2])]))
 "#;
-    let output = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .arg(dir)
-        .arg(serde_json::to_string(folders).unwrap())
-        .output()
-        .expect("the python of ZEPHR_ETL_TEST_PYTHON runs");
-    assert!(
-        output.status.success(),
-        "pyarrow failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    run_python(python, script, dir, &[serde_json::json!(folders)])
 }
 
 const ACCESS_KEY: &str = "AK-wide-test";

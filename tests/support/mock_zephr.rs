@@ -643,7 +643,6 @@ impl State {
                 _ => {}
             }
         }
-        let items = self.included(params);
         let mut reply = match paging {
             None => Reply {
                 status: 200,
@@ -654,7 +653,10 @@ impl State {
                 stall: None,
                 content_type: "application/json",
             },
-            Some((page, rpp)) => Reply::json(200, self.envelope(&items, path, query, page, rpp)),
+            Some((page, rpp)) => {
+                let items = self.included(params);
+                Reply::json(200, self.envelope(&items, path, query, page, rpp))
+            }
         };
         match fault {
             Some(Fault::Status {
@@ -727,10 +729,12 @@ impl State {
 
     /// The items as the query asks for them: without grants or attributes unless asked,
     /// when [`MockConfig::honour_includes`].
-    fn included(&self, params: &HashMap<String, String>) -> Vec<String> {
+    /// Borrowed when nothing is left out: copying every item for every page made a
+    /// 200,000-user fetch wait a minute on the mock (400 pages x 217 MB).
+    fn included(&self, params: &HashMap<String, String>) -> std::borrow::Cow<'_, [String]> {
         let asked = |name: &str| params.get(name).is_some_and(|v| v == "true");
         if !self.cfg.honour_includes || (asked("grants") && asked("attributes")) {
-            return self.cfg.items.clone();
+            return std::borrow::Cow::Borrowed(&self.cfg.items);
         }
         self.cfg
             .items
