@@ -160,6 +160,19 @@ impl LocalDir {
     /// Creates the folders of `name`'s parent inside the root, refusing a symlink or a
     /// non-folder on the way; returns the final path.
     fn prepare_parent(&self, name: &str) -> Result<PathBuf, DestError> {
+        self.walk_parent(name, true)
+    }
+
+    /// Fails when a folder on the way to `name` is a symlink or not a folder (without
+    /// creating anything).
+    fn check_parent(&self, name: &str) -> Result<(), DestError> {
+        self.walk_parent(name, false).map(drop)
+    }
+
+    /// Walks the folders of `name`'s parent inside the root, refusing a symlink or a
+    /// non-folder on the way. A missing folder is created when `create`; otherwise the walk
+    /// stops there (nothing below it can be in the way). Returns the final path.
+    fn walk_parent(&self, name: &str, create: bool) -> Result<PathBuf, DestError> {
         check_name(name)?;
         let mut path = self.root.clone();
         let parts: Vec<&str> = name.split('/').collect();
@@ -171,6 +184,7 @@ impl LocalDir {
                 }
                 Ok(meta) if !meta.is_dir() => return Err(DestError::NotADir { path }),
                 Ok(_) => {}
+                Err(_) if !create => break,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -186,26 +200,6 @@ impl LocalDir {
             }
         }
         Ok(self.root.join(name))
-    }
-
-    /// Fails when a folder on the way to `name` is a symlink or not a folder (without
-    /// creating anything).
-    fn check_parent(&self, name: &str) -> Result<(), DestError> {
-        check_name(name)?;
-        let mut path = self.root.clone();
-        let parts: Vec<&str> = name.split('/').collect();
-        for part in &parts[..parts.len() - 1] {
-            path.push(part);
-            match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    return Err(DestError::Symlink { path });
-                }
-                Ok(meta) if !meta.is_dir() => return Err(DestError::NotADir { path }),
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        Ok(())
     }
 
     /// Step d for one file. A staged file that is gone was moved before (recovery).
