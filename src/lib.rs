@@ -38,6 +38,7 @@
 pub mod allocator;
 pub mod cloud;
 pub mod ddl;
+pub mod describe;
 pub mod dest;
 pub mod error;
 pub mod export;
