@@ -41,6 +41,21 @@ pub enum InputError {
     },
     #[error("{location}: {problem}")]
     Syntax { location: Location, problem: String },
+    /// A part of the export the run cannot do without (an envelope member, not an item) is
+    /// larger than the item size limit ([`FramerOptions::max_item_bytes`]).
+    ///
+    /// [`FramerOptions::max_item_bytes`]: crate::source::framer::FramerOptions::max_item_bytes
+    #[error(
+        "{location}: {what} is {size} bytes, larger than the item size limit ({limit} bytes); \
+         raise the limit if the export is genuine"
+    )]
+    TooLarge {
+        location: Location,
+        /// What is too large (`the envelope's "meta"`).
+        what: String,
+        size: u64,
+        limit: usize,
+    },
     /// Reading stopped part way: a corrupt or cut-off compressed file, a dropped connection.
     /// The location is where the data stopped.
     #[error("{location}: {source}")]
@@ -62,8 +77,33 @@ pub struct BadItem {
     pub user_id: Option<String>,
     /// The path of the offending field (`user.registered`, `grants.results[2].startTime`).
     pub field: Option<String>,
-    /// What is wrong and, where there is one, the fix.
-    pub problem: String,
+    /// What is wrong.
+    pub problem: ItemProblem,
+}
+
+/// Why an item is bad.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemProblem {
+    /// Larger than the item size limit: its bytes were read past, never held.
+    TooLarge {
+        /// The item's size in bytes.
+        size: u64,
+    },
+    /// A field that cannot be mapped faithfully: what is wrong and, where there is one, the fix.
+    Field(String),
+}
+
+impl fmt::Display for ItemProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ItemProblem::TooLarge { size } => write!(
+                f,
+                "the item is {size} bytes, larger than the item size limit; raise the limit if \
+                 the item is genuine"
+            ),
+            ItemProblem::Field(problem) => f.write_str(problem),
+        }
+    }
 }
 
 impl fmt::Display for BadItem {

@@ -16,7 +16,7 @@
 //!
 //! Around the core: [`extension`] is the users table of a run with [`wide`] attribute columns
 //! and [`pii`]-hashed identifiers; [`naming`] keeps column names warehouse-safe; [`ddl`] writes
-//! each warehouse's `CREATE TABLE`; [`manifest`]
+//! each warehouse's `CREATE TABLE` and [`describe`] what `schema` prints; [`manifest`]
 //! describes a run's files; [`inspect`] summarises an export without writing tables;
 //! [`allocator`] tunes glibc for the batches' large, short-lived buffers.
 //!
@@ -26,6 +26,7 @@
 //!
 //! Modules depend only downwards in this order (each line may use the lines below it, never
 //! one above; checked with `grep -rho 'crate::[a-z_]*'` per module):
+//! - [`export`] (the engine), [`describe`];
 //! - [`pipeline`], [`state_events`], [`inspect`], [`wide`], [`extension`] (a re-export);
 //! - [`fetch`] (the Admin API client, its pages, journal and segment merge);
 //! - [`flatten`] (its `users` and `wide_columns` are the extended `users` table's layout);

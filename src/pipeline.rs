@@ -32,7 +32,8 @@ use crate::flatten::{FlatBatch, FlattenError, FlattenOptions, Reject, flatten_ba
 use crate::schema::{PerTable, Table};
 use crate::signal;
 use crate::sink::{TableWriter, WriteError, WrittenFile};
-use crate::source::framer::{Framer, FramerOptions, RawBatch};
+use crate::source::drive::{Batches, Driven, drive};
+use crate::source::framer::{FramerOptions, RawBatch};
 use crate::table::ColumnBatch;
 
 // The inputs live with the sources, so that `fetch` (a source of pages) never imports the
@@ -361,96 +362,73 @@ enum Framed {
 /// framed before a framing error are taken first, so that a problem in one of them, which
 /// comes earlier in the input, is the one reported.
 fn frame_all(
-    mut sources: Sources,
+    sources: Sources,
     opts: PipelineOptions,
     spare: &Receiver<RawBatch>,
     stopped: impl Fn() -> bool,
-    mut ready: impl FnMut() -> bool,
-    mut take: impl FnMut(u64, RawBatch) -> bool,
-    mut skip: impl FnMut(),
+    ready: impl FnMut() -> bool,
+    take: impl FnMut(u64, RawBatch) -> bool,
+    skip: impl FnMut(),
 ) -> Framed {
-    let mut seq = 0u64;
-    // Hands on a started batch (which holds a permit); `false` means stop.
-    let mut hand_on = |seq: &mut u64, batch: RawBatch| {
-        if batch.items.is_empty() {
-            skip();
-            return true;
-        }
-        let go_on = take(*seq, batch);
-        *seq += 1;
-        go_on
-    };
-    let mut next_number = opts.first_item.max(1);
-    let mut buffer = Vec::new();
-    let mut started: Option<RawBatch> = None;
-    loop {
-        // A batch may wait for the next source, so stopping is checked here too.
-        if stopped() {
-            return Framed::Stopped;
-        }
-        let Some(source) = sources.next() else {
-            break;
-        };
-        let source = match source {
-            Ok(source) => source,
-            Err(e) => {
-                if let Some(batch) = started.take()
-                    && !hand_on(&mut seq, batch)
-                {
-                    return Framed::Stopped;
-                }
-                return Framed::Failed(seq, e);
-            }
-        };
-        let mut framer = Framer::reusing(
-            source.reader,
-            source.name,
-            opts.framer,
-            next_number,
-            std::mem::take(&mut buffer),
-        );
-        loop {
-            let batch = match &mut started {
-                Some(batch) => batch,
-                None if stopped() || !ready() => return Framed::Stopped,
-                None => {
-                    // A used batch keeps its buffers at full size: no growing, copying and
-                    // page faults for every batch (measured: 6% of the reader thread's time).
-                    // One that a huge item blew up is let go, so that memory stays flat.
-                    let mut batch = std::iter::from_fn(|| spare.try_recv().ok())
-                        .find(|batch| batch.data.capacity() <= 2 * opts.framer.batch_bytes)
-                        .unwrap_or_default();
-                    batch.data.clear();
-                    batch.items.clear();
-                    started.insert(batch)
-                }
-            };
-            let (full, failed) = match framer.extend_batch(batch) {
-                Ok(full) => (full, None),
-                Err(e) => (false, Some(e)),
-            };
-            if (full || failed.is_some())
-                && let Some(batch) = started.take()
-                && !hand_on(&mut seq, batch)
-            {
-                return Framed::Stopped;
-            }
-            if let Some(e) = failed {
-                return Framed::Failed(seq, e);
-            }
-            if !full {
-                break;
-            }
-        }
-        next_number = framer.next_number();
-        buffer = framer.into_buffer();
+    /// The pipeline's side of [`drive`]: permits, spare batches and batch numbers.
+    struct Framing<'a, S, R, T, K> {
+        spare: &'a Receiver<RawBatch>,
+        batch_bytes: usize,
+        stopped: S,
+        ready: R,
+        take: T,
+        skip: K,
+        /// Non-empty batches handed on so far.
+        seq: u64,
     }
-    if let Some(batch) = started.take()
-        && !hand_on(&mut seq, batch)
+    impl<S, R, T, K> Batches for Framing<'_, S, R, T, K>
+    where
+        S: Fn() -> bool,
+        R: FnMut() -> bool,
+        T: FnMut(u64, RawBatch) -> bool,
+        K: FnMut(),
     {
-        return Framed::Stopped;
+        fn go_on(&mut self) -> bool {
+            !(self.stopped)()
+        }
+
+        fn start(&mut self) -> Option<RawBatch> {
+            if !(self.ready)() {
+                return None;
+            }
+            // A used batch keeps its buffers at full size: no growing, copying and page
+            // faults for every batch (measured: 6% of the reader thread's time). One that a
+            // huge item blew up is let go, so that memory stays flat.
+            let batch = std::iter::from_fn(|| self.spare.try_recv().ok())
+                .find(|batch| batch.data.capacity() <= 2 * self.batch_bytes)
+                .unwrap_or_default();
+            Some(batch)
+        }
+
+        fn take(&mut self, batch: RawBatch) -> bool {
+            let go_on = (self.take)(self.seq, batch);
+            self.seq += 1;
+            go_on
+        }
+
+        fn skip(&mut self, _batch: RawBatch) {
+            (self.skip)();
+        }
     }
-    Framed::Finished(seq)
+    let mut framing = Framing {
+        spare,
+        batch_bytes: opts.framer.batch_bytes,
+        stopped,
+        ready,
+        take,
+        skip,
+        seq: 0,
+    };
+    match drive(sources, opts.framer, opts.first_item, &mut framing) {
+        Driven::Finished { .. } => Framed::Finished(framing.seq),
+        Driven::Failed(e) => Framed::Failed(framing.seq, e),
+        Driven::Stopped => Framed::Stopped,
+    }
 }
 
 /// Hands a flattened batch back for reuse, unless a huge item blew its buffer up: that one is
@@ -652,7 +630,7 @@ impl Drop for Held {
 }
 
 /// Writes a rejected item as a `{"item":N,"offset":B,"error":"...","raw":<item>}` line
-/// (`"raw":null,"too_large":true` for an item larger than `--max-item-bytes`).
+/// (`"raw":null,"too_large":true` for an item larger than the item size limit).
 /// Takes one flattened batch in input order: writes its rejects (stopping at exactly the
 /// N-th reject of `--max-errors`), counts its items and rows, and hands back its tables.
 fn take_in(
@@ -698,7 +676,7 @@ fn write_reject(
         // The item is valid JSON, so no line break can be inside a string: turning each into
         // a space keeps every other byte (and every offset) as it was, on one NDJSON line.
         Some(raw) => line.push_str(&String::from_utf8_lossy(raw).replace(['\n', '\r'], " ")),
-        // Larger than --max-item-bytes: its bytes were never held in memory.
+        // Larger than the item size limit: its bytes were never held in memory.
         None => line.push_str("null,\"too_large\":true"),
     }
     line.push_str("}\n");

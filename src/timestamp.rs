@@ -244,9 +244,28 @@ fn two_digits(value: u32) -> [u8; 2] {
     [b'0' + (value / 10) as u8, b'0' + (value % 10) as u8]
 }
 
+/// `time` as ISO-8601 UTC, whole seconds rounded down (`2024-05-01T12:00:00Z`): rounding
+/// down can only make the next `since` earlier, never skip an update.
+pub fn iso_utc(time: std::time::SystemTime) -> String {
+    let seconds = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| {
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 1_000_000)
+    });
+    let mut out = Vec::new();
+    write_timestamp(&mut out, seconds.saturating_mul(1_000_000));
+    String::from_utf8(out).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_utc_formats_whole_seconds_rounded_down() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = UNIX_EPOCH + Duration::from_millis(1_445_412_480_999);
+        assert_eq!(iso_utc(t), "2015-10-21T07:28:00Z");
+        assert_eq!(iso_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
 
     fn round_trip(text: &str) -> String {
         let mut out = Vec::new();

@@ -20,10 +20,12 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::error::InputError;
+use crate::fetch::{Client, FetchError};
 use crate::flatten::decode::decode;
 use crate::flatten::item::Item;
 use crate::source::drive::{Batches, Driven, Input, drive};
 use crate::source::framer::{FramerOptions, RawBatch};
+use crate::source::{InputSpec, open_input};
 
 /// The columns themselves live with the flattener, which fills them.
 pub use crate::flatten::wide_columns::{
@@ -49,6 +51,18 @@ pub enum WideError {
     TooManyKeys,
     #[error(transparent)]
     Input(#[from] InputError),
+    /// The first pass reads every input twice, and this one can be read only once.
+    #[error(
+        "finding the attribute keys reads the input twice, and {input} can be read only once; \
+         save it to a file first, or give a user schema"
+    )]
+    ReadOnce { input: Arc<str> },
+    /// The user schema could not be downloaded.
+    #[error("cannot download the user schema (GET {USER_SCHEMA_PATH})")]
+    Download(#[source] FetchError),
+    /// The first pass's worker threads could not be started.
+    #[error("cannot start worker threads: {0}")]
+    Threads(String),
 }
 
 /// Parses the JSON that `GET /v3/schema/users` returns: an array of field objects with a
@@ -98,6 +112,61 @@ pub fn parse_user_schema(bytes: &[u8], name: &str) -> Result<Vec<SchemaField>, W
         }
     }
     Ok(fields)
+}
+
+/// Refuses inputs that cannot be read twice (stdin, pipes), before the first pass.
+pub fn check_rereadable(inputs: &[InputSpec]) -> Result<(), WideError> {
+    for input in inputs {
+        let readable_twice = match input {
+            InputSpec::Stdin => false,
+            InputSpec::Object(_) => true,
+            InputSpec::Path(path) => std::fs::metadata(path).map_or(true, |m| m.is_file()),
+        };
+        if !readable_twice {
+            return Err(WideError::ReadOnce {
+                input: input.display_name(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The first pass over `inputs` on `threads` workers: a string column for every attribute
+/// key, in the order keys first appear ([`discover_keys`]).
+pub fn discover_columns(
+    inputs: &[InputSpec],
+    framer: FramerOptions,
+    threads: usize,
+) -> Result<WideColumns, WideError> {
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut sources = Vec::new();
+    for spec in inputs {
+        sources.push((spec.display_name(), open_input(spec, counter.clone())?));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| WideError::Threads(e.to_string()))?;
+    let keys = pool.install(|| discover_keys(sources, framer))?;
+    Ok(WideColumns::from_keys(keys, &users_base()))
+}
+
+/// The columns a user schema gives.
+pub fn schema_columns(fields: &[SchemaField]) -> WideColumns {
+    WideColumns::from_schema(fields, &users_base())
+}
+
+/// `GET /v3/schema/users`: the tenant's user schema, parsed.
+pub fn download_user_schema(client: &Client) -> Result<Vec<SchemaField>, WideError> {
+    let body = client
+        .fetch_page(USER_SCHEMA_PATH, "")
+        .map_err(WideError::Download)?;
+    parse_user_schema(&body, &format!("GET {USER_SCHEMA_PATH}"))
+}
+
+/// The base columns of `users`, which wide names must not collide with.
+fn users_base() -> Vec<&'static str> {
+    crate::schema::Table::Users.def().column_names()
 }
 
 /// The first pass: every attribute key of the inputs, in the order keys first appear.

@@ -1,35 +1,29 @@
 //! `zephr-etl convert`: saved exports (files or stdin) into tables.
 
 use std::fs::File;
-use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use serde_json::json;
-use zephr_etl::pipeline::{RunStats, Source, Sources};
+use zephr_etl::pipeline::RunStats;
 use zephr_etl::progress::{Progress, ProgressMode, Total};
 use zephr_etl::schema::Table;
 use zephr_etl::signal;
-use zephr_etl::source::{InputSpec, decompress, open_input};
+use zephr_etl::source::{InputSpec, open_all};
+use zephr_etl::wide;
 
 use super::export::{explain, open, print_summary};
 use super::state_events::{print_summary as print_events, report_failure};
-use super::wide::{UsersPlan, check_rereadable, discover, report_mismatches};
+use super::wide::{UsersPlan, report_mismatches, wide_error};
 use crate::cli::ConvertArgs;
 
 pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let inputs =
-        InputSpec::parse_all(&args.inputs).map_err(|e| super::UsageError(e.to_string()))?;
-    if inputs.iter().filter(|i| **i == InputSpec::Stdin).count() > 1 {
-        return Err(anyhow::Error::new(super::UsageError(
-            "`-` (stdin) can be given only once".into(),
-        )));
-    }
+    let inputs = super::parse_inputs(&args.inputs)?;
     let users = UsersPlan::check(&args.output)?;
     if users.needs_columns() {
-        check_rereadable(&inputs)?;
+        wide::check_rereadable(&inputs).map_err(wide_error)?;
     }
     if let Some(path) = &args.state_events {
         // Found missing now rather than after the user tables were written.
@@ -50,13 +44,12 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             "wide_columns_from",
             json!("the attribute keys of the inputs"),
         );
+        progress.phase("Finding attribute keys (first pass)...");
         let pipeline = export.options().pipeline;
-        Some(discover(
-            &inputs,
-            pipeline.framer,
-            pipeline.threads,
-            &progress,
-        )?)
+        Some(
+            wide::discover_columns(&inputs, pipeline.framer, pipeline.threads)
+                .map_err(wide_error)?,
+        )
     } else {
         None
     };
@@ -66,14 +59,7 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     progress.phase("Preparing user export...");
     let total: Option<u64> = inputs.iter().map(InputSpec::size).sum();
     let raw_bytes = Arc::new(AtomicU64::new(0));
-    let counter = raw_bytes.clone();
-    let sources: Sources = Box::new(inputs.into_iter().map(move |spec| {
-        let reader = open_input(&spec, counter.clone())?;
-        Ok(Source {
-            name: spec.display_name(),
-            reader,
-        })
-    }));
+    let sources = open_all(inputs, raw_bytes.clone());
     let outcome = export.run(sources, &mut |stats: &RunStats| {
         // Users, as the console counts them (one users row per item).
         let users = stats.rows[Table::Users];
@@ -101,12 +87,7 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     print_summary(&progress, &stats, raw_bytes.load(Ordering::Relaxed));
     progress.phase("Converting state events...");
-    let name: Arc<str> = Arc::from(path.display().to_string());
-    let open = || -> std::io::Result<Box<dyn Read + Send>> {
-        let file = File::open(path)?;
-        decompress(file, &name).map_err(std::io::Error::other)
-    };
-    match export.state_events(&open, &name) {
+    match export.state_events_file(path) {
         Ok(events) => {
             print_events(&progress, &events);
             progress.line("All exports complete!");

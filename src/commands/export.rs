@@ -9,11 +9,12 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use serde_json::{Value, json};
 use zephr_etl::dest::DestError;
-use zephr_etl::export::{Export, ExportError, ExportOptions, REJECTS_NAME};
+use zephr_etl::error::{InputError, ItemProblem};
+use zephr_etl::export::{Export, ExportError, ExportOptions, summary};
 use zephr_etl::fetch::resume::ResumeError;
 use zephr_etl::flatten::{FlattenOptions, OnError};
 use zephr_etl::pipeline::{OnInterrupt, PipelineError, PipelineOptions, RunStats};
-use zephr_etl::progress::{Progress, megabytes};
+use zephr_etl::progress::Progress;
 use zephr_etl::sink::parquet::{ParquetCompression, ParquetOptions};
 use zephr_etl::sink::xlsx::XlsxOptions;
 use zephr_etl::source::framer::FramerOptions;
@@ -149,10 +150,19 @@ pub fn explain(error: ExportError) -> anyhow::Error {
              fetch over",
             path.display()
         ),
-        ExportError::Pipeline(PipelineError::BadItem(item)) => anyhow!(
-            "bad item: {item}\n(pass --on-error skip to write such items to rejects.ndjson and \
-             go on)"
-        ),
+        ExportError::Pipeline(PipelineError::BadItem(item)) => {
+            let limit = match item.problem {
+                ItemProblem::TooLarge { .. } => " (--max-item-bytes)",
+                ItemProblem::Field(_) => "",
+            };
+            anyhow!(
+                "bad item: {item}{limit}\n(pass --on-error skip to write such items to \
+                 rejects.ndjson and go on)"
+            )
+        }
+        ExportError::Pipeline(PipelineError::Input(e @ InputError::TooLarge { .. })) => {
+            anyhow!("{e} (--max-item-bytes)")
+        }
         ExportError::Pipeline(PipelineError::TooManyRejects { limit, last }) => anyhow!(
             "stopped after {limit} rejected items (--max-errors {limit}); the last was {last}\n\
              (rejects.ndjson is not kept when a run fails: raise --max-errors to get it)"
@@ -172,27 +182,5 @@ pub fn explain(error: ExportError) -> anyhow::Error {
 
 /// Prints the final summary: rows per table, rejects, time and throughput.
 pub fn print_summary(progress: &Progress, stats: &RunStats, raw_bytes: u64) {
-    let seconds = progress.elapsed().as_secs_f64().max(1e-9);
-    let mut line = String::new();
-    for (table, rows) in stats.rows.iter() {
-        line.push_str(&format!("{}: {rows} rows, ", table.name()));
-    }
-    if stats.rejects > 0 {
-        line.push_str(&format!(
-            "rejected: {} items (see {REJECTS_NAME}), ",
-            stats.rejects
-        ));
-    }
-    if stats.nul_replaced.total() > 0 {
-        line.push_str(&format!(
-            "NUL replaced by U+FFFD in {} CSV cells, ",
-            stats.nul_replaced.total()
-        ));
-    }
-    line.push_str(&format!(
-        "{} in {seconds:.2} s ({:.1} MB/s)",
-        megabytes(raw_bytes),
-        raw_bytes as f64 / 1e6 / seconds
-    ));
-    progress.line(&line);
+    progress.line(&summary::tables(stats, raw_bytes, progress.elapsed()));
 }

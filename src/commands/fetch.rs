@@ -12,20 +12,19 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde_json::json;
-use zephr_etl::export::fetch::FetchPlan;
+use zephr_etl::export::fetch::{FetchPlan, ResumeNotice};
 use zephr_etl::fetch::client::ClientConfig;
 use zephr_etl::fetch::feed::SegmentLimit;
 use zephr_etl::fetch::resume::WorkDir;
 use zephr_etl::fetch::secret::SECRET_KEY_VAR;
-use zephr_etl::fetch::state_file::{self, RunState, STATE_FILE_VERSION};
+use zephr_etl::fetch::state_file::{self, StateFileError};
 use zephr_etl::fetch::{
-    Client, Credentials, EventsQuery, ExportQuery, FetchError, QueryField, RetryPolicy,
-    tenant_base_url,
+    Client, CredentialError, Credentials, EventsQuery, ExportQuery, FetchError, QueryField,
+    RetryPolicy, tenant_base_url,
 };
 use zephr_etl::progress::{Progress, ProgressMode};
-use zephr_etl::schema::Table;
 use zephr_etl::signal;
-use zephr_etl::wide::{self, USER_SCHEMA_PATH, WideColumns};
+use zephr_etl::wide::{self, USER_SCHEMA_PATH, WideError};
 
 use super::UsageError;
 use super::export::{check_side_file, explain, open, print_summary};
@@ -35,61 +34,21 @@ use crate::cli::FetchArgs;
 
 /// Everything the flags say, checked.
 struct Plan {
-    tenant: String,
-    base_url: String,
-    query: ExportQuery,
+    /// The user export, for the engine.
+    fetch: FetchPlan,
     events: Option<EventsQuery>,
-    retry: RetryPolicy,
-    concurrency: usize,
-    segment: SegmentLimit,
-    save_raw: Option<PathBuf>,
     state_file: Option<PathBuf>,
     /// Where `since` came from when it was not given: the state file's time.
     since_from_state: Option<String>,
 }
 
-/// `GET /v3/schema/users`: the user schema that types the wide columns.
-fn download_user_schema(client: &Client) -> anyhow::Result<WideColumns> {
-    let body = client
-        .fetch_page(USER_SCHEMA_PATH, "")
-        .with_context(|| format!("--wide-attributes: cannot download the user schema (GET {USER_SCHEMA_PATH}); pass --user-schema FILE instead"))?;
-    let fields =
-        wide::parse_user_schema(&body, &format!("GET {USER_SCHEMA_PATH}")).map_err(wide_error)?;
-    let base = Table::Users.def().column_names();
-    Ok(WideColumns::from_schema(&fields, &base))
-}
-
 pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let started = SystemTime::now();
     let plan = plan(&args)?;
     let users = UsersPlan::check(&args.output)?;
-    // Missing or unreadable keys are configuration errors (exit 2), as a missing
-    // ZEPHR_ETL_PII_KEY is.
-    let credentials =
-        Credentials::from_env_or_file(args.secret_key_file.as_deref()).map_err(|e| match &args
-            .secret_key_file
-        {
-            Some(_) if matches!(e, zephr_etl::fetch::CredentialError::ReadFile { .. }) => {
-                anyhow::Error::new(UsageError(format!("--secret-key-file: {e}")))
-            }
-            _ if matches!(e, zephr_etl::fetch::CredentialError::MissingSecret) => {
-                anyhow::Error::new(UsageError(format!(
-                    "{SECRET_KEY_VAR} is not set and no --secret-key-file was given"
-                )))
-            }
-            _ => anyhow::Error::new(UsageError(e.to_string())),
-        })?;
-    let mut client_config = ClientConfig::new(&plan.base_url, &plan.tenant, credentials);
-    client_config.retry = plan.retry;
-    client_config.connect_timeout = Duration::from_secs(args.timeout);
-    client_config.read_timeout = Duration::from_secs(args.timeout);
-    let client = Arc::new(Client::new(client_config).map_err(|e| match e {
-        FetchError::BaseUrl(_) => anyhow::Error::new(UsageError(format!("--base-url: {e}"))),
-        e => anyhow::Error::new(e),
-    })?);
+    let fetch = &plan.fetch;
     // A side file that is one of the outputs would replace a table, or be replaced.
     let dir = &args.output.output;
-    if let Some(raw) = &plan.save_raw {
+    if let Some(raw) = &fetch.save_raw {
         check_side_file(dir, raw, "--save-raw")?;
     }
     if let Some(state) = &plan.state_file {
@@ -100,13 +59,13 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let mut export = open(
         &args.output,
         json!({
-            "tenant": plan.tenant,
-            "base_url": zephr_etl::fetch::client::strip_userinfo(&plan.base_url),
-            "query": plan.query.to_query(None),
+            "tenant": fetch.tenant,
+            "base_url": zephr_etl::fetch::client::strip_userinfo(&fetch.base_url),
+            "query": fetch.query.to_query(None),
             "state_events": plan.events.as_ref().map(|e| e.to_query(None)),
         }),
     )?;
-    if let Some(raw) = &plan.save_raw
+    if let Some(raw) = &fetch.save_raw
         && !args.output.overwrite
         && raw.exists()
     {
@@ -122,7 +81,12 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             "wide_columns_from",
             json!(format!("GET {USER_SCHEMA_PATH}")),
         );
-        Some(download_user_schema(&client)?)
+        let fields = wide::download_user_schema(&fetch.client).map_err(|e| match e {
+            // The tenant's own schema is not an argument: not a usage error, no flag.
+            WideError::Schema { .. } => anyhow::Error::new(e),
+            e => wide_error(e),
+        })?;
+        Some(wide::schema_columns(&fields))
     } else {
         None
     };
@@ -135,22 +99,10 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             "Fetching users updated since {since} (from --state-file)"
         ));
     }
-    let fetch = FetchPlan {
-        client: client.clone(),
-        query: plan.query.clone(),
-        concurrency: plan.concurrency,
-        segment: plan.segment,
-        save_raw: plan.save_raw.clone(),
-        resume: args.resume,
-        tenant: plan.tenant.clone(),
-        base_url: plan.base_url.clone(),
-        started,
-        work: work_dir(&args),
-    };
     let outcome = if args.no_paginate {
-        export.fetch_stream(&fetch, &progress)
+        export.fetch_stream(fetch, &progress)
     } else {
-        export.fetch_paged(&fetch, &progress)
+        export.fetch_paged(fetch, &progress)
     };
     let fetched = match outcome {
         Ok(fetched) => fetched,
@@ -164,12 +116,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 
     // The tables are in place: only now may the next run start from this one.
     if let Some(path) = &plan.state_file {
-        let state = RunState {
-            version: STATE_FILE_VERSION,
-            tenant: plan.tenant.clone(),
-            last_success_started_at: fetched.started_at.clone(),
-        };
-        state_file::write(path, &state).context(
+        state_file::record(path, &fetch.tenant, &fetched.started_at).context(
             "the tables were written, but the state file could not be updated; the next run \
              with it will fetch from the previous time again",
         )?;
@@ -183,7 +130,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     print_summary(&progress, &fetched.stats, fetched.bytes);
     progress.phase("Downloading state events...");
-    match export.fetch_state_events(&fetch, events).map_err(explain) {
+    match export.fetch_state_events(fetch, events).map_err(explain) {
         Ok(stats) => {
             progress.clear();
             print_events(&progress, &stats);
@@ -261,30 +208,78 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
     let mut since_from_state = None;
     if let Some(path) = &args.state_file
         && query.since.is_none()
-        && let Some(state) = state_file::read(path, &tenant)?
+        && let Some(state) = state_file::read(path, &tenant).map_err(|e| match e {
+            StateFileError::Invalid { .. } => anyhow::anyhow!("{e}, or pass --since"),
+            e => e.into(),
+        })?
     {
         query.since = Some(state.last_success_started_at.clone());
         since_from_state = Some(state.last_success_started_at);
     }
-    Ok(Plan {
-        tenant,
-        base_url,
+    let retry = RetryPolicy {
+        retries: args.retries,
+        base_delay: Duration::from_millis(args.retry_base_ms),
+        max_delay: Duration::from_millis(args.retry_max_ms),
+    };
+    let client = connect(args, &tenant, &base_url, retry)?;
+    let fetch = FetchPlan {
+        client,
         query,
-        events,
-        retry: RetryPolicy {
-            retries: args.retries,
-            base_delay: Duration::from_millis(args.retry_base_ms),
-            max_delay: Duration::from_millis(args.retry_max_ms),
-        },
         concurrency: args.concurrency as usize,
         segment: SegmentLimit {
             pages: args.segment_pages.map_or(usize::MAX, |n| n as usize),
             bytes: args.segment_bytes,
         },
         save_raw: args.save_raw.clone(),
+        resume: args.resume,
+        tenant,
+        base_url,
+        started: SystemTime::now(),
+        work: WorkDir::for_destination(
+            &args.output.output.to_string_lossy(),
+            args.work_dir.as_deref(),
+        ),
+        announce: |progress, notice| match notice {
+            ResumeNotice::Discarding { .. } => {
+                progress.line(&format!("{notice} (pass --resume to continue one)"))
+            }
+            _ => ResumeNotice::print(progress, notice),
+        },
+    };
+    Ok(Plan {
+        fetch,
+        events,
         state_file: args.state_file.clone(),
         since_from_state,
     })
+}
+
+/// The API client: credentials from the environment or `--secret-key-file` (missing or
+/// unreadable keys are configuration errors, exit 2, as a missing ZEPHR_ETL_PII_KEY is).
+fn connect(
+    args: &FetchArgs,
+    tenant: &str,
+    base_url: &str,
+    retry: RetryPolicy,
+) -> anyhow::Result<Arc<Client>> {
+    let usage = |message: String| anyhow::Error::new(UsageError(message));
+    let credentials =
+        Credentials::from_env_or_file(args.secret_key_file.as_deref()).map_err(|e| match e {
+            CredentialError::ReadFile { .. } => usage(format!("--secret-key-file: {e}")),
+            CredentialError::MissingSecret => usage(format!(
+                "{SECRET_KEY_VAR} is not set and no --secret-key-file was given"
+            )),
+            e => usage(e.to_string()),
+        })?;
+    let mut config = ClientConfig::new(base_url, tenant, credentials);
+    config.retry = retry;
+    config.connect_timeout = Duration::from_secs(args.timeout);
+    config.read_timeout = Duration::from_secs(args.timeout);
+    let client = Client::new(config).map_err(|e| match e {
+        FetchError::BaseUrl(_) => usage(format!("--base-url: {e}")),
+        e => anyhow::Error::new(e),
+    })?;
+    Ok(Arc::new(client))
 }
 
 /// The flag that sets a query field, for the library's query errors.
@@ -297,31 +292,5 @@ fn query_flag(field: QueryField) -> &'static str {
         QueryField::Rpp => "--rpp",
         QueryField::EventsFrom => "--events-from",
         QueryField::EventsTo => "--events-to",
-    }
-}
-
-/// Where a paginated fetch keeps its pages: `--work-dir`, else inside a local `-o` folder,
-/// else (a bucket) a local folder named after the destination: pages never go to a bucket.
-fn work_dir(args: &FetchArgs) -> WorkDir {
-    let output = args.output.output.to_string_lossy();
-    match &args.work_dir {
-        Some(dir) => WorkDir::at(dir.clone()),
-        None if zephr_etl::cloud::is_local(&output) => WorkDir::of(&args.output.output),
-        None => WorkDir::at(zephr_etl::cloud::default_work_dir(&output)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use zephr_etl::fetch::client::strip_userinfo;
-
-    #[test]
-    fn userinfo_is_stripped() {
-        assert_eq!(
-            strip_userinfo("https://u:p@proxy:8080/x"),
-            "https://proxy:8080/x"
-        );
-        assert_eq!(strip_userinfo("http://127.0.0.1:9"), "http://127.0.0.1:9");
-        assert_eq!(strip_userinfo("http://h/a@b"), "http://h/a@b");
     }
 }

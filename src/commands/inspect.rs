@@ -8,16 +8,12 @@ use std::sync::atomic::AtomicU64;
 use zephr_etl::inspect::{Inspector, render};
 use zephr_etl::progress::{Progress, ProgressMode};
 use zephr_etl::source::framer::FramerOptions;
-use zephr_etl::source::{InputSpec, open_input};
+use zephr_etl::source::open_input;
 
 use crate::cli::InspectArgs;
 
 pub fn run(args: &InspectArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let inputs =
-        InputSpec::parse_all(&args.inputs).map_err(|e| super::UsageError(e.to_string()))?;
-    if inputs.iter().filter(|i| **i == InputSpec::Stdin).count() > 1 {
-        anyhow::bail!("`-` (stdin) can be given only once");
-    }
+    let inputs = super::parse_inputs(&args.inputs)?;
     let progress = Progress::new(ProgressMode::detect(quiet));
     progress.phase("Reading the export...");
     let opts = FramerOptions {

@@ -13,7 +13,18 @@ mod wide;
 
 use std::process::ExitCode;
 
+use zephr_etl::source::InputSpec;
+
 use crate::cli::{Cli, Command};
+
+/// The INPUT arguments of `convert` and `inspect`; a bad URL or a second `-` is a usage error.
+pub fn parse_inputs(args: &[String]) -> anyhow::Result<Vec<InputSpec>> {
+    let inputs = InputSpec::parse_all(args).map_err(|e| UsageError(e.to_string()))?;
+    if inputs.iter().filter(|i| **i == InputSpec::Stdin).count() > 1 {
+        return Err(UsageError("`-` (stdin) can be given only once".into()).into());
+    }
+    Ok(inputs)
+}
 
 /// Exit status of a failed run.
 pub const EXIT_FAILED: u8 = 1;

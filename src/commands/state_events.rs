@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use zephr_etl::export::summary;
 use zephr_etl::progress::{Progress, stderr_line};
 use zephr_etl::state_events::{EventsStats, TABLE_NAME};
 
@@ -13,18 +14,10 @@ use super::EXIT_STATE_EVENTS_FAILED;
 /// What the failure message starts with (SPEC section 4).
 pub const PHASE_FAILED: &str = "State events export failed";
 
-/// Prints the phase's summary line.
+/// Prints the phase's summary.
 pub fn print_summary(progress: &Progress, stats: &EventsStats) {
-    progress.line(&format!(
-        "{TABLE_NAME}: {} rows, {} columns",
-        stats.rows,
-        stats.columns.len()
-    ));
-    if stats.nul_replaced > 0 {
-        progress.line(&format!(
-            "{TABLE_NAME}: NUL replaced by U+FFFD in {} CSV cells",
-            stats.nul_replaced
-        ));
+    for line in summary::events(stats) {
+        progress.line(&line);
     }
 }
 

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::upload::Shared;
 use super::{DestError, DestLock};
 use crate::cloud::CloudError;
-use crate::fetch::state_file::iso_utc;
+use crate::timestamp::iso_utc;
 
 /// The lock object's name under the prefix.
 pub const LOCK_NAME: &str = ".zephr-etl.lock";

@@ -34,7 +34,7 @@ use super::upload::{ObjectUpload, Shared};
 use super::{Commit, DestError, DestLock, Destination, StagedFile};
 use crate::cloud::store::{Store, StoreOptions};
 use crate::cloud::{CloudError, CloudUrl};
-use crate::fetch::state_file::iso_utc;
+use crate::timestamp::iso_utc;
 
 /// Sizes and times of an object-store destination.
 #[derive(Debug, Clone)]

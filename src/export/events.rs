@@ -3,6 +3,9 @@
 //! adds its files to the manifest. Its failure leaves the user tables' commit alone.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -16,10 +19,20 @@ use crate::sink::csv::CsvWriter;
 use crate::sink::parquet::ParquetWriter;
 use crate::sink::xlsx::XlsxWriter;
 use crate::sink::{TableWriter, WriteError, WrittenFile};
+use crate::source::decompress;
 use crate::state_events::{self, EventsStats, Opener, TABLE_NAME};
 use crate::table::ColumnBatch;
 
 impl Export {
+    /// [`Export::state_events`] of a saved file (CSV, JSON array or NDJSON; gzip or zstd).
+    pub fn state_events_file(&mut self, path: &Path) -> Result<EventsStats, ExportError> {
+        let name: Arc<str> = Arc::from(path.display().to_string());
+        let open = || -> std::io::Result<Box<dyn Read + Send>> {
+            decompress(File::open(path)?, &name).map_err(std::io::Error::other)
+        };
+        self.state_events(&open, &name)
+    }
+
     /// Converts the source `open` opens (named `input` in messages) into the state-events
     /// table and commits it, after the user tables' commit.
     pub fn state_events(

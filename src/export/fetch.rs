@@ -32,7 +32,6 @@ use crate::fetch::client::strip_userinfo;
 use crate::fetch::feed::{Page, PageFeed, SegmentLimit};
 use crate::fetch::merge::{concat_bytes, concat_csv, concat_parquet, copy_row_groups, feed_csv};
 use crate::fetch::resume::{Journal, SegmentRecord, WorkDir, check_same};
-use crate::fetch::state_file::iso_utc;
 use crate::fetch::{
     Client, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery, PageReading, USER_EXPORT_PATH,
     fetch_pages_with,
@@ -46,6 +45,7 @@ use crate::sink::{CreateFile, dest_error, finish_file};
 use crate::source::decompress;
 use crate::state_events::pages::{EventsSpool, events_page_info};
 use crate::state_events::{EventsStats, StateEventsError};
+use crate::timestamp::iso_utc;
 
 /// The name of a segment's share of the raw copy.
 const RAW_PART: &str = "raw.part";
@@ -70,6 +70,47 @@ pub struct FetchPlan {
     pub started: SystemTime,
     /// The local work folder that keeps fetched segments for resuming.
     pub work: WorkDir,
+    /// Says what the work folder held before the first request ([`ResumeNotice::print`],
+    /// or the caller's own words, such as the flag that resumes).
+    pub announce: fn(&Progress, &ResumeNotice),
+}
+
+/// What a paginated fetch found in its work folder before the first request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeNotice {
+    /// Resuming: every page was fetched by the run before, only the assembly is left.
+    Complete,
+    /// Resuming from `page`, with `users` already fetched.
+    From { page: u32, users: u64 },
+    /// Resuming was not asked for: the interrupted fetch in `work` is removed.
+    Discarding { work: PathBuf },
+    /// Resuming was asked for, but there is nothing to resume.
+    Nothing,
+}
+
+impl ResumeNotice {
+    /// Prints the notice as it is.
+    pub fn print(progress: &Progress, notice: &ResumeNotice) {
+        progress.line(&notice.to_string());
+    }
+}
+
+impl std::fmt::Display for ResumeNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResumeNotice::Complete => {
+                f.write_str("Resuming: every page was fetched; assembling the tables")
+            }
+            ResumeNotice::From { page, users } => write!(
+                f,
+                "Resuming from page {page} ({users} users already fetched)"
+            ),
+            ResumeNotice::Discarding { work } => {
+                write!(f, "Discarding an interrupted fetch in {}", work.display())
+            }
+            ResumeNotice::Nothing => f.write_str("Nothing to resume: starting from page 1"),
+        }
+    }
 }
 
 /// What the user-export phase of a fetch did.
@@ -553,25 +594,25 @@ fn open_journal(
             check_same(&journal, &arguments, dir)?;
             work.remove_strays(&journal)?;
             if journal.complete {
-                progress.line("Resuming: every page was fetched; assembling the tables");
+                (plan.announce)(progress, &ResumeNotice::Complete);
             } else if !journal.segments.is_empty() {
-                progress.line(&format!(
-                    "Resuming from page {} ({} users already fetched)",
-                    journal.next_page(),
-                    journal.rows()[Table::Users]
-                ));
+                let notice = ResumeNotice::From {
+                    page: journal.next_page(),
+                    users: journal.rows()[Table::Users],
+                };
+                (plan.announce)(progress, &notice);
             }
             return Ok(journal);
         }
         if !plan.resume {
-            progress.line(&format!(
-                "Discarding an interrupted fetch in {} (pass --resume to continue one)",
-                work.path().display()
-            ));
+            let notice = ResumeNotice::Discarding {
+                work: work.path().to_owned(),
+            };
+            (plan.announce)(progress, &notice);
         }
         work.remove()?;
     } else if plan.resume {
-        progress.line("Nothing to resume: starting from page 1");
+        (plan.announce)(progress, &ResumeNotice::Nothing);
     }
     let journal = Journal::new(arguments, iso_utc(plan.started));
     work.create()?;

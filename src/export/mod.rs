@@ -18,6 +18,7 @@
 pub mod events;
 pub mod fetch;
 pub mod layout;
+pub mod summary;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufWriter, Write};
@@ -32,7 +33,6 @@ use crate::extension::{self, UsersExtension};
 use crate::fetch::FetchError;
 use crate::fetch::merge::MergeError;
 use crate::fetch::resume::ResumeError;
-use crate::fetch::state_file::iso_utc;
 use crate::flatten::OnError;
 use crate::manifest::{self, Manifest, ManifestColumn, ManifestFile, ManifestTable};
 use crate::pipeline::{self, PipelineError, PipelineOptions, RunStats, Sources};
@@ -43,6 +43,7 @@ use crate::sink::xlsx::{XlsxOptions, XlsxWriter};
 use crate::sink::{CreateFile, TableWriter, WriteError, WrittenFile, dest_error};
 use crate::state_events::StateEventsError;
 use crate::table::{CsvDialect, Formats};
+use crate::timestamp::iso_utc;
 
 pub use layout::{Format, Layout, OutputTable, REJECTS_NAME};
 

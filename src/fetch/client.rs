@@ -162,7 +162,7 @@ pub enum FetchError {
     /// 401: the key pair or the signature was refused.
     #[error(
         "authentication failed (401): check ZEPHR_ACCESS_KEY and ZEPHR_SECRET_KEY \
-         (or --secret-key-file) for tenant {tenant}, and that this machine's clock is correct"
+         (or the secret key file) for tenant {tenant}, and that this machine's clock is correct"
     )]
     Unauthorized {
         /// The tenant asked.
@@ -795,6 +795,16 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_is_stripped() {
+        assert_eq!(
+            strip_userinfo("https://u:p@proxy:8080/x"),
+            "https://proxy:8080/x"
+        );
+        assert_eq!(strip_userinfo("http://127.0.0.1:9"), "http://127.0.0.1:9");
+        assert_eq!(strip_userinfo("http://h/a@b"), "http://h/a@b");
+    }
 
     #[test]
     fn http_dates() {

@@ -203,6 +203,17 @@ pub struct WorkDir {
 }
 
 impl WorkDir {
+    /// Where a paginated fetch into `destination` keeps its pages: `chosen` when given, else
+    /// inside a local folder, else (a bucket) a local folder named after the destination in
+    /// the user's cache (pages never go to a bucket).
+    pub fn for_destination(destination: &str, chosen: Option<&Path>) -> WorkDir {
+        match chosen {
+            Some(dir) => WorkDir::at(dir.to_owned()),
+            None if crate::cloud::is_local(destination) => WorkDir::of(Path::new(destination)),
+            None => WorkDir::at(crate::cloud::default_work_dir(destination)),
+        }
+    }
+
     /// The work folder of `output_dir` (not created yet).
     pub fn of(output_dir: &Path) -> WorkDir {
         WorkDir {

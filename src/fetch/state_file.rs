@@ -9,11 +9,10 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::flatten::timestamp::write_timestamp;
+pub use crate::timestamp::iso_utc;
 
 /// The state file's layout version.
 pub const STATE_FILE_VERSION: u32 = 1;
@@ -42,7 +41,7 @@ pub enum StateFileError {
     },
     /// The file holds something else.
     #[error(
-        "state file {} is not one zephr-etl wrote ({problem}); fix or delete it, or pass --since",
+        "state file {} is not one zephr-etl wrote ({problem}); fix or delete it",
         path.display()
     )]
     Invalid {
@@ -102,6 +101,16 @@ pub fn read(path: &Path, tenant: &str) -> Result<Option<RunState>, StateFileErro
     Ok(Some(state))
 }
 
+/// Records that a run for `tenant` that started at `started_at` succeeded.
+pub fn record(path: &Path, tenant: &str, started_at: &str) -> Result<(), StateFileError> {
+    let state = RunState {
+        version: STATE_FILE_VERSION,
+        tenant: tenant.to_owned(),
+        last_success_started_at: started_at.to_owned(),
+    };
+    write(path, &state)
+}
+
 /// Replaces the state file atomically.
 pub fn write(path: &Path, state: &RunState) -> Result<(), StateFileError> {
     let io_error = |source| StateFileError::Io {
@@ -134,28 +143,9 @@ pub fn write(path: &Path, state: &RunState) -> Result<(), StateFileError> {
     result.map_err(io_error)
 }
 
-/// `time` as ISO-8601 UTC, whole seconds rounded down (`2024-05-01T12:00:00Z`): rounding
-/// down can only make the next `since` earlier, never skip an update.
-pub fn iso_utc(time: SystemTime) -> String {
-    let seconds = time.duration_since(UNIX_EPOCH).map_or(0, |d| {
-        i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 1_000_000)
-    });
-    let mut out = Vec::new();
-    write_timestamp(&mut out, seconds.saturating_mul(1_000_000));
-    String::from_utf8(out).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn formats_utc_seconds() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_445_412_480_999);
-        assert_eq!(iso_utc(t), "2015-10-21T07:28:00Z");
-        assert_eq!(iso_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-    }
 
     #[test]
     fn round_trip_and_checks() {

@@ -20,7 +20,7 @@ pub use crate::timestamp;
 
 use std::cell::RefCell;
 
-use crate::error::{BadItem, InputError, Location};
+use crate::error::{BadItem, InputError, ItemProblem, Location};
 use crate::schema::{PerTable, Table};
 use crate::source::framer::RawBatch;
 use crate::source::syntax::{self, SyntaxError, describe_byte};
@@ -146,10 +146,7 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
                 location: batch.location(index),
                 user_id: None,
                 field: None,
-                problem: format!(
-                    "the item is {size} bytes, more than --max-item-bytes allows; raise the \
-                     limit if the item is genuine"
-                ),
+                problem: ItemProblem::TooLarge { size },
             }
         } else {
             let Err(e) = decode::decode(item_text, &mut item) else {
@@ -184,7 +181,7 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
                 location: batch.location(index),
                 user_id: known_id.or_else(|| user_id_of(bytes)),
                 field: (!path.is_empty()).then(|| path.to_string()),
-                problem: problem.to_string(),
+                problem: ItemProblem::Field(problem.to_string()),
             }
         };
         match opts.on_error {

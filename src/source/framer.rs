@@ -744,13 +744,11 @@ impl<R: Read> Framer<R> {
         let (start, end) = match self.scan_value(self.pos, self.opts.max_item_bytes)? {
             Scanned::Value(start, end) => (start, end),
             Scanned::TooLarge { size, .. } => {
-                return Err(InputError::Syntax {
+                return Err(InputError::TooLarge {
                     location: value_at,
-                    problem: format!(
-                        "the envelope's {key:?} is {size} bytes, larger than --max-item-bytes \
-                         ({} bytes); raise the limit if the export is genuine",
-                        self.opts.max_item_bytes
-                    ),
+                    what: format!("the envelope's {key:?}"),
+                    size,
+                    limit: self.opts.max_item_bytes,
                 });
             }
         };

@@ -159,6 +159,17 @@ impl<R: Read> Read for Decoding<R> {
     }
 }
 
+/// Every input, opened lazily in order as the run reaches it, counting bytes read into
+/// `counter` (for progress).
+pub fn open_all(inputs: Vec<InputSpec>, counter: Arc<AtomicU64>) -> drive::Sources {
+    Box::new(inputs.into_iter().map(move |spec| {
+        Ok(drive::Input {
+            reader: open_input(&spec, counter.clone())?,
+            name: spec.display_name(),
+        })
+    }))
+}
+
 /// Opens an input for reading, decompressing as needed; raw bytes read are added to `counter`.
 pub fn open_input(
     spec: &InputSpec,

@@ -746,7 +746,7 @@ fn an_item_over_max_item_bytes_is_a_bad_item() {
     let big_at = find(bytes, b"{\"user\":{\"user_id\":\"big\"");
     let c_at = find(bytes, b"{\"user\":{\"user_id\":\"c\"");
     let too_large = format!(
-        "the item is {big_len} bytes, more than --max-item-bytes allows; raise the limit if the item is genuine"
+        "the item is {big_len} bytes, larger than the item size limit; raise the limit if the item is genuine"
     );
     // A small read buffer makes the framer drop the big item's bytes as it reads past them.
     for buffer in ["65536", "64", "1", "2", "3", "5", "7"] {
@@ -759,7 +759,7 @@ fn an_item_over_max_item_bytes_is_a_bad_item() {
         assert_eq!(
             stderr(&out),
             format!(
-                "zephr-etl: bad item: item 2 (big.json: {}): {too_large}\n{SKIP_HINT}\n",
+                "zephr-etl: bad item: item 2 (big.json: {}): {too_large} (--max-item-bytes)\n{SKIP_HINT}\n",
                 place(bytes, big_at)
             )
         );
@@ -818,6 +818,38 @@ fn an_item_over_max_item_bytes_is_a_bad_item() {
     let users = read(tmp.path().join("exact/users.csv"));
     assert_eq!(users.lines().count(), 4, "{users}");
     assert!(users.contains("\nbig,"), "{users}");
+}
+
+#[test]
+fn an_envelope_member_over_max_item_bytes_stops_the_run_naming_the_flag() {
+    let tmp = TempDir::new().unwrap();
+    let meta = format!("{{\"note\":\"{}\"}}", "m".repeat(2000));
+    let input = format!("{{\"meta\":{meta},\"results\":[{{\"user\":{{\"user_id\":\"a\"}}}}]}}");
+    std::fs::write(tmp.path().join("env.json"), &input).unwrap();
+    let out = run_in(
+        tmp.path(),
+        &[
+            "convert",
+            "-q",
+            "env.json",
+            "-o",
+            "out",
+            "--max-item-bytes",
+            "1000",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let at = place(input.as_bytes(), find(input.as_bytes(), b"{\"note\""));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "zephr-etl: env.json: {at}: the envelope's \"meta\" is {} bytes, larger than the \
+             item size limit (1000 bytes); raise the limit if the export is genuine \
+             (--max-item-bytes)\n",
+            meta.len()
+        )
+    );
+    assert!(!tmp.path().join("out").exists());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -324,7 +324,7 @@ fn unauthorized_and_forbidden_fail_at_once_naming_what_to_check() {
         (
             Fault::Unauthorized,
             "Export failed. Please try again.\nzephr-etl: page 1: authentication failed (401): check \
-             ZEPHR_ACCESS_KEY and ZEPHR_SECRET_KEY (or --secret-key-file) for tenant acme",
+             ZEPHR_ACCESS_KEY and ZEPHR_SECRET_KEY (or the secret key file) for tenant acme",
         ),
         (
             Fault::Forbidden,
@@ -544,7 +544,16 @@ fn a_rerun_without_resume_starts_over() {
     let before = server.requests().len();
     let output = fetch(&server, &out, &args).output().unwrap();
     assert!(output.status.success());
-    assert!(stderr_of(&output).contains("Discarding an interrupted fetch in"));
+    // The library says what it does; the binary adds the flag that would have kept the pages.
+    let work = out.join(".zephr-etl-fetch");
+    assert!(
+        stderr_of(&output).contains(&format!(
+            "Discarding an interrupted fetch in {} (pass --resume to continue one)",
+            work.display()
+        )),
+        "{}",
+        stderr_of(&output)
+    );
     let asked: Vec<u32> = server.requests()[before..]
         .iter()
         .filter_map(|r| r.page)
@@ -605,6 +614,28 @@ fn state_file_is_written_after_success_and_used_as_since() {
         queries,
         [format!("attributes=true&grants=true&since={since}&page=1")]
     );
+
+    // A damaged file is named, with the flag that does without it; nothing is asked.
+    let damaged = tmp.path().join("damaged.json");
+    std::fs::write(&damaged, "{\"version\": 1").unwrap();
+    let n = server.requests().len();
+    let output = fetch(
+        &server,
+        &tmp.path().join("d"),
+        &["--state-file", damaged.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr_of(&output);
+    assert!(
+        err.starts_with(&format!(
+            "zephr-etl: state file {} is not one zephr-etl wrote (",
+            damaged.display()
+        )) && err.ends_with("); fix or delete it, or pass --since\n"),
+        "{err}"
+    );
+    assert_eq!(server.requests().len(), n);
 
     // --since wins over the file.
     let n = server.requests().len();
@@ -875,6 +906,11 @@ fn bad_flags_fail_with_usage_before_any_request() {
         (
             vec!["--events-from", "2024-01-01"],
             "--events-from and --events-to need --state-events",
+        ),
+        (
+            vec!["--format", "xlsx"],
+            "--format xlsx needs --no-paginate with fetch (or fetch with --save-raw FILE, then \
+             convert FILE --format xlsx)",
         ),
         (
             vec![

@@ -509,7 +509,7 @@ fn unauthorized_message() {
     assert_eq!(
         msg,
         "authentication failed (401): check ZEPHR_ACCESS_KEY and ZEPHR_SECRET_KEY \
-         (or --secret-key-file) for tenant acme, and that this machine's clock is correct"
+         (or the secret key file) for tenant acme, and that this machine's clock is correct"
     );
     assert_eq!(e.status(), Some(401));
     assert_no_secret(&e, &msg, &server);
