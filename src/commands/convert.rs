@@ -14,8 +14,8 @@ use zephr_etl::signal;
 use zephr_etl::source::{InputSpec, open_all};
 use zephr_etl::wide;
 
-use super::export::{explain, open, print_summary};
-use super::state_events::{print_summary as print_events, report_failure};
+use super::export::{failed, open, tables_summary};
+use super::state_events::finish;
 use super::wide::{UsersPlan, report_mismatches, wide_error};
 use crate::cli::ConvertArgs;
 
@@ -69,30 +69,12 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             users,
         );
     });
-    let stats = match outcome {
-        Ok(stats) => stats,
-        Err(e) => {
-            // The console's phase line, then (from main) the cause.
-            progress.clear();
-            progress.line("Export failed. Please try again.");
-            return Err(explain(e));
-        }
-    };
-    progress.clear();
+    let stats = outcome.map_err(|e| failed(&progress, e))?;
     report_mismatches(&progress, export.users());
-    let Some(path) = &args.state_events else {
-        progress.line("Export complete!");
-        print_summary(&progress, &stats, raw_bytes.load(Ordering::Relaxed));
-        return Ok(ExitCode::SUCCESS);
-    };
-    print_summary(&progress, &stats, raw_bytes.load(Ordering::Relaxed));
-    progress.phase("Converting state events...");
-    match export.state_events_file(path) {
-        Ok(events) => {
-            print_events(&progress, &events);
-            progress.line("All exports complete!");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => Ok(report_failure(&progress, &explain(e), &args.output.output)),
-    }
+    let summary = tables_summary(&progress, &stats, raw_bytes.load(Ordering::Relaxed));
+    let events = args.state_events.as_ref().map(|path| {
+        let run = || export.state_events_file(path);
+        ("Converting state events...", run)
+    });
+    Ok(finish(&progress, &summary, events, &args.output.output))
 }

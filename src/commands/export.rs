@@ -180,7 +180,14 @@ pub fn explain(error: ExportError) -> anyhow::Error {
     }
 }
 
-/// Prints the final summary: rows per table, rejects, time and throughput.
-pub fn print_summary(progress: &Progress, stats: &RunStats, raw_bytes: u64) {
-    progress.line(&summary::tables(stats, raw_bytes, progress.elapsed()));
+/// The console's failure line, then (printed by `main`) the cause with its flag hint.
+pub fn failed(progress: &Progress, error: ExportError) -> anyhow::Error {
+    progress.clear();
+    progress.line("Export failed. Please try again.");
+    explain(error)
+}
+
+/// The final summary: rows per table, rejects, time and throughput.
+pub fn tables_summary(progress: &Progress, stats: &RunStats, raw_bytes: u64) -> String {
+    summary::tables(stats, raw_bytes, progress.elapsed())
 }

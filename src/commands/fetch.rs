@@ -27,8 +27,8 @@ use zephr_etl::signal;
 use zephr_etl::wide::{self, USER_SCHEMA_PATH, WideError};
 
 use super::UsageError;
-use super::export::{check_side_file, explain, open, print_summary};
-use super::state_events::{print_summary as print_events, report_failure};
+use super::export::{check_side_file, failed, open, tables_summary};
+use super::state_events::finish;
 use super::wide::{UsersPlan, report_mismatches, wide_error};
 use crate::cli::FetchArgs;
 
@@ -104,15 +104,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     } else {
         export.fetch_paged(fetch, &progress)
     };
-    let fetched = match outcome {
-        Ok(fetched) => fetched,
-        Err(e) => {
-            // The console's phase line, then (from main) the cause, as `convert` does.
-            progress.clear();
-            progress.line("Export failed. Please try again.");
-            return Err(explain(e));
-        }
-    };
+    let fetched = outcome.map_err(|e| failed(&progress, e))?;
 
     // The tables are in place: only now may the next run start from this one.
     if let Some(path) = &plan.state_file {
@@ -122,23 +114,12 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         )?;
     }
     report_mismatches(&progress, ext);
-    let Some(events) = &plan.events else {
-        progress.clear();
-        progress.line("Export complete!");
-        print_summary(&progress, &fetched.stats, fetched.bytes);
-        return Ok(ExitCode::SUCCESS);
-    };
-    print_summary(&progress, &fetched.stats, fetched.bytes);
-    progress.phase("Downloading state events...");
-    match export.fetch_state_events(fetch, events).map_err(explain) {
-        Ok(stats) => {
-            progress.clear();
-            print_events(&progress, &stats);
-            progress.line("All exports complete!");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => Ok(report_failure(&progress, &e, dir)),
-    }
+    let summary = tables_summary(&progress, &fetched.stats, fetched.bytes);
+    let events = plan.events.as_ref().map(|events| {
+        let run = || export.fetch_state_events(fetch, events);
+        ("Downloading state events...", run)
+    });
+    Ok(finish(&progress, &summary, events, dir))
 }
 
 /// Checks every flag before any request; problems are usage errors (exit 2).

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use zephr_etl::export::summary;
+use zephr_etl::export::{ExportError, summary};
 use zephr_etl::progress::{Progress, stderr_line};
 use zephr_etl::state_events::{EventsStats, TABLE_NAME};
 
@@ -13,6 +13,34 @@ use super::EXIT_STATE_EVENTS_FAILED;
 
 /// What the failure message starts with (SPEC section 4).
 pub const PHASE_FAILED: &str = "State events export failed";
+
+/// Ends a run whose user tables are committed and summed up in `tables_summary`: `Export
+/// complete!`, or, when state events were asked for (`events`: the phase's console line and
+/// the call that runs it), the phase with its own summary, or its failure (exit 3).
+pub fn finish(
+    progress: &Progress,
+    tables_summary: &str,
+    events: Option<(&str, impl FnOnce() -> Result<EventsStats, ExportError>)>,
+    dir: &Path,
+) -> ExitCode {
+    progress.clear();
+    let Some((phase, run)) = events else {
+        progress.line("Export complete!");
+        progress.line(tables_summary);
+        return ExitCode::SUCCESS;
+    };
+    progress.line(tables_summary);
+    progress.phase(phase);
+    match run() {
+        Ok(stats) => {
+            progress.clear();
+            print_summary(progress, &stats);
+            progress.line("All exports complete!");
+            ExitCode::SUCCESS
+        }
+        Err(e) => report_failure(progress, &super::export::explain(e), dir),
+    }
+}
 
 /// Prints the phase's summary.
 pub fn print_summary(progress: &Progress, stats: &EventsStats) {

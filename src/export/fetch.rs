@@ -685,3 +685,30 @@ impl<R: Read> Read for Tee<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_notices_name_no_flag() {
+        let said = [
+            ResumeNotice::Complete,
+            ResumeNotice::From { page: 4, users: 9 },
+            ResumeNotice::Discarding {
+                work: PathBuf::from("out/.zephr-etl-fetch"),
+            },
+            ResumeNotice::Nothing,
+        ]
+        .map(|notice| notice.to_string());
+        assert_eq!(
+            said,
+            [
+                "Resuming: every page was fetched; assembling the tables",
+                "Resuming from page 4 (9 users already fetched)",
+                "Discarding an interrupted fetch in out/.zephr-etl-fetch",
+                "Nothing to resume: starting from page 1",
+            ]
+        );
+    }
+}

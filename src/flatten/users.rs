@@ -38,7 +38,7 @@ impl UsersExtension {
         if let Some(wide) = &wide {
             def.columns.extend(wide.column_defs());
             def.description = format!(
-                "{} With --wide-attributes: one attr_ column per attribute key after the base \
+                "{} With wide attribute columns: one attr_ column per attribute key after the base \
                  columns.",
                 def.description
             );

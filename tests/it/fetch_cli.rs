@@ -442,7 +442,7 @@ fn resume_continues_after_the_last_committed_page() {
         .unwrap();
     assert!(output.status.success(), "{}", stderr_of(&output));
     assert!(
-        stderr_of(&output).contains("Resuming from page 4"),
+        stderr_of(&output).contains("Resuming from page 4 (9 users already fetched)\n"),
         "{}",
         stderr_of(&output)
     );
@@ -453,6 +453,20 @@ fn resume_continues_after_the_last_committed_page() {
     assert_eq!(asked, [4, 5, 6], "committed pages are not fetched again");
     assert_same_tables(&out, &want);
     assert!(!out.join(WORK_DIR).exists());
+
+    // --resume with nothing to resume starts from page 1, and says so.
+    let fresh = tmp.path().join("fresh");
+    let output = fetch(&server, &fresh, &args)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("Nothing to resume: starting from page 1\n"),
+        "{}",
+        stderr_of(&output)
+    );
+    assert_same_tables(&fresh, &want);
 }
 
 /// The pages of each segment the journal of a failed run in `dir` records.
