@@ -818,6 +818,7 @@ fn the_library_runs_a_conversion_without_the_binary() {
     use zephr_etl::dest::local::LocalDir;
     use zephr_etl::export::{Export, ExportError, ExportOptions};
     use zephr_etl::pipeline::{Source, Sources};
+    use zephr_etl::source::{InputSpec, open_all};
 
     let tmp = TempDir::new().unwrap();
     let dir: PathBuf = tmp.path().join("lib");
@@ -853,7 +854,14 @@ fn the_library_runs_a_conversion_without_the_binary() {
     opts.overwrite = true;
     opts.max_rows_per_file = None;
     let mut export = Export::open(dest, opts).unwrap();
-    export.run(sources(3), &mut |_| {}).unwrap();
+    // As the README shows it: inputs by name, opened as the run reaches them.
+    let file = tmp.path().join("three.json");
+    std::fs::write(&file, generated(3, 9)).unwrap();
+    let inputs = InputSpec::parse_all(&[file.to_str().unwrap()]).unwrap();
+    let stats = export
+        .run(open_all(inputs, Default::default()), &mut |_| {})
+        .unwrap();
+    assert_eq!(stats.rows[zephr_etl::schema::Table::Users], 3);
     drop(export);
     assert_clean(&dir);
     assert_eq!(files(&dir).len(), 7);
