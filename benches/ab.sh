@@ -22,10 +22,17 @@ AB=benches/data/ab
 mkdir -p "$AB"
 for rev in "$1" "$2"; do
   rm -rf "$AB/src"; mkdir -p "$AB/src"
-  git archive "$rev" | tar -x -C "$AB/src"
+  # -m: the files get the time of extraction, not of the commit. Cargo rebuilds what is newer
+  # than its last build, so with the commit's times the second revision could pass for built.
+  git archive "$rev" | tar -x -m -C "$AB/src"
   (cd "$AB/src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --bin zephr-etl -q)
   cp "$AB/target/release/zephr-etl" "$AB/zephr-etl-$rev"
 done
+if ! git diff --quiet "$1" "$2" -- src Cargo.toml Cargo.lock build.rs 2>/dev/null &&
+  cmp -s "$AB/zephr-etl-$1" "$AB/zephr-etl-$2"; then
+  echo "the two revisions' sources differ but their binaries are identical: not a comparison" >&2
+  exit 1
+fi
 : >"$AB/times.tsv"
 for round in $(seq "$ROUNDS"); do
   for tool in duckdb "$1" "$2"; do

@@ -42,9 +42,7 @@ pub enum InputError {
     #[error("{location}: {problem}")]
     Syntax { location: Location, problem: String },
     /// A part of the export the run cannot do without (an envelope member, not an item) is
-    /// larger than the item size limit ([`FramerOptions::max_item_bytes`]).
-    ///
-    /// [`FramerOptions::max_item_bytes`]: crate::source::framer::FramerOptions::max_item_bytes
+    /// larger than the item size limit (the framer's `max_item_bytes`).
     #[error(
         "{location}: {what} is {size} bytes, larger than the item size limit ({limit} bytes); \
          raise the limit if the export is genuine"

@@ -25,16 +25,18 @@
 //! stores, for outputs and for inputs.
 //!
 //! Modules depend only downwards in this order (each line may use the lines below it, never
-//! one above; checked with `grep -rho 'crate::[a-z_]*'` per module):
-//! - [`export`] (the engine), [`describe`];
-//! - [`pipeline`], [`state_events`], [`inspect`], [`wide`], [`extension`] (a re-export);
-//! - [`fetch`] (the Admin API client, its pages, journal and segment merge);
-//! - [`flatten`] (its `users` and `wide_columns` are the extended `users` table's layout);
-//! - [`sink`], [`source`], [`pii`];
-//! - [`table`], [`naming`];
-//! - [`schema`], [`timestamp`] (the one calendar), [`generate`] (uses only [`timestamp`]),
-//!   [`error`], [`allocator`], [`signal`], [`cloud`] (object-store URLs and clients, for
-//!   [`source`] and [`dest`]).
+//! one above or its own; checked over each module's `crate::` paths outside comments and
+//! tests):
+//! - [`export`] (the engine);
+//! - [`state_events`], [`wide`];
+//! - [`fetch`] (the Admin API client, its pages, journal and segment merge), [`pipeline`];
+//! - [`sink`], [`inspect`], [`extension`] (a re-export);
+//! - [`flatten`] (its `users` and `wide_columns` are the extended `users` table's layout),
+//!   [`manifest`], [`describe`];
+//! - [`source`], [`table`], [`dest`], [`ddl`], [`generate`];
+//! - [`schema`], [`timestamp`] (the one calendar), [`error`], [`naming`], [`pii`],
+//!   [`progress`], [`cloud`] (object-store URLs and clients, for [`source`] and [`dest`]),
+//!   [`allocator`], [`signal`].
 
 pub mod allocator;
 pub mod cloud;

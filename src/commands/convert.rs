@@ -1,4 +1,4 @@
-//! `zephr-etl convert`: saved exports (files or stdin) into tables.
+//! `zephr-etl convert`: saved exports (files, stdin, or objects in a bucket) into tables.
 
 use std::fs::File;
 use std::process::ExitCode;

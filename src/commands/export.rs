@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use serde_json::{Value, json};
 use zephr_etl::dest::DestError;
-use zephr_etl::error::{InputError, ItemProblem};
-use zephr_etl::export::{Export, ExportError, ExportOptions, summary};
+use zephr_etl::error::ItemProblem;
+use zephr_etl::export::{Export, ExportError, ExportOptions, default_threads, summary};
 use zephr_etl::fetch::resume::ResumeError;
 use zephr_etl::flatten::{FlattenOptions, OnError};
 use zephr_etl::pipeline::{OnInterrupt, PipelineError, PipelineOptions, RunStats};
@@ -39,9 +39,7 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
         CsvDialectArg::Excel => CsvDialect::Excel,
         CsvDialectArg::Postgres => CsvDialect::Postgres,
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let threads = args.threads.unwrap_or_else(default_threads);
     ExportOptions {
         formats,
         dialect,
@@ -160,9 +158,6 @@ pub fn explain(error: ExportError) -> anyhow::Error {
                  rejects.ndjson and go on)"
             )
         }
-        ExportError::Pipeline(PipelineError::Input(e @ InputError::TooLarge { .. })) => {
-            anyhow!("{e} (--max-item-bytes)")
-        }
         ExportError::Pipeline(PipelineError::TooManyRejects { limit, last }) => anyhow!(
             "stopped after {limit} rejected items (--max-errors {limit}); the last was {last}\n\
              (rejects.ndjson is not kept when a run fails: raise --max-errors to get it)"
@@ -171,11 +166,10 @@ pub fn explain(error: ExportError) -> anyhow::Error {
             "cannot write the --save-raw copy {}",
             path.display()
         )),
-        ExportError::PagedXlsx => anyhow::Error::new(UsageError(format!(
-            "--format xlsx: {}; add --no-paginate, or fetch with --save-raw FILE and then \
-             convert FILE --format xlsx",
-            ExportError::PagedXlsx
-        ))),
+        ExportError::RawExists { path } => anyhow!(
+            "{} already exists; pass --overwrite to replace it, or choose another --save-raw file",
+            path.display()
+        ),
         other => anyhow::Error::new(other),
     }
 }

@@ -36,6 +36,7 @@ use crate::cli::FetchArgs;
 struct Plan {
     /// The user export, for the engine.
     fetch: FetchPlan,
+    users: UsersPlan,
     events: Option<EventsQuery>,
     state_file: Option<PathBuf>,
     /// Where `since` came from when it was not given: the state file's time.
@@ -43,15 +44,20 @@ struct Plan {
 }
 
 pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let plan = plan(&args)?;
-    let users = UsersPlan::check(&args.output)?;
-    let fetch = &plan.fetch;
+    let Plan {
+        fetch,
+        users,
+        events,
+        state_file: state_path,
+        since_from_state,
+    } = plan(&args)?;
+    let fetch = &fetch;
     // A side file that is one of the outputs would replace a table, or be replaced.
     let dir = &args.output.output;
     if let Some(raw) = &fetch.save_raw {
         check_side_file(dir, raw, "--save-raw")?;
     }
-    if let Some(state) = &plan.state_file {
+    if let Some(state) = &state_path {
         check_side_file(dir, state, "--state-file")?;
     }
     signal::install();
@@ -62,18 +68,9 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             "tenant": fetch.tenant,
             "base_url": zephr_etl::fetch::client::strip_userinfo(&fetch.base_url),
             "query": fetch.query.to_query(None),
-            "state_events": plan.events.as_ref().map(|e| e.to_query(None)),
+            "state_events": events.as_ref().map(|e| e.to_query(None)),
         }),
     )?;
-    if let Some(raw) = &fetch.save_raw
-        && !args.output.overwrite
-        && raw.exists()
-    {
-        anyhow::bail!(
-            "{} already exists; pass --overwrite to replace it, or choose another --save-raw file",
-            raw.display()
-        );
-    }
 
     progress.phase("Preparing user export...");
     let downloaded = if users.needs_columns() {
@@ -82,8 +79,11 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             json!(format!("GET {USER_SCHEMA_PATH}")),
         );
         let fields = wide::download_user_schema(&fetch.client).map_err(|e| match e {
-            // The tenant's own schema is not an argument: not a usage error, no flag.
-            WideError::Schema { .. } => anyhow::Error::new(e),
+            // The tenant's own schema is not an argument: not a usage error.
+            WideError::Schema { .. } => anyhow::Error::new(e).context(
+                "--wide-attributes: the tenant's user schema cannot be used; pass --user-schema \
+                 FILE instead",
+            ),
             e => wide_error(e),
         })?;
         Some(wide::schema_columns(&fields))
@@ -94,7 +94,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         export.set_users(ext);
     }
     let ext = export.users();
-    if let Some(since) = &plan.since_from_state {
+    if let Some(since) = &since_from_state {
         progress.line(&format!(
             "Fetching users updated since {since} (from --state-file)"
         ));
@@ -107,7 +107,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let fetched = outcome.map_err(|e| failed(&progress, e))?;
 
     // The tables are in place: only now may the next run start from this one.
-    if let Some(path) = &plan.state_file {
+    if let Some(path) = &state_path {
         state_file::record(path, &fetch.tenant, &fetched.started_at).context(
             "the tables were written, but the state file could not be updated; the next run \
              with it will fetch from the previous time again",
@@ -115,7 +115,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     report_mismatches(&progress, ext);
     let summary = tables_summary(&progress, &fetched.stats, fetched.bytes);
-    let events = plan.events.as_ref().map(|events| {
+    let events = events.as_ref().map(|events| {
         let run = || export.fetch_state_events(fetch, events);
         ("Downloading state events...", run)
     });
@@ -202,6 +202,8 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
         base_delay: Duration::from_millis(args.retry_base_ms),
         max_delay: Duration::from_millis(args.retry_max_ms),
     };
+    // The PII key and the user schema, then the credentials: every flag before the keys.
+    let users = UsersPlan::check(&args.output)?;
     let client = connect(args, &tenant, &base_url, retry)?;
     let fetch = FetchPlan {
         client,
@@ -229,6 +231,7 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
     };
     Ok(Plan {
         fetch,
+        users,
         events,
         state_file: args.state_file.clone(),
         since_from_state,

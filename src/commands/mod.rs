@@ -13,7 +13,12 @@ mod wide;
 
 use std::process::ExitCode;
 
+use zephr_etl::error::InputError;
+use zephr_etl::export::ExportError;
+use zephr_etl::fetch::FetchError;
+use zephr_etl::pipeline::PipelineError;
 use zephr_etl::source::InputSpec;
+use zephr_etl::wide::WideError;
 
 use crate::cli::{Cli, Command};
 
@@ -70,6 +75,9 @@ pub fn exit_status(error: &anyhow::Error) -> u8 {
 /// The error and its causes on one line, `outer: inner: ...`. A cause whose text the message
 /// before it already ends with is left out: library errors quote their source in their own
 /// message (`cannot read: {source}`), which `{:#}` would print twice.
+///
+/// The library words its errors without flags; the flag that answers one is added at the end
+/// ([`flag_hint`]).
 pub fn render_error(error: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in error.chain() {
@@ -82,7 +90,52 @@ pub fn render_error(error: &anyhow::Error) -> String {
         }
         out.push_str(&text);
     }
+    if let Some(hint) = flag_hint(error) {
+        out.push_str(hint);
+    }
     out
+}
+
+/// The flag for a library error found anywhere in the chain: the item size limit that an
+/// input's part exceeds, or the other place a refused secret key can come from.
+fn flag_hint(error: &anyhow::Error) -> Option<&'static str> {
+    error.chain().find_map(|cause| {
+        if let Some(FetchError::Unauthorized { .. }) = fetch_error(cause) {
+            return Some(" (the secret key: ZEPHR_SECRET_KEY or --secret-key-file)");
+        }
+        match input_error(cause) {
+            Some(InputError::TooLarge { .. }) => Some(" (--max-item-bytes)"),
+            _ => None,
+        }
+    })
+}
+
+/// The [`FetchError`] a cause is, or wraps without showing it as a cause of its own.
+fn fetch_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a FetchError> {
+    match cause.downcast_ref::<ExportError>() {
+        Some(ExportError::Fetch(e)) => Some(e),
+        _ => cause.downcast_ref::<FetchError>(),
+    }
+}
+
+/// The [`InputError`] a cause is, or wraps without showing it as a cause of its own.
+fn input_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a InputError> {
+    fn in_pipeline(e: &PipelineError) -> Option<&InputError> {
+        match e {
+            PipelineError::Input(e) => Some(e),
+            _ => None,
+        }
+    }
+    if let Some(ExportError::Pipeline(e)) = cause.downcast_ref::<ExportError>() {
+        return in_pipeline(e);
+    }
+    if let Some(WideError::Input(e)) = cause.downcast_ref::<WideError>() {
+        return Some(e);
+    }
+    match cause.downcast_ref::<PipelineError>() {
+        Some(e) => in_pipeline(e),
+        None => cause.downcast_ref::<InputError>(),
+    }
 }
 
 /// Whether the error is a closed stdout (`zephr-etl generate ... | head`).

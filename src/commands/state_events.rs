@@ -1,6 +1,6 @@
-//! The state-events phase's messages: `convert --state-events FILE` and `fetch
-//! --state-events` run it through the engine after the user tables are committed; its
-//! failure leaves the user tables alone and exits with status 3.
+//! The end of a run whose user tables are committed: `Export complete!` and the summary, or
+//! the state-events phase (`convert --state-events FILE`, `fetch --state-events`) with its
+//! own summary; the phase's failure leaves the user tables alone and exits with status 3.
 
 use std::path::Path;
 use std::process::ExitCode;

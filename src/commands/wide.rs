@@ -89,7 +89,9 @@ pub fn wide_error(e: WideError) -> anyhow::Error {
              FILE instead",
             wide::USER_SCHEMA_PATH
         )),
-        other => anyhow::Error::new(other).context("--wide-attributes"),
+        // A located input error says all; the run itself would stop at it too.
+        WideError::Input(_) => anyhow::Error::new(e),
+        WideError::Threads(_) => anyhow::Error::new(e).context("--wide-attributes"),
     }
 }
 

@@ -124,6 +124,16 @@ pub struct Fetched {
 }
 
 impl Export {
+    /// Refuses a raw copy's file that exists, unless overwriting was asked for.
+    fn check_raw(&self, plan: &FetchPlan) -> Result<(), ExportError> {
+        match &plan.save_raw {
+            Some(path) if !self.opts.overwrite && path.exists() => Err(ExportError::RawExists {
+                path: path.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Fetches the export page by page, resumably, and commits the tables.
     pub fn fetch_paged(
         &mut self,
@@ -133,6 +143,7 @@ impl Export {
         if self.opts.formats.xlsx {
             return Err(ExportError::PagedXlsx);
         }
+        self.check_raw(plan)?;
         let work = &plan.work;
         let arguments = self.resume_arguments(plan);
         let mut journal = open_journal(work, plan, arguments, progress)?;
@@ -179,6 +190,7 @@ impl Export {
         plan: &FetchPlan,
         progress: &Progress,
     ) -> Result<Fetched, ExportError> {
+        self.check_raw(plan)?;
         // Neither `page` nor `rpp`: that is what asks Zephr for the single array.
         let mut query = plan.query.clone();
         query.rpp = None;

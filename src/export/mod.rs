@@ -72,6 +72,11 @@ pub struct ExportOptions {
     pub parameters: BTreeMap<String, Value>,
 }
 
+/// Worker threads when none are asked for: one per core (2 when that cannot be known).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 impl ExportOptions {
     /// Options with the defaults of the command line: CSV and Parquet, plain CSV, zstd,
     /// failing on a bad item, all cores.
@@ -81,7 +86,7 @@ impl ExportOptions {
             parquet: true,
             xlsx: false,
         };
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = default_threads();
         ExportOptions {
             formats,
             dialect: CsvDialect::Plain,
@@ -215,6 +220,9 @@ pub enum ExportError {
         #[source]
         source: std::io::Error,
     },
+    /// The raw copy's file exists and overwriting was not asked for.
+    #[error("{} already exists", path.display())]
+    RawExists { path: PathBuf },
     /// The tables were committed but the raw copy could not be moved into place.
     #[error("the tables were written, but not {}: {source}", path.display())]
     RawAfterCommit {

@@ -850,6 +850,36 @@ fn an_envelope_member_over_max_item_bytes_stops_the_run_naming_the_flag() {
         )
     );
     assert!(!tmp.path().join("out").exists());
+    // inspect reads the same way and names the same flag.
+    let out = run_in(
+        tmp.path(),
+        &["inspect", "-q", "env.json", "--max-item-bytes", "1000"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "zephr-etl: env.json: {at}: the envelope's \"meta\""
+        )) && err.ends_with("raise the limit if the export is genuine (--max-item-bytes)\n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stdin_can_be_given_once_to_convert_and_to_inspect() {
+    let tmp = TempDir::new().unwrap();
+    for args in [
+        &["convert", "-", "-", "-o", "out"][..],
+        &["inspect", "-", "-"][..],
+    ] {
+        let out = run_in(tmp.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            stderr(&out),
+            "zephr-etl: `-` (stdin) can be given only once\n"
+        );
+    }
+    assert!(!tmp.path().join("out").exists());
 }
 
 // ---------------------------------------------------------------------------------------------

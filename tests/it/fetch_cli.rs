@@ -324,7 +324,9 @@ fn unauthorized_and_forbidden_fail_at_once_naming_what_to_check() {
         (
             Fault::Unauthorized,
             "Export failed. Please try again.\nzephr-etl: page 1: authentication failed (401): check \
-             ZEPHR_ACCESS_KEY and ZEPHR_SECRET_KEY (or the secret key file) for tenant acme",
+             ZEPHR_ACCESS_KEY and ZEPHR_SECRET_KEY (or the secret key file) for tenant acme, and \
+             that this machine's clock is correct (the secret key: ZEPHR_SECRET_KEY or \
+             --secret-key-file)\n",
         ),
         (
             Fault::Forbidden,
@@ -345,6 +347,39 @@ fn unauthorized_and_forbidden_fail_at_once_naming_what_to_check() {
         // The run created `out`, so a failed run removes it (issue 12).
         assert!(!out.exists(), "{:?}", names(&out));
     }
+}
+
+#[test]
+fn an_existing_save_raw_file_is_kept_without_overwrite() {
+    let tmp = TempDir::new().unwrap();
+    let (_, items) = export(3);
+    let server = mock(&items, Vec::new());
+    let raw = tmp.path().join("raw.json");
+    std::fs::write(&raw, "PRECIOUS").unwrap();
+    let out = tmp.path().join("out");
+    for extra in [&[][..], &["--no-paginate"][..]] {
+        let mut args = vec!["--save-raw", raw.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let output = fetch(&server, &out, &args).output().unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        assert!(
+            stderr_of(&output).ends_with(&format!(
+                "zephr-etl: {} already exists; pass --overwrite to replace it, or choose another \
+                 --save-raw file\n",
+                raw.display()
+            )),
+            "{}",
+            stderr_of(&output)
+        );
+        assert_eq!(std::fs::read_to_string(&raw).unwrap(), "PRECIOUS");
+        assert!(!out.exists());
+    }
+    assert!(user_pages(&server).is_empty());
+    // With --overwrite the copy replaces it.
+    let mut args = vec!["--save-raw", raw.to_str().unwrap(), "--overwrite"];
+    args.push("--no-paginate");
+    fetch(&server, &out, &args).assert().success();
+    assert!(std::fs::read_to_string(&raw).unwrap().starts_with('['));
 }
 
 #[test]

@@ -1074,6 +1074,36 @@ fn fetch_downloads_the_user_schema_for_wide_columns() {
         stderr.contains("cannot download the user schema (GET /v3/schema/users)"),
         "{stderr}"
     );
+
+    // A schema the tool cannot use: exit 1 (the tenant's data, not an argument), named, with
+    // the flag that does without it.
+    let broken = mock(items_of(&export), Some(r#"{"fields": 3}"#));
+    let output = zephr()
+        .env("ZEPHR_ACCESS_KEY", ACCESS_KEY)
+        .env("ZEPHR_SECRET_KEY", SECRET)
+        .args([
+            "fetch",
+            "--tenant",
+            "acme",
+            "--base-url",
+            &broken.base_url,
+            "-o",
+        ])
+        .arg(tmp.path().join("broken"))
+        .args(["--wide-attributes", "--retry-base-ms", "1"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "zephr-etl: --wide-attributes: the tenant's user schema cannot be used; pass \
+             --user-schema FILE instead: user schema GET /v3/schema/users: "
+        ),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("broken").exists());
 }
 
 #[test]
