@@ -101,7 +101,7 @@ pub fn render_error(error: &anyhow::Error) -> String {
 fn flag_hint(error: &anyhow::Error) -> Option<&'static str> {
     error.chain().find_map(|cause| {
         if let Some(FetchError::Unauthorized { .. }) = fetch_error(cause) {
-            return Some(" (the secret key: ZEPHR_SECRET_KEY or --secret-key-file)");
+            return Some(" (the secret key file is --secret-key-file)");
         }
         match input_error(cause) {
             Some(InputError::TooLarge { .. }) => Some(" (--max-item-bytes)"),

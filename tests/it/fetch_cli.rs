@@ -325,8 +325,7 @@ fn unauthorized_and_forbidden_fail_at_once_naming_what_to_check() {
             Fault::Unauthorized,
             "Export failed. Please try again.\nzephr-etl: page 1: authentication failed (401): check \
              ZEPHR_ACCESS_KEY and ZEPHR_SECRET_KEY (or the secret key file) for tenant acme, and \
-             that this machine's clock is correct (the secret key: ZEPHR_SECRET_KEY or \
-             --secret-key-file)\n",
+             that this machine's clock is correct (the secret key file is --secret-key-file)\n",
         ),
         (
             Fault::Forbidden,
