@@ -469,16 +469,17 @@ fn resume_continues_after_the_last_committed_page() {
     );
     assert_eq!(names(&out), [WORK_DIR]);
 
-    let before = server.requests().len();
-    let output = fetch(&server, &out, &args)
-        .arg("--resume")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr_of(&output));
-    assert!(
-        stderr_of(&output).contains("Resuming from page 4 (9 users already fetched)\n"),
-        "{}",
+    // A successful `fetch ... --resume` into `dir`: its stderr.
+    let resumed = |dir: &Path| {
+        let output = fetch(&server, dir, &args).arg("--resume").output().unwrap();
+        assert!(output.status.success(), "{}", stderr_of(&output));
         stderr_of(&output)
+    };
+    let before = server.requests().len();
+    let stderr = resumed(&out);
+    assert!(
+        stderr.contains("Resuming from page 4 (9 users already fetched)\n"),
+        "{stderr}"
     );
     let asked: Vec<u32> = server.requests()[before..]
         .iter()
@@ -490,15 +491,10 @@ fn resume_continues_after_the_last_committed_page() {
 
     // --resume with nothing to resume starts from page 1, and says so.
     let fresh = tmp.path().join("fresh");
-    let output = fetch(&server, &fresh, &args)
-        .arg("--resume")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr_of(&output));
+    let stderr = resumed(&fresh);
     assert!(
-        stderr_of(&output).contains("Nothing to resume: starting from page 1\n"),
-        "{}",
-        stderr_of(&output)
+        stderr.contains("Nothing to resume: starting from page 1\n"),
+        "{stderr}"
     );
     assert_same_tables(&fresh, &want);
 }

@@ -1050,60 +1050,37 @@ fn fetch_downloads_the_user_schema_for_wide_columns() {
     );
     assert_eq!(csv_table(&fetched, "users"), csv_table(&converted, "users"));
 
-    // No schema on the server: a clear failure.
-    let none = mock(items_of(&export), None);
-    let output = zephr()
-        .env("ZEPHR_ACCESS_KEY", ACCESS_KEY)
-        .env("ZEPHR_SECRET_KEY", SECRET)
-        .args([
-            "fetch",
-            "--tenant",
-            "acme",
-            "--base-url",
-            &none.base_url,
-            "-o",
-        ])
-        .arg(tmp.path().join("none"))
-        .args(["--wide-attributes", "--retry-base-ms", "1"])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("cannot download the user schema (GET /v3/schema/users)"),
-        "{stderr}"
-    );
-
-    // A schema the tool cannot use: exit 1 (the tenant's data, not an argument), named, with
-    // the flag that does without it.
-    let broken = mock(items_of(&export), Some(r#"{"fields": 3}"#));
-    let output = zephr()
-        .env("ZEPHR_ACCESS_KEY", ACCESS_KEY)
-        .env("ZEPHR_SECRET_KEY", SECRET)
-        .args([
-            "fetch",
-            "--tenant",
-            "acme",
-            "--base-url",
-            &broken.base_url,
-            "-o",
-        ])
-        .arg(tmp.path().join("broken"))
-        .args(["--wide-attributes", "--retry-base-ms", "1"])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains(
-            "zephr-etl: --wide-attributes: the tenant's user schema cannot be used; pass \
-             --user-schema FILE instead: user schema GET /v3/schema/users: "
+    // The user schema cannot be had: exit 1 (the tenant's data, not an argument), named, with
+    // the flag that does without it; no folder is left.
+    for (name, schema, message) in [
+        (
+            "none",
+            None,
+            "cannot download the user schema (GET /v3/schema/users)",
         ),
-        "{stderr}"
-    );
-    assert!(!tmp.path().join("broken").exists());
+        (
+            "broken",
+            Some(r#"{"fields": 3}"#),
+            "zephr-etl: --wide-attributes: the tenant's user schema cannot be used; pass \
+             --user-schema FILE instead: user schema GET /v3/schema/users: ",
+        ),
+    ] {
+        let server = mock(items_of(&export), schema);
+        let output = zephr()
+            .env("ZEPHR_ACCESS_KEY", ACCESS_KEY)
+            .env("ZEPHR_SECRET_KEY", SECRET)
+            .args(["fetch", "--tenant", "acme", "--base-url", &server.base_url])
+            .arg("-o")
+            .arg(tmp.path().join(name))
+            .args(["--wide-attributes", "--retry-base-ms", "1"])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+        assert!(!tmp.path().join(name).exists(), "{name}");
+    }
 }
 
 #[test]
