@@ -39,23 +39,11 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             "state_events": args.state_events.as_ref().map(|p| p.display().to_string()),
         }),
     )?;
-    let discovered = if users.needs_columns() {
-        export.set_parameter(
-            "wide_columns_from",
-            json!("the attribute keys of the inputs"),
-        );
+    let pipeline = export.options().pipeline;
+    users.apply(&mut export, "the attribute keys of the inputs", || {
         progress.phase("Finding attribute keys (first pass)...");
-        let pipeline = export.options().pipeline;
-        Some(
-            wide::discover_columns(&inputs, pipeline.framer, pipeline.threads)
-                .map_err(wide_error)?,
-        )
-    } else {
-        None
-    };
-    if let Some(ext) = users.build(discovered) {
-        export.set_users(ext);
-    }
+        wide::discover_columns(&inputs, pipeline.framer, pipeline.threads).map_err(wide_error)
+    })?;
     progress.phase("Preparing user export...");
     let total: Option<u64> = inputs.iter().map(InputSpec::size).sum();
     let raw_bytes = Arc::new(AtomicU64::new(0));

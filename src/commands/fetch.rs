@@ -73,11 +73,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     )?;
 
     progress.phase("Preparing user export...");
-    let downloaded = if users.needs_columns() {
-        export.set_parameter(
-            "wide_columns_from",
-            json!(format!("GET {USER_SCHEMA_PATH}")),
-        );
+    users.apply(&mut export, &format!("GET {USER_SCHEMA_PATH}"), || {
         let fields = wide::download_user_schema(&fetch.client).map_err(|e| match e {
             // The tenant's own schema is not an argument: not a usage error.
             WideError::Schema { .. } => anyhow::Error::new(e).context(
@@ -86,13 +82,8 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             ),
             e => wide_error(e),
         })?;
-        Some(wide::schema_columns(&fields))
-    } else {
-        None
-    };
-    if let Some(ext) = users.build(downloaded) {
-        export.set_users(ext);
-    }
+        Ok(wide::schema_columns(&fields))
+    })?;
     let ext = export.users();
     if let Some(since) = &since_from_state {
         progress.line(&format!(

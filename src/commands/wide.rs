@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use zephr_etl::export::Export;
 use zephr_etl::extension::UsersExtension;
 use zephr_etl::pii::PiiKey;
 use zephr_etl::progress::Progress;
@@ -42,6 +43,26 @@ impl UsersPlan {
     /// Whether the columns still have to be found (no `--user-schema`).
     pub fn needs_columns(&self) -> bool {
         self.wide && self.schema.is_none()
+    }
+
+    /// Gives `export` the users table the flags ask for. When the wide columns still have to
+    /// be found, `find` finds them, and the manifest records where from (`from`).
+    pub fn apply(
+        self,
+        export: &mut Export,
+        from: &str,
+        find: impl FnOnce() -> anyhow::Result<WideColumns>,
+    ) -> anyhow::Result<()> {
+        let found = if self.needs_columns() {
+            export.set_parameter("wide_columns_from", serde_json::json!(from));
+            Some(find()?)
+        } else {
+            None
+        };
+        if let Some(ext) = self.build(found) {
+            export.set_users(ext);
+        }
+        Ok(())
     }
 
     /// The extension with these wide columns (`None` when no flag asks for one).

@@ -79,6 +79,22 @@ struct Staging {
     discarded: bool,
 }
 
+impl Staging {
+    /// The run's staging folder in `root`, made (`mkdtemp`, mode 0700) the first time.
+    fn dir_in(&mut self, root: &Path) -> Result<PathBuf, DestError> {
+        if let Some(dir) = &self.dir {
+            return Ok(dir.clone());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(STAGING_PREFIX)
+            .tempdir_in(root)
+            .map_err(io_at(root))?
+            .keep();
+        self.dir = Some(dir.clone());
+        Ok(dir)
+    }
+}
+
 /// What the journal holds: everything recovery needs to finish (or undo) the commit.
 #[derive(Debug, Serialize, Deserialize)]
 struct Journal {
@@ -557,18 +573,7 @@ impl Destination for LocalDir {
                 name: name.to_string(),
             });
         }
-        let dir = match &state.dir {
-            Some(dir) => dir.clone(),
-            None => {
-                let dir = tempfile::Builder::new()
-                    .prefix(STAGING_PREFIX)
-                    .tempdir_in(&self.root)
-                    .map_err(io_at(&self.root))?
-                    .keep();
-                state.dir = Some(dir.clone());
-                dir
-            }
-        };
+        let dir = state.dir_in(&self.root)?;
         state.next += 1;
         let staged = format!("{:06}", state.next);
         state.names.insert(name.to_string(), staged.clone());
@@ -579,18 +584,7 @@ impl Destination for LocalDir {
     fn commit(&self, commit: Commit) -> Result<(), DestError> {
         fault("a");
         let mut state = lock_state(&self.state);
-        let staging = match &state.dir {
-            Some(dir) => dir.clone(),
-            None => {
-                let dir = tempfile::Builder::new()
-                    .prefix(STAGING_PREFIX)
-                    .tempdir_in(&self.root)
-                    .map_err(io_at(&self.root))?
-                    .keep();
-                state.dir = Some(dir.clone());
-                dir
-            }
-        };
+        let staging = state.dir_in(&self.root)?;
         let mut moves = Vec::with_capacity(commit.files.len());
         for file in &commit.files {
             let staged = state.names.get(&file.name).ok_or_else(|| {
