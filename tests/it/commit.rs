@@ -50,10 +50,12 @@ fn run(cwd: &Path, args: &[&str]) -> Output {
     command(cwd, args, None).output().expect("the binary runs")
 }
 
-fn run_fault(cwd: &Path, args: &[&str], fault: &str) -> Output {
-    command(cwd, args, Some(fault))
+/// Runs with the fault hook `fault` and checks that it killed the process (no exit status).
+fn crash_at(cwd: &Path, args: &[&str], fault: &str) {
+    let crashed = command(cwd, args, Some(fault))
         .output()
-        .expect("the binary runs")
+        .expect("the binary runs");
+    assert_eq!(crashed.status.code(), None, "{fault}: {}", stderr(&crashed));
 }
 
 fn stderr(out: &Output) -> String {
@@ -192,13 +194,7 @@ fn crash_matrix() {
             "csv",
             "--overwrite",
         ];
-        let crashed = run_fault(cwd, &args, &format!("commit:{step}"));
-        assert_eq!(
-            crashed.status.code(),
-            None,
-            "step {step}: {}",
-            stderr(&crashed)
-        );
+        crash_at(cwd, &args, &format!("commit:{step}"));
         // Whatever the manifest says is so, right after the crash.
         match verified_manifest(&dir) {
             Some(m) if m["run_id"] == before["run_id"] => {
@@ -255,13 +251,7 @@ fn crash_matrix_into_a_fresh_folder() {
             "--max-rows-per-file",
             "10",
         ];
-        let crashed = run_fault(cwd, &args, &format!("commit:{step}"));
-        assert_eq!(
-            crashed.status.code(),
-            None,
-            "step {step}: {}",
-            stderr(&crashed)
-        );
+        crash_at(cwd, &args, &format!("commit:{step}"));
         match verified_manifest(&dir) {
             Some(m) => {
                 assert_eq!(users_rows(&m), 25);
@@ -302,8 +292,7 @@ fn a_crash_in_the_state_events_commit_is_finished_by_the_next_run() {
         "events.csv",
     ];
     // The second commit (state events) is cut while its files are moved.
-    let crashed = run_fault(cwd, &args, "commit:d-mid#2");
-    assert_eq!(crashed.status.code(), None, "{}", stderr(&crashed));
+    crash_at(cwd, &args, "commit:d-mid#2");
     assert!(verified_manifest(&cwd.join("out")).is_none());
     let refused = run(cwd, &args);
     assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));

@@ -47,6 +47,27 @@ fn mock(items: &[String], faults: Vec<Fault>) -> MockServer {
     MockServer::start(cfg)
 }
 
+/// A mock serving `items` and the state events `events`.
+fn events_mock(items: Vec<String>, events: StateEventsMock) -> MockServer {
+    let mut cfg = MockConfig::new(ACCESS_KEY, SECRET, items);
+    cfg.state_events = Some(events);
+    cfg.lifetime = Duration::from_secs(60);
+    MockServer::start(cfg)
+}
+
+/// `fetch --state-events` of January 2024 into `out`, two rows a page.
+fn fetch_january_events(server: &MockServer, out: &Path) -> std::process::Output {
+    fetch(server, out, &["--state-events", "--rpp", "2"])
+        .args([
+            "--events-from",
+            "2024-01-01T00:00:00Z",
+            "--events-to",
+            "2024-02-01",
+        ])
+        .output()
+        .unwrap()
+}
+
 /// The binary with credentials in the environment and a bounded lifetime.
 fn zephr() -> Command {
     let mut cmd = Command::cargo_bin("zephr-etl").unwrap();
@@ -771,24 +792,16 @@ fn parquet_strings(path: &Path) -> (Vec<String>, Vec<Vec<Option<String>>>) {
 fn state_events_are_fetched_with_the_sources_columns() {
     let tmp = TempDir::new().unwrap();
     let (_, items) = export(4);
-    let mut cfg = MockConfig::new(ACCESS_KEY, SECRET, items);
-    cfg.state_events = Some(StateEventsMock {
-        rows: events_rows(),
-        fail: false,
-        ..Default::default()
-    });
-    cfg.lifetime = Duration::from_secs(60);
-    let server = MockServer::start(cfg);
+    let server = events_mock(
+        items,
+        StateEventsMock {
+            rows: events_rows(),
+            fail: false,
+            ..Default::default()
+        },
+    );
     let out = tmp.path().join("out");
-    let output = fetch(&server, &out, &["--state-events", "--rpp", "2"])
-        .args([
-            "--events-from",
-            "2024-01-01T00:00:00Z",
-            "--events-to",
-            "2024-02-01",
-        ])
-        .output()
-        .unwrap();
+    let output = fetch_january_events(&server, &out);
     assert!(output.status.success(), "{}", stderr_of(&output));
     let stderr = stderr_of(&output);
     assert!(
@@ -821,14 +834,14 @@ fn a_failed_state_events_phase_keeps_the_user_tables_and_exits_3() {
     let tmp = TempDir::new().unwrap();
     let (bytes, items) = export(4);
     let want = converted(&bytes, &tmp);
-    let mut cfg = MockConfig::new(ACCESS_KEY, SECRET, items);
-    cfg.state_events = Some(StateEventsMock {
-        rows: events_rows(),
-        fail: true,
-        ..Default::default()
-    });
-    cfg.lifetime = Duration::from_secs(60);
-    let server = MockServer::start(cfg);
+    let server = events_mock(
+        items,
+        StateEventsMock {
+            rows: events_rows(),
+            fail: true,
+            ..Default::default()
+        },
+    );
     let out = tmp.path().join("out");
     let output = fetch(&server, &out, &["--state-events", "--retries", "1"])
         .args(["--events-from", "2024-01-01", "--events-to", "2024-02-01"])
@@ -1196,25 +1209,17 @@ fn csv_event_rows() -> Vec<String> {
 fn regression_issue15_csv_state_events_over_several_pages() {
     let tmp = TempDir::new().unwrap();
     let (_, items) = export(3);
-    let mut cfg = MockConfig::new(ACCESS_KEY, SECRET, items);
-    cfg.state_events = Some(StateEventsMock {
-        rows: csv_event_rows(),
-        csv: true,
-        time_field: Some("at".into()),
-        ..Default::default()
-    });
-    cfg.lifetime = Duration::from_secs(60);
-    let server = MockServer::start(cfg);
+    let server = events_mock(
+        items,
+        StateEventsMock {
+            rows: csv_event_rows(),
+            csv: true,
+            time_field: Some("at".into()),
+            ..Default::default()
+        },
+    );
     let out = tmp.path().join("out");
-    let output = fetch(&server, &out, &["--state-events", "--rpp", "2"])
-        .args([
-            "--events-from",
-            "2024-01-01T00:00:00Z",
-            "--events-to",
-            "2024-02-01",
-        ])
-        .output()
-        .unwrap();
+    let output = fetch_january_events(&server, &out);
     let stderr = stderr_of(&output);
     assert!(output.status.success(), "{stderr}");
     assert!(

@@ -85,6 +85,20 @@ fn commit(
     })
 }
 
+/// `convert INPUT -o DIR/local`, the run a bucket's tables are compared with: that folder.
+fn convert_locally(input: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    let local = dir.join("local");
+    crate::support::harness::zephr()
+        .arg("convert")
+        .arg(input)
+        .arg("-o")
+        .arg(&local)
+        .arg("-q")
+        .assert()
+        .success();
+    local
+}
+
 fn sha(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
@@ -584,15 +598,7 @@ fn convert_into_a_bucket_equals_a_local_run_and_pyarrow_reads_it() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("export.json");
     std::fs::write(&input, generated(300, 11)).unwrap();
-    let local = tmp.path().join("local");
-    zephr()
-        .arg("convert")
-        .arg(&input)
-        .arg("-o")
-        .arg(&local)
-        .arg("-q")
-        .assert()
-        .success();
+    let local = convert_locally(&input, tmp.path());
     let url = format!("s3://{bucket}/nightly");
     zephr()
         .envs(server.env())
@@ -677,15 +683,7 @@ fn an_input_in_a_bucket_converts_like_the_local_file() {
          s3.put_object(Bucket='{bucket}', Key='raw/export.json.gz', Body=open({:?}, 'rb').read())",
         gz_path.display().to_string()
     ));
-    let local = tmp.path().join("local");
-    zephr()
-        .arg("convert")
-        .arg(&input)
-        .arg("-o")
-        .arg(&local)
-        .arg("-q")
-        .assert()
-        .success();
+    let local = convert_locally(&input, tmp.path());
     let from_bucket = tmp.path().join("from-bucket");
     zephr()
         .envs(server.env())
