@@ -86,6 +86,10 @@ pub struct OutputArgs {
     /// Replace the dataset DIR holds, whole (files of it this run does not write are removed).
     #[arg(long)]
     pub overwrite: bool,
+    /// With an object-store -o: how long one failing store request (5xx, throttling, a
+    /// timeout, a dropped connection) is retried, with backoff, before the run fails.
+    #[arg(long, value_name = "SECS", default_value_t = zephr_etl::cloud::store::DEFAULT_RETRY_SECS)]
+    pub store_retry_secs: u64,
     /// What to do with a bad item.
     #[arg(long, value_enum, default_value = "fail")]
     pub on_error: OnErrorArg,

@@ -11,6 +11,7 @@
 //! [`store`] builds the `object_store` client with retries; [`reader`] reads an object as a
 //! sync stream (inputs of `convert`).
 
+mod aws;
 pub mod reader;
 pub mod store;
 

@@ -30,12 +30,14 @@ impl<T: ObjectStore + MultipartStore> CloudStore for T {}
 /// How hard to retry and how long to wait.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Retries of a request that failed with a 5xx, a throttling answer or a dropped connection.
+    /// Retries of a request that failed with a 5xx, a throttling answer or a dropped
+    /// connection, at most; `retry_timeout` is what bounds them in practice.
     pub max_retries: usize,
     /// Backoff before the first retry; it doubles up to `max_backoff`.
     pub init_backoff: Duration,
+    /// The longest wait between two tries.
     pub max_backoff: Duration,
-    /// Give up retrying a request after this long.
+    /// Give up retrying a request after this long (`--store-retry-secs`, SPEC section 6).
     pub retry_timeout: Duration,
     /// One request's time limit (a part of 8 MiB on a slow link must fit).
     pub request_timeout: Duration,
@@ -45,13 +47,28 @@ pub struct StoreOptions {
     pub config: Vec<(String, String)>,
 }
 
+/// How long a failing store request is retried by default, in seconds (`--store-retry-secs`).
+pub const DEFAULT_RETRY_SECS: u64 = 180;
+
+impl StoreOptions {
+    /// The default options with failing requests retried for `secs` seconds.
+    pub fn retrying_for(secs: u64) -> StoreOptions {
+        StoreOptions {
+            retry_timeout: Duration::from_secs(secs),
+            ..StoreOptions::default()
+        }
+    }
+}
+
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            max_retries: 10,
+            // Enough for the whole time budget at the longest backoff, and then some: an
+            // outage of minutes is waited out, however the tries fall.
+            max_retries: 1_000,
             init_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(15),
-            retry_timeout: Duration::from_secs(180),
+            retry_timeout: Duration::from_secs(DEFAULT_RETRY_SECS),
             request_timeout: Duration::from_secs(300),
             config: Vec::new(),
         }
@@ -98,6 +115,12 @@ impl Store {
         let client_options = client_options.with_allow_http(allow_http);
         let client: Arc<dyn CloudStore> = match url.cloud {
             Cloud::S3 => {
+                let mistake = |detail| CloudError::Config {
+                    url: url.display(),
+                    detail,
+                };
+                super::aws::check_endpoint(options, allow_http).map_err(mistake)?;
+                super::aws::check_credentials(options).map_err(mistake)?;
                 let mut builder = AmazonS3Builder::from_env()
                     .with_url(url.url().as_str())
                     .with_retry(retry)

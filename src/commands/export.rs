@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use serde_json::{Value, json};
+use zephr_etl::cloud::store::StoreOptions;
 use zephr_etl::dest::DestError;
 use zephr_etl::error::ItemProblem;
 use zephr_etl::export::{Export, ExportError, ExportOptions, default_threads, summary};
@@ -89,7 +90,8 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
 /// Opens the `-o` folder or bucket prefix and the export into it: locked, recovered, checked.
 /// A malformed or unsupported URL, or a store that cannot be configured, is a usage error.
 pub fn open(args: &OutputArgs, source: Value) -> anyhow::Result<Export> {
-    let dest = zephr_etl::dest::open(&args.output.to_string_lossy()).map_err(|e| {
+    let store = StoreOptions::retrying_for(args.store_retry_secs);
+    let dest = zephr_etl::dest::open(&args.output.to_string_lossy(), store).map_err(|e| {
         if e.is_usage() {
             anyhow::Error::new(UsageError(format!("-o: {e}")))
         } else {

@@ -9,6 +9,9 @@
 //! that finds the lock expired (its holder was killed, or lost its network) takes it over with
 //! the same conditional replace, so of two runs that both see it expired only one wins.
 //! Before writing the manifest, the commit renews the lease once more and stops if that fails.
+//! A conditional PUT whose answer was lost is decided by reading the lock back: a create,
+//! takeover or renewal that landed carries this run's tag (and exact bytes), so a retry that
+//! is refused by the very lock it wrote does not lock the run out of its own prefix.
 //!
 //! Guaranteed: no two live runs that renew on time hold the lock together; a killed run's lock
 //! is free `lease` after its last renewal; a run never commits after it knows it lost the lock.
@@ -66,7 +69,7 @@ impl LeaseState {
             Err(why) => return Err(self.lost(why.clone())),
         };
         let body = lock_body(&self.run, self.lease);
-        match put(&self.shared, body, update(current)) {
+        match put(&self.shared, body.clone(), update(current)) {
             Ok(Some(new)) => {
                 *etag = Ok(new);
                 Ok(())
@@ -78,6 +81,15 @@ impl LeaseState {
                 Err(self.lost(why))
             }
             Err(object_store::Error::Precondition { .. }) => {
+                // A retried renewal is refused by the very lock it wrote when the answer to
+                // the first try was lost: the lock read back tells.
+                if let Ok(Some(held)) = read_lock(&self.shared)
+                    && held.bytes == body
+                    && let Some(new) = held.etag
+                {
+                    *etag = Ok(new);
+                    return Ok(());
+                }
                 let why = "it was taken over after this run's lease expired".to_string();
                 *etag = Err(why.clone());
                 Err(self.lost(why))
@@ -132,52 +144,30 @@ pub fn acquire(
     let cloud = |action, e| DestError::Cloud(store.error(action, LOCK_NAME, e));
     // Bounded: each round either returns or saw the lock vanish or change under it.
     for _ in 0..5 {
-        let created = put(shared, lock_body(run, lease), PutMode::Create);
-        let etag = match created {
-            Ok(etag) => etag,
+        let etag = match put(shared, lock_body(run, lease), PutMode::Create) {
+            Ok(etag) => Some(etag),
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
             ) => {
-                let Some((holder, etag)) = read_lock(shared)? else {
+                let Some(held) = read_lock(shared)? else {
                     continue; // released meanwhile: try to create it again
                 };
-                let now = now_ms();
-                if now <= holder.expires_ms {
-                    return Err(DestError::Locked {
-                        dest: format!(
-                            "{} (run {} on {}, pid {}, holds {} until {}, and longer while \
-                             it runs)",
-                            store.url.display(),
-                            holder.run,
-                            holder.host,
-                            holder.pid,
-                            lock_target,
-                            holder.expires
-                        ),
-                    });
-                }
-                let Some(etag) = etag else {
-                    return Err(DestError::Locked {
-                        dest: format!(
-                            "{} (its lock {} expired at {}, but the store gives no ETag to \
-                             take it over safely: delete that object if run {} is dead)",
-                            store.url.display(),
-                            lock_target,
-                            holder.expires,
-                            holder.run
-                        ),
-                    });
-                };
-                match put(shared, lock_body(run, lease), update(etag)) {
-                    Ok(etag) => etag,
-                    // Another run took it over first, or its holder renewed just now.
-                    Err(object_store::Error::Precondition { .. }) => continue,
-                    Err(e) => return Err(cloud("take over the lock", e)),
+                if held.body.run == run {
+                    // This run's own create: its answer was lost and the retry was refused.
+                    Some(held.etag)
+                } else {
+                    take_over(shared, run, lease, held)?
                 }
             }
-            Err(e) => return Err(cloud("create the lock", e)),
+            Err(e) => match read_lock(shared) {
+                // The create landed though its answer was lost.
+                Ok(Some(held)) if held.body.run == run => Some(held.etag),
+                _ => return Err(cloud("create the lock", e)),
+            },
         };
+        // None: another run took it over first, or its holder renewed just now.
+        let Some(etag) = etag else { continue };
         let state = Arc::new(LeaseState {
             etag: Mutex::new(
                 etag.ok_or_else(|| "the store returned no ETag for the lock".to_string()),
@@ -219,8 +209,69 @@ pub fn acquire(
     }))
 }
 
-/// The lock object's body and ETag, `None` when there is none.
-fn read_lock(shared: &Shared) -> Result<Option<(LockBody, Option<String>)>, DestError> {
+/// Another run's lock: refused while its lease lasts, taken over (conditionally on the ETag
+/// read) once it expired. `Ok(None)` when another run changed it first.
+fn take_over(
+    shared: &Shared,
+    run: &str,
+    lease: Duration,
+    held: LockRead,
+) -> Result<Option<Option<String>>, DestError> {
+    let store = &shared.store;
+    let lock_target = store.url.target(LOCK_NAME);
+    let holder = held.body;
+    if now_ms() <= holder.expires_ms {
+        return Err(DestError::Locked {
+            dest: format!(
+                "{} (run {} on {}, pid {}, holds {} until {}, and longer while it runs)",
+                store.url.display(),
+                holder.run,
+                holder.host,
+                holder.pid,
+                lock_target,
+                holder.expires
+            ),
+        });
+    }
+    let Some(etag) = held.etag else {
+        return Err(DestError::Locked {
+            dest: format!(
+                "{} (its lock {} expired at {}, but the store gives no ETag to take it over \
+                 safely: delete that object if run {} is dead)",
+                store.url.display(),
+                lock_target,
+                holder.expires,
+                holder.run
+            ),
+        });
+    };
+    let body = lock_body(run, lease);
+    match put(shared, body.clone(), update(etag)) {
+        Ok(etag) => Ok(Some(etag)),
+        Err(object_store::Error::Precondition { .. }) => {
+            // Lost answer to this very takeover, or another run was first.
+            match read_lock(shared)? {
+                Some(now) if now.bytes == body => Ok(Some(now.etag)),
+                _ => Ok(None),
+            }
+        }
+        Err(e) => Err(DestError::Cloud(store.error(
+            "take over the lock",
+            LOCK_NAME,
+            e,
+        ))),
+    }
+}
+
+/// The lock object as read: what it says, its exact bytes and its ETag.
+struct LockRead {
+    body: LockBody,
+    bytes: Vec<u8>,
+    etag: Option<String>,
+}
+
+/// The lock object, `None` when there is none.
+fn read_lock(shared: &Shared) -> Result<Option<LockRead>, DestError> {
     let store = &shared.store;
     let client = store.client.clone();
     let path = store.path(LOCK_NAME);
@@ -247,7 +298,11 @@ fn read_lock(shared: &Shared) -> Result<Option<(LockBody, Option<String>)>, Dest
                     expires: iso_utc(UNIX_EPOCH + Duration::from_millis(expires_ms)),
                 }
             });
-            Ok(Some((body, etag)))
+            Ok(Some(LockRead {
+                body,
+                bytes: bytes.to_vec(),
+                etag,
+            }))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(DestError::Cloud(store.error("read the lock", LOCK_NAME, e))),
@@ -256,8 +311,8 @@ fn read_lock(shared: &Shared) -> Result<Option<(LockBody, Option<String>)>, Dest
 
 /// Deletes the lock if it still is `run`'s.
 fn release(shared: &Shared, run: &str) {
-    if let Ok(Some((body, _))) = read_lock(shared)
-        && body.run == run
+    if let Ok(Some(held)) = read_lock(shared)
+        && held.body.run == run
     {
         let client = shared.store.client.clone();
         let path = shared.store.path(LOCK_NAME);

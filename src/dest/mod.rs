@@ -17,6 +17,7 @@
 pub mod lease;
 pub mod local;
 pub mod object;
+pub mod runs;
 pub mod sync_behind;
 pub mod upload;
 
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
+use crate::cloud::store::StoreOptions;
 use crate::cloud::{CloudError, Location};
 
 /// Why a destination could not be used.
@@ -94,13 +96,17 @@ impl DestError {
 /// The destination a `-o` text names: a local folder (created if missing), or an object-store
 /// prefix (`s3://`, `gs://`, `az://` and the other spellings [`crate::cloud::parse`] accepts,
 /// configured from the cloud's environment). Any other scheme is an error
-/// ([`DestError::is_usage`]), never a local folder.
-pub fn open(text: &str) -> Result<Box<dyn Destination>, DestError> {
+/// ([`DestError::is_usage`]), never a local folder. `store` says how an object store is
+/// reached and how long its failing requests are retried.
+pub fn open(text: &str, store: StoreOptions) -> Result<Box<dyn Destination>, DestError> {
     match crate::cloud::parse(text)? {
         Location::Local(path) => Ok(Box::new(local::LocalDir::open(&path)?)),
         Location::Cloud(url) => Ok(Box::new(object::ObjectDest::open(
             &url,
-            object::ObjectOptions::default(),
+            object::ObjectOptions {
+                store,
+                ..object::ObjectOptions::default()
+            },
         )?)),
     }
 }
@@ -122,6 +128,11 @@ pub trait Destination: Send + Sync {
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, DestError>;
     /// A new staged output that becomes `name` (relative, '/'-separated) on commit.
     fn create(&self, name: &str) -> Result<Box<dyn StagedFile>, DestError>;
+    /// The name a file created as `name` has once committed, as its [`FinishedFile`] and the
+    /// manifest give it: `name` itself in a folder, the run-tagged name in a bucket.
+    fn final_name(&self, name: &str) -> String {
+        name.to_string()
+    }
     /// Makes every staged file final, writes the manifest LAST and atomically, then
     /// removes `commit.remove` (the previous dataset's files this run did not rewrite).
     fn commit(&self, commit: Commit) -> Result<(), DestError>;

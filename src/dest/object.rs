@@ -5,16 +5,21 @@
 //!   `parquet/users/part-00000-20240501T100000Z-1a2b3c4d.parquet`), so no run ever writes over
 //!   an object another run or the current dataset uses; each is streamed by a multipart upload
 //!   that becomes visible only when it is complete ([`super::upload`]);
+//! - before an object is uploaded its name goes into the run's record ([`super::runs`]), and
+//!   before the manifest is written the previous dataset's objects it replaces go there too;
 //! - `manifest.json` is written last, with one PUT (atomic: readers see the old or the new
-//!   one, never a mix), and without `--overwrite`-style permission only if none exists yet
-//!   (`If-None-Match: *`); it is the commit record, and lists only complete objects;
-//! - only then are the previous dataset's objects (`Commit::remove`) deleted; after that a
-//!   folder such as `parquet/users/` holds the current dataset's parts only, so Spark, pyarrow
-//!   or `bq load` can read the folder or a wildcard;
-//! - [`recover`](Destination::recover), with the lock held, deletes every tagged object that
-//!   the manifest does not list and that is not this run's: what a killed or failed run left
-//!   (complete objects of an uncommitted run, or the previous dataset's objects when a run died
-//!   between its manifest and its deletes). Objects without a run tag are never touched.
+//!   one, never a mix), and without overwrite only if none exists yet (`If-None-Match: *`);
+//!   it is the commit record, and lists only complete objects. When the answer to that PUT
+//!   is lost (a timeout, a dropped connection, a retried conditional PUT answered 412), the
+//!   manifest is read back: if it is this run's, the run is committed; if it cannot be read,
+//!   nothing of the run is deleted and the next run's recovery decides;
+//! - only then are the previous dataset's objects (`Commit::remove`) deleted, and the run's
+//!   record; after that a folder such as `parquet/users/` holds the current dataset's parts
+//!   only, so Spark, pyarrow or `bq load` can read the folder or a wildcard;
+//! - [`recover`](Destination::recover), with the lock held, reads the records of dead runs
+//!   and deletes exactly the objects they name that the current manifest does not list. It
+//!   never sweeps the prefix: another dataset below it, or an object this tool did not
+//!   write, is never deleted.
 //!
 //! Multipart uploads of a run that fails are aborted; those of a run that is killed cannot be
 //! listed through `object_store` and are invisible to readers: a bucket lifecycle rule
@@ -22,14 +27,16 @@
 //! removes them. The lock is [`super::lease`]'s.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 use super::MANIFEST_NAME;
 use super::lease::{self, LOCK_NAME, LeaseState};
+use super::runs::{self, RunRecord};
 use super::upload::{ObjectUpload, Shared};
 use super::{Commit, DestError, DestLock, Destination, StagedFile};
 use crate::cloud::store::{Store, StoreOptions};
@@ -39,6 +46,7 @@ use crate::timestamp::iso_utc;
 /// Sizes and times of an object-store destination.
 #[derive(Debug, Clone)]
 pub struct ObjectOptions {
+    /// How the store is reached and how long a request is retried.
     pub store: StoreOptions,
     /// Bytes per multipart part (S3 wants at least 5 MiB for all parts but the last).
     pub part_size: usize,
@@ -71,21 +79,48 @@ pub struct ObjectDest {
     run: String,
     options: ObjectOptions,
     lease: Mutex<Option<Arc<LeaseState>>>,
+    /// What this run has created (and will remove) since its last commit.
+    record: Mutex<RunRecord>,
+    /// The ETag of the manifest this run wrote: a second commit of the run (state events)
+    /// replaces exactly that one.
+    manifest_etag: Mutex<Option<String>>,
+    /// The record must outlive this run: its objects may be committed or not (a lost answer
+    /// that could not be checked), or some could not be deleted.
+    keep_record: AtomicBool,
+}
+
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An object's bytes and its ETag, when the store gives one.
+type Tagged = (Vec<u8>, Option<String>);
+
+/// What became of a manifest PUT.
+enum Written {
+    /// The manifest is this run's; its ETag, when the store gave one.
+    Committed(Option<String>),
+    /// Another manifest is there (a dataset appeared, or another run's commit).
+    Refused,
 }
 
 impl ObjectDest {
     /// Connects to the store of `url` (configured from the environment; nothing is sent yet).
     pub fn open(url: &CloudUrl, options: ObjectOptions) -> Result<ObjectDest, DestError> {
         let store = Store::connect(url, &options.store)?;
+        let run = new_run_tag();
         Ok(ObjectDest {
             shared: Arc::new(Shared::new(
                 store,
                 options.part_size,
                 options.parts_in_flight,
             )),
-            run: new_run_tag(),
+            record: Mutex::new(RunRecord::new(&run)),
+            run,
             options,
             lease: Mutex::new(None),
+            manifest_etag: Mutex::new(None),
+            keep_record: AtomicBool::new(false),
         })
     }
 
@@ -146,6 +181,102 @@ impl ObjectDest {
         }
         Ok(())
     }
+
+    /// The manifest's bytes and ETag, `None` when there is none.
+    fn read_manifest(&self) -> Result<Option<Tagged>, object_store::Error> {
+        let store = self.store();
+        let client = store.client.clone();
+        let path = store.path(MANIFEST_NAME);
+        let got = store.runtime.block_on(async move {
+            let result = client.get(&path).await?;
+            let etag = result.meta.e_tag.clone();
+            Ok::<_, object_store::Error>((result.bytes().await?, etag))
+        });
+        match got {
+            Ok((bytes, etag)) => Ok(Some((bytes.to_vec(), etag))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the manifest (step e), deciding by reading it back whenever the answer is not
+    /// a plain yes: a PUT whose answer was lost may have landed, and a retried conditional
+    /// PUT is refused by the very manifest it wrote.
+    fn put_manifest(&self, bytes: Vec<u8>, overwrite: bool) -> Result<Written, DestError> {
+        let store = self.store();
+        let mode = match guard(&self.manifest_etag).clone() {
+            Some(etag) => PutMode::Update(UpdateVersion {
+                e_tag: Some(etag),
+                version: None,
+            }),
+            None if overwrite => PutMode::Overwrite,
+            None => PutMode::Create,
+        };
+        let client = store.client.clone();
+        let path = store.path(MANIFEST_NAME);
+        let options = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        let payload = PutPayload::from(bytes.clone());
+        let put = store
+            .runtime
+            .block_on(async move { client.put_opts(&path, payload, options).await });
+        let error = match put {
+            Ok(result) => return Ok(Written::Committed(result.e_tag)),
+            Err(e) => e,
+        };
+        let refused = matches!(
+            error,
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+        );
+        match self.read_manifest() {
+            Ok(Some((found, etag))) if found == bytes => Ok(Written::Committed(etag)),
+            Ok(_) if refused => Ok(Written::Refused),
+            // Not there, or not ours: the PUT did not land.
+            Ok(_) => Err(self.error("write", MANIFEST_NAME, error)),
+            Err(read) => {
+                // Unknown whether the manifest is this run's: delete nothing of the run. Its
+                // record stays, and the next run's recovery decides by the manifest it finds.
+                self.shared.forget_finished();
+                self.keep_record.store(true, Ordering::SeqCst);
+                Err(DestError::Cloud(CloudError::Store {
+                    action: "confirm the commit of",
+                    target: store.url.target(MANIFEST_NAME),
+                    detail: format!(
+                        "the answer to writing it was lost ({}) and reading it back failed \
+                         ({}); this run's objects are kept, and the next run on this prefix \
+                         keeps or removes them as the manifest says",
+                        store.error("write", MANIFEST_NAME, error),
+                        store.error("read", MANIFEST_NAME, read)
+                    ),
+                }))
+            }
+        }
+    }
+
+    /// Deletes what the record of dead run `run` names and the manifest does not list.
+    fn recover_run(&self, run: &str, listed: &HashSet<String>) -> Result<(), DestError> {
+        let Some(record) = runs::read(&self.shared, run)? else {
+            return Ok(());
+        };
+        let created = record
+            .created
+            .iter()
+            .filter(|name| run_tag_of(name) == Some(run));
+        // The previous dataset's objects: tagged by the runs that wrote them.
+        let removed = record
+            .remove
+            .iter()
+            .filter(|name| run_tag_of(name).is_some());
+        let doomed: Vec<String> = created
+            .chain(removed)
+            .filter(|name| is_valid_name(name) && !listed.contains(*name))
+            .cloned()
+            .collect();
+        self.delete(&doomed)?;
+        runs::delete(&self.shared, run)
+    }
 }
 
 impl Destination for ObjectDest {
@@ -160,7 +291,7 @@ impl Destination for ObjectDest {
             self.options.lease,
             self.options.renew_every,
         )?;
-        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+        *guard(&self.lease) = Some(state);
         Ok(Box::new(lock))
     }
 
@@ -169,13 +300,12 @@ impl Destination for ObjectDest {
             Some(bytes) => manifest_files(&bytes),
             None => HashSet::new(),
         };
-        let leftovers: Vec<String> = self
-            .list_all()?
-            .into_iter()
-            .filter(|name| !is_hidden(name) && !listed.contains(name))
-            .filter(|name| run_tag_of(name).is_some_and(|tag| tag != self.run))
-            .collect();
-        self.delete(&leftovers)
+        for run in runs::list(&self.shared)? {
+            if run != self.run {
+                self.recover_run(&run, &listed)?;
+            }
+        }
+        Ok(())
     }
 
     fn list(&self) -> Result<Vec<String>, DestError> {
@@ -209,10 +339,19 @@ impl Destination for ObjectDest {
         if !is_valid_name(name) {
             return Err(DestError::BadName { name: name.into() });
         }
-        Ok(Box::new(ObjectUpload::new(
-            self.shared.clone(),
-            tagged_name(name, &self.run),
-        )))
+        let tagged = tagged_name(name, &self.run);
+        {
+            // Recorded before a byte is uploaded: a run killed at any later instant leaves a
+            // record that names the object.
+            let mut record = guard(&self.record);
+            record.created.push(tagged.clone());
+            runs::write(&self.shared, &record)?;
+        }
+        Ok(Box::new(ObjectUpload::new(self.shared.clone(), tagged)))
+    }
+
+    fn final_name(&self, name: &str) -> String {
+        tagged_name(name, &self.run)
     }
 
     fn commit(&self, commit: Commit) -> Result<(), DestError> {
@@ -232,32 +371,25 @@ impl Destination for ObjectDest {
                 }));
             }
         }
+        let remove: Vec<String> = commit
+            .remove
+            .into_iter()
+            .filter(|name| name != MANIFEST_NAME && is_valid_name(name))
+            .collect();
+        {
+            let mut record = guard(&self.record);
+            record.remove.clone_from(&remove);
+            runs::write(&self.shared, &record)?;
+        }
         // Still ours, for at least one more lease: the last check before the commit record.
-        let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let lease = guard(&self.lease).clone();
         if let Some(lease) = lease {
             lease.renew()?;
         }
-        let store = self.store();
-        let client = store.client.clone();
-        let path = store.path(MANIFEST_NAME);
-        let options = PutOptions {
-            mode: if commit.overwrite {
-                PutMode::Overwrite
-            } else {
-                PutMode::Create
-            },
-            ..PutOptions::default()
-        };
-        let payload = PutPayload::from(commit.manifest);
-        let put = store
-            .runtime
-            .block_on(async move { client.put_opts(&path, payload, options).await });
-        match put {
-            Ok(_) => {}
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => {
+        match self.put_manifest(commit.manifest, commit.overwrite)? {
+            Written::Committed(etag) => *guard(&self.manifest_etag) = etag,
+            Written::Refused => {
+                let store = self.store();
                 return Err(DestError::Exists {
                     name: format!(
                         "a dataset ({}) at {}",
@@ -266,20 +398,38 @@ impl Destination for ObjectDest {
                     ),
                 });
             }
-            Err(e) => return Err(self.error("write", MANIFEST_NAME, e)),
         }
         // Committed: these objects are the dataset now, whatever happens next.
         self.shared.forget_finished();
-        let remove: Vec<String> = commit
-            .remove
-            .into_iter()
-            .filter(|name| name != MANIFEST_NAME)
-            .collect();
-        self.delete(&remove)
+        // Tidying is best effort, as a folder's step f: what cannot be deleted now stays in
+        // the record, and the next run's recovery deletes it (the manifest no longer lists it).
+        let mut record = guard(&self.record);
+        if self.delete(&remove).is_ok() && runs::delete(&self.shared, &self.run).is_ok() {
+            *record = RunRecord::new(&self.run);
+        } else {
+            self.keep_record.store(true, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     fn discard(&self) {
-        self.shared.discard_all();
+        let mut record = guard(&self.record);
+        if record.is_empty() || self.keep_record.load(Ordering::SeqCst) {
+            // Still abort what is open: a multipart upload is never part of a dataset.
+            self.shared.discard_all();
+            return;
+        }
+        // The record goes only when every object it names is gone; otherwise the next run's
+        // recovery finishes the job.
+        // Every recorded name, not only the finished ones: a PUT whose answer was lost may
+        // have landed all the same.
+        let aborted = self.shared.discard_all();
+        if aborted
+            && self.delete(&record.created).is_ok()
+            && runs::delete(&self.shared, &self.run).is_ok()
+        {
+            *record = RunRecord::new(&self.run);
+        }
     }
 }
 

@@ -72,9 +72,9 @@ impl Shared {
     }
 
     /// A failed run: aborts every open multipart upload and deletes every finished object.
-    /// Best effort: what cannot be removed now is an unlisted object of a dead run, which the
-    /// next run's recovery deletes.
-    pub fn discard_all(&self) {
+    /// Best effort: what cannot be removed now is named by the run's record, and the next
+    /// run's recovery deletes it. Whether everything went.
+    pub fn discard_all(&self) -> bool {
         let (open, finished) = {
             let mut uploads = self.uploads();
             let open: Vec<_> = uploads.open.drain().map(|(_, v)| v).collect();
@@ -82,13 +82,18 @@ impl Shared {
         };
         let client = self.store.client.clone();
         self.store.runtime.block_on(async move {
+            let mut all = true;
             for (path, id) in &open {
-                let _ = client.abort_multipart(path, id).await;
+                all &= client.abort_multipart(path, id).await.is_ok();
             }
             for path in &finished {
-                let _ = client.delete(path).await;
+                all &= matches!(
+                    client.delete(path).await,
+                    Ok(()) | Err(object_store::Error::NotFound { .. })
+                );
             }
-        });
+            all
+        })
     }
 }
 

@@ -272,7 +272,7 @@ pub struct Export {
     opts: ExportOptions,
     layout: Layout,
     run_id: String,
-    /// The previous dataset's files (listed by its manifest or named like a dataset's).
+    /// The previous dataset's files, as its manifest lists them.
     previous: BTreeSet<String>,
     /// The manifest of this run's last commit.
     manifest: Option<Manifest>,
@@ -294,17 +294,23 @@ impl Export {
         let guard = dest.lock()?;
         let checked = (|| -> Result<BTreeSet<String>, ExportError> {
             dest.recover()?;
-            let mut previous: BTreeSet<String> = dest
-                .list()?
-                .into_iter()
-                .filter(|name| layout::dataset_rank(name).is_some())
-                .collect();
+            // The previous dataset is what its manifest lists: only those files are removed
+            // after an overwrite. A file merely named like an output (no manifest, or one that
+            // does not list it) still makes the destination "hold a dataset" (refused without
+            // overwrite), but is never deleted: it may be the user's own.
+            let mut previous = BTreeSet::new();
             if let Some(bytes) = dest.read(MANIFEST_NAME)? {
                 previous.extend(manifest::listed_files(&bytes));
                 previous.insert(MANIFEST_NAME.to_string());
             }
+            let mut held: BTreeSet<String> = dest
+                .list()?
+                .into_iter()
+                .filter(|name| layout::dataset_rank(name).is_some())
+                .collect();
+            held.extend(previous.iter().cloned());
             if !opts.overwrite
-                && let Some(first) = previous
+                && let Some(first) = held
                     .iter()
                     .min_by_key(|name| layout::dataset_rank(name).unwrap_or(usize::MAX))
             {
@@ -429,7 +435,7 @@ impl Export {
     fn create_rejects(&self) -> Result<BufWriter<Box<dyn crate::dest::StagedFile>>, ExportError> {
         let file = self.dest.create(REJECTS_NAME)?;
         lock(&self.kinds).insert(
-            REJECTS_NAME.to_string(),
+            self.dest.final_name(REJECTS_NAME),
             FileKind {
                 table: "rejects",
                 format: "ndjson",
@@ -447,7 +453,7 @@ impl Export {
             let name = layout.part_name(table, format, part);
             let file = dest.create(&name).map_err(|e| dest_error(&name, e))?;
             lock(&kinds).insert(
-                name.clone(),
+                dest.final_name(&name),
                 FileKind {
                     table: table.name(),
                     format: format.name(),
@@ -547,10 +553,13 @@ impl Export {
         let kinds = lock(&self.kinds).clone();
         let mut finished = Vec::with_capacity(files.len());
         for file in files {
-            let kind = kinds.get(&file.name).cloned().unwrap_or(FileKind {
-                table: "unknown",
-                format: "unknown",
-            });
+            // Every file a run commits was created through `file_creator` or
+            // `create_rejects`, which name its kind.
+            let kind = kinds.get(&file.name).cloned().ok_or_else(|| {
+                ExportError::Dest(DestError::BadName {
+                    name: file.name.clone(),
+                })
+            })?;
             manifest.files.retain(|f| f.path != file.name);
             manifest.files.push(ManifestFile {
                 path: file.name.clone(),

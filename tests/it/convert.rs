@@ -605,3 +605,38 @@ fn repeated_keys_fill_the_column_once_and_keep_the_rest_in_extra() {
     assert_eq!(grants[0][1], cell("g1"));
     assert_eq!(grants[0][10], cell(r#"{"grantId":"g2"}"#));
 }
+
+/// Issue 20, case 8: `--overwrite` replaces the dataset its manifest lists, and nothing else:
+/// a user's own files that are merely named like outputs (a hand-made `grants.xlsx`, a
+/// `users/part-00000.csv` from elsewhere) stay, byte for byte.
+#[test]
+fn overwrite_removes_only_what_the_manifest_lists() {
+    let tmp = TempDir::new().unwrap();
+    let input = write_file(tmp.path(), "export.json", &generated(12, 8));
+    let out = tmp.path().join("out");
+    convert_ok(&[&input], &out, &[]);
+    let first: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(first["files"].as_array().unwrap().len(), 6);
+    std::fs::write(out.join("grants.xlsx"), b"a hand-made workbook").unwrap();
+    std::fs::create_dir(out.join("users")).unwrap();
+    std::fs::write(out.join("users/part-00000.csv"), b"mine\n").unwrap();
+
+    convert_ok(&[&input], &out, &["--overwrite", "--format", "csv"]);
+    assert_eq!(
+        std::fs::read(out.join("grants.xlsx")).unwrap(),
+        b"a hand-made workbook"
+    );
+    assert_eq!(
+        std::fs::read(out.join("users/part-00000.csv")).unwrap(),
+        b"mine\n"
+    );
+    // The previous dataset's Parquet files, which this run did not write, went.
+    for table in ["users", "grants", "attributes"] {
+        assert!(
+            !out.join(format!("{table}.parquet")).exists(),
+            "{table}.parquet"
+        );
+        assert!(out.join(format!("{table}.csv")).exists(), "{table}.csv");
+    }
+}

@@ -813,3 +813,224 @@ fn a_missing_bucket_fails_naming_it_and_never_the_secret() {
     );
     assert!(!text.contains(SECRET_KEY), "{text}");
 }
+
+/// `convert INPUT -o URL` with the server's environment and `extra` arguments.
+fn convert_into(server: &Moto, input: &std::path::Path, url: &str, extra: &[&str]) {
+    crate::support::harness::zephr()
+        .envs(server.env())
+        .arg("convert")
+        .arg(input)
+        .args(["-o", url, "-q"])
+        .args(extra)
+        .assert()
+        .success();
+}
+
+/// Issue 20, case 1: a run into a parent prefix used to sweep the datasets below it. Now a
+/// run (and its recovery) deletes only what its own runs recorded: the dataset in
+/// `z/nightly`, and a user's object that merely looks run-tagged, survive runs into `z`,
+/// with and without `--overwrite`, and the recovery of a dead run there.
+#[test]
+fn a_run_into_a_parent_prefix_keeps_the_datasets_below_it() {
+    use crate::support::harness::generated;
+    let Some(server) = s3::shared("a_run_into_a_parent_prefix_keeps_the_datasets_below_it") else {
+        return;
+    };
+    let bucket = server.bucket("parent");
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small.json");
+    std::fs::write(&small, generated(30, 3)).unwrap();
+    let other = tmp.path().join("other.json");
+    std::fs::write(&other, generated(50, 4)).unwrap();
+    let local = convert_locally(&small, tmp.path());
+
+    convert_into(server, &small, &format!("s3://{bucket}/z/nightly"), &[]);
+    let child = open(server, &bucket, "z/nightly").list().unwrap();
+    assert_eq!(child.len(), 7, "6 tables and the manifest: {child:?}");
+    let lookalike = "z/backup/users-20240501T100000Z-1a2b3c4d.csv";
+    server.python(&format!(
+        "import boto3,os\n\
+         s3=boto3.client('s3',endpoint_url=os.environ['AWS_ENDPOINT_URL'])\n\
+         s3.put_object(Bucket='{bucket}',Key='{lookalike}',Body=b'mine')"
+    ));
+
+    // A dead run in the parent: one recorded object, never committed.
+    let dead = open(server, &bucket, "z");
+    let orphan = write(&dead, "users.csv", b"orphan of a dead run\n").name;
+
+    convert_into(server, &other, &format!("s3://{bucket}/z"), &[]);
+    convert_into(
+        server,
+        &other,
+        &format!("s3://{bucket}/z"),
+        &["--overwrite"],
+    );
+
+    let all = open(server, &bucket, "z").list().unwrap();
+    assert!(
+        !all.contains(&orphan),
+        "the dead run's object went: {all:?}"
+    );
+    assert!(all.contains(&"backup/users-20240501T100000Z-1a2b3c4d.csv".to_string()));
+    assert_eq!(
+        open(server, &bucket, "z/nightly").list().unwrap(),
+        child,
+        "the dataset below is whole"
+    );
+    let down = tmp.path().join("down");
+    download(server, &bucket, "z/nightly", &down);
+    assert_same_tables(&local, &down);
+    // The parent's own dataset: its manifest's files and nothing of its replaced first run.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &open(server, &bucket, "z")
+            .read("manifest.json")
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let listed: Vec<&str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    let top: Vec<&String> = all
+        .iter()
+        .filter(|n| !n.contains('/') && *n != "manifest.json")
+        .collect();
+    assert_eq!(top.len(), 6, "{top:?}");
+    for name in top {
+        assert!(listed.contains(&name.as_str()), "{name} is listed");
+    }
+}
+
+/// Issue 20, case 3: in a bucket the manifest names each object's table and format, so a
+/// loader that filters by table finds its files (the run-tagged names used to be looked up
+/// under their untagged ones, giving "unknown"). A second commit of the same run (state
+/// events) replaces the run's own manifest.
+#[test]
+fn a_bucket_manifest_names_every_objects_table_and_format() {
+    use crate::support::harness::generated;
+    let Some(server) = s3::shared("a_bucket_manifest_names_every_objects_table_and_format") else {
+        return;
+    };
+    let bucket = server.bucket("kinds");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("export.json");
+    let mut bytes = generated(20, 5);
+    // One bad item, so the rejects file is part of the dataset too.
+    let last = bytes.iter().rposition(|&b| b == b']').unwrap();
+    bytes.splice(last..last, b",{\"user\": {}}".iter().copied());
+    std::fs::write(&input, bytes).unwrap();
+    let events = tmp.path().join("events.csv");
+    std::fs::write(&events, "id,kind\n1,a\n2,b\n").unwrap();
+    let events_arg = events.display().to_string();
+    convert_into(
+        server,
+        &input,
+        &format!("s3://{bucket}/k"),
+        &[
+            "--format",
+            "csv,parquet,xlsx",
+            "--on-error",
+            "skip",
+            "--max-rows-per-file",
+            "7",
+            "--state-events",
+            &events_arg,
+        ],
+    );
+    let dest = open(server, &bucket, "k");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&dest.read("manifest.json").unwrap().unwrap()).unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    let mut kinds = std::collections::BTreeSet::new();
+    for file in files {
+        let path = file["path"].as_str().unwrap();
+        let (table, format) = (
+            file["table"].as_str().unwrap(),
+            file["format"].as_str().unwrap(),
+        );
+        let untagged = untag(path);
+        // FORMAT/TABLE/part-NNNNN.EXT when split, TABLE.EXT otherwise (xlsx, the rejects).
+        let expected = match untagged.split_once('/') {
+            Some((format, rest)) => (rest.split('/').next().unwrap().to_string(), format.into()),
+            None => {
+                let (stem, ext) = untagged.split_once('.').unwrap();
+                (stem.to_string(), ext.to_string())
+            }
+        };
+        assert_eq!((table.to_string(), format.to_string()), expected, "{path}");
+        kinds.insert((table.to_string(), format.to_string()));
+        assert!(dest.read(path).unwrap().is_some(), "{path} exists");
+    }
+    assert_eq!(manifest["tables"]["users"]["rows"], 20);
+    assert_eq!(manifest["tables"]["state_events"]["rows"], 2);
+    // Every table in every format, and the rejects.
+    assert_eq!(kinds.len(), 4 * 3 + 1, "{kinds:?}");
+}
+
+/// Issue 20, case 9: set-up mistakes name their fix, before anything is sent.
+#[test]
+fn bucket_set_up_mistakes_name_their_fix() {
+    use crate::support::harness::{generated, zephr};
+    let Some(server) = s3::shared("bucket_set_up_mistakes_name_their_fix") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("export.json");
+    std::fs::write(&input, generated(3, 1)).unwrap();
+    let env: Vec<(&str, String)> = server.env();
+    let without = |names: &[&str]| -> Vec<(&'static str, String)> {
+        env.iter()
+            .filter(|(k, _)| !names.contains(k))
+            .cloned()
+            .collect()
+    };
+    // An http endpoint without AWS_ALLOW_HTTP.
+    zephr()
+        .env_remove("AWS_ALLOW_HTTP")
+        .envs(without(&["AWS_ALLOW_HTTP"]))
+        .arg("convert")
+        .arg(&input)
+        .args(["-o", "s3://b/x"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "is plain http; set AWS_ALLOW_HTTP=true",
+        ));
+    // No credentials anywhere: the metadata service (a closed loopback port here) has none.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = zephr()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        .envs(without(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]))
+        .env(
+            "AWS_METADATA_ENDPOINT",
+            format!("http://127.0.0.1:{closed}"),
+        )
+        .arg("convert")
+        .arg(&input)
+        .args(["-o", "s3://b/x"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "no AWS credentials found",
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        &format!("http://127.0.0.1:{closed}"),
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    assert!(!tmp.path().join("s3:").exists());
+}

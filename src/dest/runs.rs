@@ -1,0 +1,169 @@
+//! Run records of an object-store prefix: what each run may have left there, so that recovery
+//! deletes only the objects of this prefix's own runs, never by sweeping the prefix.
+//!
+//! A bucket has no folder a run could stage in and no rename, so a run's objects sit under
+//! their final (run-tagged) names from the moment they are uploaded. Before a run uploads an
+//! object it records the object's name in `PREFIX/.zephr-etl-runs/RUN.json`; before it writes
+//! the manifest it also records the previous dataset's objects it will delete afterwards. The
+//! record goes once the run is done (committed and tidied, or discarded). A record still there
+//! when the next run takes the lock belongs to a run that died or could not tidy up: that
+//! run's recovery deletes exactly the recorded names that the current manifest does not list,
+//! and then the record.
+//!
+//! This is what keeps other data safe: a dataset in `PREFIX/sub/` (with its own manifest) or a
+//! user's own object is never named in a record of this prefix, so no recovery here touches
+//! it; and an object a committed manifest lists is never deleted, whatever a record says.
+
+use serde::{Deserialize, Serialize};
+
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::DestError;
+use super::upload::Shared;
+
+/// The folder of run records under the prefix (hidden: never listed as data).
+pub const RUNS_DIR: &str = ".zephr-etl-runs";
+
+/// What one run may have left under the prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Always `zephr-etl`: a record of this tool.
+    pub tool: String,
+    /// The run's tag (the one in its object names).
+    pub run: String,
+    /// Objects the run created or was about to create (names relative to the prefix).
+    pub created: Vec<String>,
+    /// The previous dataset's objects the run deletes once its manifest is written.
+    pub remove: Vec<String>,
+}
+
+impl RunRecord {
+    /// An empty record of run `run`.
+    pub fn new(run: &str) -> RunRecord {
+        RunRecord {
+            tool: "zephr-etl".into(),
+            run: run.into(),
+            created: Vec::new(),
+            remove: Vec::new(),
+        }
+    }
+
+    /// Whether the record names nothing (nothing to write, nothing to recover).
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// The record's name relative to the prefix.
+fn record_name(run: &str) -> String {
+    format!("{RUNS_DIR}/{run}.json")
+}
+
+/// Writes (replaces) the record of `record.run`.
+pub fn write(shared: &Shared, record: &RunRecord) -> Result<(), DestError> {
+    let name = record_name(&record.run);
+    let store = &shared.store;
+    let client = store.client.clone();
+    let path = store.path(&name);
+    let body = serde_json::to_vec_pretty(record).unwrap_or_default();
+    let options = PutOptions {
+        mode: PutMode::Overwrite,
+        ..PutOptions::default()
+    };
+    store
+        .runtime
+        .block_on(async move {
+            client
+                .put_opts(&path, PutPayload::from(body), options)
+                .await
+        })
+        .map(drop)
+        .map_err(|e| DestError::Cloud(store.error("write the run record", &name, e)))
+}
+
+/// Deletes the record of `run` (gone already is fine).
+pub fn delete(shared: &Shared, run: &str) -> Result<(), DestError> {
+    let name = record_name(run);
+    let store = &shared.store;
+    let client = store.client.clone();
+    let path = store.path(&name);
+    match store
+        .runtime
+        .block_on(async move { client.delete(&path).await })
+    {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(DestError::Cloud(store.error(
+            "delete the run record",
+            &name,
+            e,
+        ))),
+    }
+}
+
+/// The runs that have a record under the prefix. Lists only the records' own folder.
+pub fn list(shared: &Shared) -> Result<Vec<String>, DestError> {
+    let store = &shared.store;
+    let client = store.client.clone();
+    let folder = store.path(RUNS_DIR);
+    let listed = store.runtime.block_on(async move {
+        client
+            .list(Some(&folder))
+            .map_ok(|meta| meta.location.filename().unwrap_or("").to_string())
+            .try_collect::<Vec<_>>()
+            .await
+    });
+    let names = listed.map_err(|e| DestError::Cloud(store.error("list", RUNS_DIR, e)))?;
+    let mut runs: Vec<String> = names
+        .into_iter()
+        .filter_map(|file| file.strip_suffix(".json").map(str::to_string))
+        .collect();
+    runs.sort();
+    Ok(runs)
+}
+
+/// The record of `run`; `None` when it is gone or is not a record of this tool for that run
+/// (a stray or damaged object is never acted on).
+pub fn read(shared: &Shared, run: &str) -> Result<Option<RunRecord>, DestError> {
+    let name = record_name(run);
+    let store = &shared.store;
+    let client = store.client.clone();
+    let path = store.path(&name);
+    let got = store.runtime.block_on(async move {
+        let result = client.get(&path).await?;
+        result.bytes().await
+    });
+    match got {
+        Ok(bytes) => Ok(serde_json::from_slice::<RunRecord>(&bytes)
+            .ok()
+            .filter(|record| record.tool == "zephr-etl" && record.run == run)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(DestError::Cloud(store.error(
+            "read the run record",
+            &name,
+            e,
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_name_their_run() {
+        let mut record = RunRecord::new("20240501T100000Z-1a2b3c4d");
+        assert!(record.is_empty());
+        record
+            .created
+            .push("users-20240501T100000Z-1a2b3c4d.csv".into());
+        let text = serde_json::to_vec(&record).unwrap();
+        let back: RunRecord = serde_json::from_slice(&text).unwrap();
+        assert_eq!(back, record);
+        assert!(!back.is_empty());
+        assert_eq!(
+            record_name(&record.run),
+            ".zephr-etl-runs/20240501T100000Z-1a2b3c4d.json"
+        );
+    }
+}
