@@ -255,27 +255,66 @@ impl ObjectDest {
         }
     }
 
-    /// Deletes what the record of dead run `run` names and the manifest does not list.
-    fn recover_run(&self, run: &str, listed: &HashSet<String>) -> Result<(), DestError> {
-        let Some(record) = runs::read(&self.shared, run)? else {
-            return Ok(());
-        };
-        let created = record
-            .created
-            .iter()
-            .filter(|name| run_tag_of(name) == Some(run));
+    /// The objects directly in `folder` (relative to the prefix; `""` is the prefix itself),
+    /// as names relative to the prefix. One level: never what lies below.
+    fn list_folder(&self, folder: &str) -> Result<Vec<String>, DestError> {
+        let store = self.store();
+        let client = store.client.clone();
+        let path = store.path(folder);
+        let listed = store.runtime.block_on(async move {
+            let prefix = (!path.as_ref().is_empty()).then_some(path);
+            client.list_with_delimiter(prefix.as_ref()).await
+        });
+        let listed = listed.map_err(|e| self.error("list", folder, e))?;
+        let base = store.path("");
+        Ok(listed
+            .objects
+            .into_iter()
+            .filter_map(|meta| {
+                let key = meta.location.as_ref();
+                if base.as_ref().is_empty() {
+                    Some(key.to_string())
+                } else {
+                    key.strip_prefix(base.as_ref())
+                        .and_then(|rest| rest.strip_prefix('/'))
+                        .map(str::to_string)
+                }
+            })
+            .collect())
+    }
+
+    /// Deletes what `record`'s run left: in each recorded folder, the objects with its tag,
+    /// and the previous objects it recorded, except what the manifest `listed`.
+    fn sweep(&self, record: &RunRecord, listed: &HashSet<String>) -> Result<(), DestError> {
+        let mut doomed = Vec::new();
+        for folder in &record.folders {
+            if !folder.is_empty() && !is_valid_name(folder) {
+                continue; // not a folder this tool makes: never acted on
+            }
+            doomed.extend(
+                self.list_folder(folder)?
+                    .into_iter()
+                    .filter(|name| run_tag_of(name) == Some(record.run.as_str())),
+            );
+        }
         // The previous dataset's objects: tagged by the runs that wrote them.
-        let removed = record
-            .remove
-            .iter()
-            .filter(|name| run_tag_of(name).is_some());
-        let doomed: Vec<String> = created
-            .chain(removed)
-            .filter(|name| is_valid_name(name) && !listed.contains(*name))
-            .cloned()
-            .collect();
-        self.delete(&doomed)?;
-        runs::delete(&self.shared, run)
+        doomed.extend(
+            record
+                .remove
+                .iter()
+                .filter(|name| is_valid_name(name) && run_tag_of(name).is_some())
+                .cloned(),
+        );
+        doomed.retain(|name| !listed.contains(name));
+        self.delete(&doomed)
+    }
+
+    /// The files the current manifest lists (none when there is none).
+    fn listed(&self) -> Result<HashSet<String>, DestError> {
+        Ok(match self.read(MANIFEST_NAME)? {
+            Some(bytes) => manifest_files(&bytes),
+            None => HashSet::new(),
+        })
     }
 }
 
@@ -296,13 +335,15 @@ impl Destination for ObjectDest {
     }
 
     fn recover(&self) -> Result<(), DestError> {
-        let listed: HashSet<String> = match self.read(MANIFEST_NAME)? {
-            Some(bytes) => manifest_files(&bytes),
-            None => HashSet::new(),
-        };
+        let listed = self.listed()?;
         for run in runs::list(&self.shared)? {
-            if run != self.run {
-                self.recover_run(&run, &listed)?;
+            if run == self.run {
+                continue;
+            }
+            // A stray or damaged record is never acted on.
+            if let Some(record) = runs::read(&self.shared, &run)? {
+                self.sweep(&record, &listed)?;
+                runs::delete(&self.shared, &run)?;
             }
         }
         Ok(())
@@ -340,13 +381,15 @@ impl Destination for ObjectDest {
             return Err(DestError::BadName { name: name.into() });
         }
         let tagged = tagged_name(name, &self.run);
-        {
-            // Recorded before a byte is uploaded: a run killed at any later instant leaves a
-            // record that names the object.
-            let mut record = guard(&self.record);
-            record.created.push(tagged.clone());
+        let folder = tagged.rsplit_once('/').map_or("", |(folder, _)| folder);
+        let mut record = guard(&self.record);
+        if !record.folders.iter().any(|f| f == folder) {
+            // Recorded before a byte is uploaded there: a run killed at any later instant
+            // leaves a record that leads to the object.
+            record.folders.push(folder.to_string());
             runs::write(&self.shared, &record)?;
         }
+        drop(record);
         Ok(Box::new(ObjectUpload::new(self.shared.clone(), tagged)))
     }
 
@@ -413,19 +456,22 @@ impl Destination for ObjectDest {
     }
 
     fn discard(&self) {
+        // Whatever else happens, a multipart upload still open is never part of a dataset.
+        let aborted = self.shared.discard_all();
         let mut record = guard(&self.record);
         if record.is_empty() || self.keep_record.load(Ordering::SeqCst) {
-            // Still abort what is open: a multipart upload is never part of a dataset.
-            self.shared.discard_all();
             return;
         }
-        // The record goes only when every object it names is gone; otherwise the next run's
-        // recovery finishes the job.
-        // Every recorded name, not only the finished ones: a PUT whose answer was lost may
-        // have landed all the same.
-        let aborted = self.shared.discard_all();
+        // The whole of the run's folders, not only the objects it knows it finished: a PUT
+        // whose answer was lost may have landed all the same. What the manifest lists (a
+        // first commit of this run) stays. The record goes only once all else went.
+        let Ok(listed) = self.listed() else { return };
+        let own = RunRecord {
+            remove: Vec::new(),
+            ..record.clone()
+        };
         if aborted
-            && self.delete(&record.created).is_ok()
+            && self.sweep(&own, &listed).is_ok()
             && runs::delete(&self.shared, &self.run).is_ok()
         {
             *record = RunRecord::new(&self.run);

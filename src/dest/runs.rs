@@ -1,18 +1,22 @@
-//! Run records of an object-store prefix: what each run may have left there, so that recovery
-//! deletes only the objects of this prefix's own runs, never by sweeping the prefix.
+//! Run records of an object-store prefix: where each run may have left objects, so that
+//! recovery deletes only the objects of this prefix's own runs, never by sweeping the prefix.
 //!
 //! A bucket has no folder a run could stage in and no rename, so a run's objects sit under
-//! their final (run-tagged) names from the moment they are uploaded. Before a run uploads an
-//! object it records the object's name in `PREFIX/.zephr-etl-runs/RUN.json`; before it writes
-//! the manifest it also records the previous dataset's objects it will delete afterwards. The
-//! record goes once the run is done (committed and tidied, or discarded). A record still there
-//! when the next run takes the lock belongs to a run that died or could not tidy up: that
-//! run's recovery deletes exactly the recorded names that the current manifest does not list,
-//! and then the record.
+//! their final, run-tagged names from the moment they are uploaded. Before a run uploads the
+//! first object into a folder (the prefix itself, or `csv/users/` and the like) it records
+//! that folder in `PREFIX/.zephr-etl-runs/RUN.json`; before it writes the manifest it also
+//! records the previous dataset's objects it will delete afterwards. The record goes once the
+//! run is done (committed and tidied, or discarded). A record still there when the next run
+//! takes the lock belongs to a run that died or could not tidy up: that run's recovery lists
+//! each recorded folder (one level, never below it), deletes the objects that carry the dead
+//! run's tag and that the current manifest does not list, deletes the recorded previous
+//! objects the manifest no longer lists, and then the record.
 //!
 //! This is what keeps other data safe: a dataset in `PREFIX/sub/` (with its own manifest) or a
-//! user's own object is never named in a record of this prefix, so no recovery here touches
-//! it; and an object a committed manifest lists is never deleted, whatever a record says.
+//! user's own object never carries this prefix's run tags and is never named in a record
+//! here, so no recovery touches it; and an object a committed manifest lists is never
+//! deleted, whatever a record says. A record is a few hundred bytes, written once per folder
+//! a run writes into, however many parts the run writes.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,8 +36,8 @@ pub struct RunRecord {
     pub tool: String,
     /// The run's tag (the one in its object names).
     pub run: String,
-    /// Objects the run created or was about to create (names relative to the prefix).
-    pub created: Vec<String>,
+    /// Folders the run wrote objects into (relative to the prefix; `""` is the prefix).
+    pub folders: Vec<String>,
     /// The previous dataset's objects the run deletes once its manifest is written.
     pub remove: Vec<String>,
 }
@@ -44,14 +48,14 @@ impl RunRecord {
         RunRecord {
             tool: "zephr-etl".into(),
             run: run.into(),
-            created: Vec::new(),
+            folders: Vec::new(),
             remove: Vec::new(),
         }
     }
 
     /// Whether the record names nothing (nothing to write, nothing to recover).
     pub fn is_empty(&self) -> bool {
-        self.created.is_empty() && self.remove.is_empty()
+        self.folders.is_empty() && self.remove.is_empty()
     }
 }
 
@@ -154,9 +158,7 @@ mod tests {
     fn records_round_trip_and_name_their_run() {
         let mut record = RunRecord::new("20240501T100000Z-1a2b3c4d");
         assert!(record.is_empty());
-        record
-            .created
-            .push("users-20240501T100000Z-1a2b3c4d.csv".into());
+        record.folders.push("csv/users".into());
         let text = serde_json::to_vec(&record).unwrap();
         let back: RunRecord = serde_json::from_slice(&text).unwrap();
         assert_eq!(back, record);
