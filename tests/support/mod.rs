@@ -1,5 +1,5 @@
 //! Shared test code: the harness, the independent reference flattener, the mock Zephr API,
-//! moto and the fault-injecting proxy.
+//! the store servers (moto, fake-gcs-server, Azurite) and the fault-injecting proxy.
 #![allow(dead_code)]
 
 pub mod harness;
@@ -7,3 +7,4 @@ pub mod mock_zephr;
 pub mod proxy;
 pub mod reference;
 pub mod s3;
+pub mod stores;
