@@ -441,3 +441,125 @@ on_every_store!(
     a_burst_of_503s_on_puts_is_ridden_out,
     an_input_in_the_store_converts_like_the_local_file,
 );
+
+/// The proxy frames each request of a kept-alive connection (a chunked body, then a
+/// `Content-Length` one) so a fault lands on the one request it matches: the answer to the
+/// second is dropped after the upstream saw it, and the connection closes there.
+#[test]
+fn the_proxy_faults_one_request_of_a_kept_alive_connection() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    // An upstream that answers each request with its method, path and body.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = heard.clone();
+    std::thread::spawn(move || {
+        let Some(Ok(stream)) = listener.incoming().next() else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut out = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        for _ in 0..10 {
+            let mut start = String::new();
+            if reader.read_line(&mut start).unwrap_or(0) == 0 {
+                return;
+            }
+            let (mut length, mut chunked) = (0, false);
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                chunked |= lower.starts_with("transfer-encoding: chunked");
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            if chunked {
+                // One chunk and the last: enough for this test's request.
+                let mut size = String::new();
+                reader.read_line(&mut size).unwrap();
+                let mut chunk = vec![0; usize::from_str_radix(size.trim(), 16).unwrap() + 2];
+                reader.read_exact(&mut chunk).unwrap();
+                body = chunk[..chunk.len() - 2].to_vec();
+                let mut end = String::new();
+                reader.read_line(&mut end).unwrap();
+                reader.read_line(&mut end).unwrap();
+            }
+            let said = format!(
+                "{} {}",
+                start.trim().rsplit_once(' ').unwrap().0,
+                String::from_utf8_lossy(&body)
+            );
+            log.lock().unwrap().push(said.clone());
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{said}",
+                said.len()
+            )
+            .unwrap();
+        }
+    });
+
+    let proxy = FaultProxy::pass(&upstream);
+    proxy.set(Fault::DropAnswer {
+        matching: Match::req("PUT", ".zephr-etl.lock"),
+        n: 1,
+    });
+    let mut client = TcpStream::connect(proxy.endpoint.trim_start_matches("http://")).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    let answer = |reader: &mut BufReader<TcpStream>| -> Option<String> {
+        let mut length = 0;
+        for _ in 0..20 {
+            let mut line = String::new();
+            if reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().ok()?;
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        Some(String::from_utf8(body).unwrap())
+    };
+    write!(
+        client,
+        "PUT /b/p/users.csv HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(
+        answer(&mut reader).as_deref(),
+        Some("PUT /b/p/users.csv hello")
+    );
+    write!(
+        client,
+        "PUT /b/p/.zephr-etl.lock HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nlock"
+    )
+    .unwrap();
+    assert_eq!(answer(&mut reader), None, "the answer was dropped");
+    assert_eq!(
+        *heard.lock().unwrap(),
+        vec![
+            "PUT /b/p/users.csv hello".to_string(),
+            "PUT /b/p/.zephr-etl.lock lock".to_string()
+        ],
+        "the upstream saw both"
+    );
+    assert_eq!((proxy.seen(), proxy.faulted()), (2, 1));
+}
