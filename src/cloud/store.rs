@@ -9,6 +9,13 @@
 //! `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_SAS_KEY`, `AZURE_CLIENT_ID`... as
 //! `object_store`'s `from_env` builders read them.
 //!
+//! Emulators, by the variables each ecosystem's own SDKs read: for GCS
+//! `STORAGE_EMULATOR_HOST` (`http://127.0.0.1:4443`, or `127.0.0.1:4443` meaning http), which
+//! sends every request there, over plain http if it says so, anonymous (no OAuth token, no
+//! signature: fake-gcs-server checks none); for Azure `AZURE_STORAGE_USE_EMULATOR=true`
+//! (Azurite's well-known account and key, plain http), at `AZURITE_BLOB_STORAGE_URL` when set
+//! (`http://127.0.0.1:10000` otherwise).
+//!
 //! The store is async; the tool is not. Each [`Store`] owns a small private tokio runtime and
 //! blocks on it from the calling thread, which is never itself a runtime thread.
 
@@ -17,9 +24,11 @@ use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::multipart::MultipartStore;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, RetryConfig, StaticCredentialProvider,
+};
 
 use super::{Cloud, CloudError, CloudUrl, redact};
 
@@ -140,16 +149,35 @@ impl Store {
                 Arc::new(builder.build().map_err(config_error)?)
             }
             Cloud::Gcs => {
+                let emulator = gcs_emulator();
+                let client_options = match &emulator {
+                    Some(base) => client_options.with_allow_http(base.starts_with("http://")),
+                    None => client_options,
+                };
                 let mut builder = GoogleCloudStorageBuilder::from_env()
                     .with_url(url.url().as_str())
                     .with_retry(retry)
                     .with_client_options(client_options);
+                if let Some(base) = emulator {
+                    // Anonymous: no token is asked of a metadata server. Skipping the
+                    // signature alone leaves uploads asking for one (object_store 0.13), so
+                    // an empty static token stands in, as its own emulator tests do.
+                    let anonymous = GcpCredential {
+                        bearer: String::new(),
+                    };
+                    builder = builder
+                        .with_base_url(&base)
+                        .with_skip_signature(true)
+                        .with_credentials(Arc::new(StaticCredentialProvider::new(anonymous)));
+                }
                 for (key, value) in extra {
                     builder = builder.with_config(key.parse().map_err(config_error)?, value);
                 }
                 Arc::new(builder.build().map_err(config_error)?)
             }
             Cloud::Azure => {
+                // With AZURE_STORAGE_USE_EMULATOR the builder itself takes Azurite's account,
+                // key and AZURITE_BLOB_STORAGE_URL, and allows plain http.
                 let mut builder = MicrosoftAzureBuilder::from_env()
                     .with_url(url.url().as_str())
                     .with_retry(retry)
@@ -196,6 +224,21 @@ impl Store {
     ) -> CloudError {
         classify(&self.url, action, &self.url.target(name), error)
     }
+}
+
+/// The base URL of a GCS emulator from `STORAGE_EMULATOR_HOST`, as Google's SDKs read it:
+/// `http://host:port` as it is, a bare `host:port` as http. `None` when unset or empty.
+fn gcs_emulator() -> Option<String> {
+    let host = std::env::var("STORAGE_EMULATOR_HOST").ok()?;
+    let host = host.trim().trim_end_matches('/');
+    if host.is_empty() {
+        return None;
+    }
+    Some(if host.contains("://") {
+        host.to_string()
+    } else {
+        format!("http://{host}")
+    })
 }
 
 fn env_flag(name: &str) -> bool {

@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod clouds;
 mod commit;
 mod convert;
 mod errors;

@@ -14,7 +14,9 @@ use zephr_etl::cloud::{self, CloudError, CloudUrl, Location};
 use zephr_etl::dest::object::{ObjectDest, ObjectOptions};
 use zephr_etl::dest::{Commit, DestError, Destination, FinishedFile};
 
-use crate::support::s3::{self, FaultProxy, Moto, SECRET_KEY};
+use crate::support::harness::{assert_same_tables, convert_locally, untag};
+use crate::support::proxy::FaultProxy;
+use crate::support::s3::{self, Moto, SECRET_KEY};
 
 const MIB: usize = 1 << 20;
 
@@ -83,20 +85,6 @@ fn commit(
         remove,
         overwrite,
     })
-}
-
-/// `convert INPUT -o DIR/local`, the run a bucket's tables are compared with: that folder.
-fn convert_locally(input: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
-    let local = dir.join("local");
-    crate::support::harness::zephr()
-        .arg("convert")
-        .arg(input)
-        .arg("-o")
-        .arg(&local)
-        .arg("-q")
-        .assert()
-        .success();
-    local
 }
 
 fn sha(data: &[u8]) -> String {
@@ -538,26 +526,6 @@ fn an_input_object_streams_back_compressed_or_not() {
 
 // ---- The binary: `-o s3://...`, inputs from a bucket, fetch into a bucket ----
 
-const TABLES: [&str; 3] = ["users", "grants", "attributes"];
-
-/// `users-20240501T100000Z-1a2b3c4d.csv` -> `users.csv`: the local name of a tagged object.
-fn untag(name: &str) -> String {
-    let (dir, file) = name.rsplit_once('/').map_or(("", name), |(d, f)| (d, f));
-    let dot = file.find('.').unwrap_or(file.len());
-    let stem = &file[..dot];
-    let stem = if stem.len() > 26 && stem.as_bytes()[stem.len() - 26] == b'-' {
-        &stem[..stem.len() - 26]
-    } else {
-        stem
-    };
-    let file = format!("{stem}{}", &file[dot..]);
-    if dir.is_empty() {
-        file
-    } else {
-        format!("{dir}/{file}")
-    }
-}
-
 /// Every object under `s3://bucket/prefix`, saved under its untagged name in `dir`; the
 /// object names.
 fn download(server: &Moto, bucket: &str, prefix: &str, dir: &std::path::Path) -> Vec<String> {
@@ -569,22 +537,6 @@ fn download(server: &Moto, bucket: &str, prefix: &str, dir: &std::path::Path) ->
         std::fs::write(&path, dest.read(name).unwrap().unwrap()).unwrap();
     }
     names
-}
-
-fn assert_same_tables(left: &std::path::Path, right: &std::path::Path) {
-    use crate::support::harness::{csv_table, parquet_cells};
-    for table in TABLES {
-        assert_eq!(
-            csv_table(left, table),
-            csv_table(right, table),
-            "{table}.csv"
-        );
-        assert_eq!(
-            parquet_cells(&left.join(format!("{table}.parquet"))),
-            parquet_cells(&right.join(format!("{table}.parquet"))),
-            "{table}.parquet"
-        );
-    }
 }
 
 #[test]

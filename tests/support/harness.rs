@@ -138,3 +138,55 @@ pub fn skip_notice(message: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED: {message}");
 }
+
+// ---- Comparing an object-store run with a local one ----
+
+/// `convert INPUT -o DIR/local`, the run a bucket's tables are compared with: that folder.
+pub fn convert_locally(input: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    let local = dir.join("local");
+    zephr()
+        .arg("convert")
+        .arg(input)
+        .arg("-o")
+        .arg(&local)
+        .arg("-q")
+        .assert()
+        .success();
+    local
+}
+
+pub const TABLES: [&str; 3] = ["users", "grants", "attributes"];
+
+/// `users-20240501T100000Z-1a2b3c4d.csv` -> `users.csv`: the local name of a tagged object.
+pub fn untag(name: &str) -> String {
+    let (dir, file) = name.rsplit_once('/').map_or(("", name), |(d, f)| (d, f));
+    let dot = file.find('.').unwrap_or(file.len());
+    let stem = &file[..dot];
+    let stem = if stem.len() > 26 && stem.as_bytes()[stem.len() - 26] == b'-' {
+        &stem[..stem.len() - 26]
+    } else {
+        stem
+    };
+    let file = format!("{stem}{}", &file[dot..]);
+    if dir.is_empty() {
+        file
+    } else {
+        format!("{dir}/{file}")
+    }
+}
+
+/// The three item tables of two datasets' folders are equal, CSV and Parquet, cell for cell.
+pub fn assert_same_tables(left: &std::path::Path, right: &std::path::Path) {
+    for table in TABLES {
+        assert_eq!(
+            csv_table(left, table),
+            csv_table(right, table),
+            "{table}.csv"
+        );
+        assert_eq!(
+            parquet_cells(&left.join(format!("{table}.parquet"))),
+            parquet_cells(&right.join(format!("{table}.parquet"))),
+            "{table}.parquet"
+        );
+    }
+}

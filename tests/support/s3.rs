@@ -1,17 +1,17 @@
 //! A real S3-protocol server on 127.0.0.1 for the object-store tests: moto's standalone server
-//! (`.ci/s3-setup.sh` installs it into `.venv-ci`), one per test binary, on a free port, and a
-//! tiny fault-injecting proxy in front of it. No traffic leaves the machine.
+//! (`.ci/s3-setup.sh` installs it into `.venv-ci`), one per test binary, on a free port
+//! (faults go through `support/proxy.rs` in front of it). No traffic leaves the machine.
 //!
 //! The server is started by a small Python wrapper that exits as soon as the test binary that
 //! started it is gone, so no server outlives its tests. A machine without moto makes every
 //! test that needs it print a visible `SKIPPED` line instead of passing silently.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The access key the tests use; moto accepts any unless told to check.
@@ -181,92 +181,10 @@ pub fn config_for(endpoint: &str) -> Vec<(String, String)> {
     ]
 }
 
-fn free_port() -> u16 {
+/// A free port on 127.0.0.1 (for a server about to bind it).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
-}
-
-/// A proxy on 127.0.0.1 in front of `upstream` that answers `503 Slow Down` to the first
-/// request of its first `failures` connections, then forwards bytes both ways untouched.
-pub struct FaultProxy {
-    pub endpoint: String,
-    /// Requests answered with 503 so far.
-    pub failed: Arc<AtomicUsize>,
-}
-
-impl FaultProxy {
-    pub fn start(upstream: &str, failures: usize) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        let endpoint = format!("http://{}", listener.local_addr().expect("address"));
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let failed = Arc::new(AtomicUsize::new(0));
-        let count = failed.clone();
-        std::thread::spawn(move || {
-            // Bounded: the proxy serves at most this many connections, then stops.
-            for stream in listener.incoming().take(10_000) {
-                let Ok(client) = stream else { break };
-                let fail = count.fetch_add(1, Ordering::SeqCst) < failures;
-                if !fail {
-                    count.fetch_sub(1, Ordering::SeqCst);
-                }
-                let upstream = upstream.clone();
-                std::thread::spawn(move || {
-                    if fail {
-                        refuse(client);
-                    } else {
-                        forward(client, &upstream);
-                    }
-                });
-            }
-        });
-        FaultProxy { endpoint, failed }
-    }
-}
-
-/// Reads one request (headers and a `Content-Length` body) and answers 503, closing.
-fn refuse(mut client: TcpStream) {
-    let _ = client.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(client.try_clone().expect("clone"));
-    let mut length = 0usize;
-    let mut line = String::new();
-    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-        line.clear();
-    }
-    let _ = std::io::copy(
-        &mut reader.by_ref().take(length as u64),
-        &mut std::io::sink(),
-    );
-    let body = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-    let _ = write!(
-        client,
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = client.shutdown(Shutdown::Both);
-}
-
-fn forward(client: TcpStream, upstream: &str) {
-    let Ok(server) = TcpStream::connect(upstream) else {
-        return;
-    };
-    let (mut c_read, mut s_write) = (
-        client.try_clone().expect("clone"),
-        server.try_clone().expect("clone"),
-    );
-    let (mut s_read, mut c_write) = (server, client);
-    let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut c_read, &mut s_write);
-        let _ = s_write.shutdown(Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut s_read, &mut c_write);
-    let _ = c_write.shutdown(Shutdown::Write);
-    let _ = up.join();
 }
