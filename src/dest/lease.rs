@@ -53,7 +53,8 @@ struct LockBody {
 
 /// The lease as the holder knows it: the ETag it last wrote, or why it lost the lock.
 pub struct LeaseState {
-    etag: Mutex<Result<String, String>>,
+    /// The version (ETag, and generation on GCS) of the lock this run last wrote.
+    etag: Mutex<Result<UpdateVersion, String>>,
     run: String,
     lease: Duration,
     shared: Arc<Shared>,
@@ -216,7 +217,7 @@ fn take_over(
     run: &str,
     lease: Duration,
     held: LockRead,
-) -> Result<Option<Option<String>>, DestError> {
+) -> Result<Option<Option<UpdateVersion>>, DestError> {
     let store = &shared.store;
     let lock_target = store.url.target(LOCK_NAME);
     let holder = held.body;
@@ -267,7 +268,7 @@ fn take_over(
 struct LockRead {
     body: LockBody,
     bytes: Vec<u8>,
-    etag: Option<String>,
+    etag: Option<UpdateVersion>,
 }
 
 /// The lock object, `None` when there is none.
@@ -277,7 +278,7 @@ fn read_lock(shared: &Shared) -> Result<Option<LockRead>, DestError> {
     let path = store.path(LOCK_NAME);
     let got = store.runtime.block_on(async move {
         let result = client.get(&path).await?;
-        let etag = result.meta.e_tag.clone();
+        let etag = version_of(result.meta.e_tag.clone(), result.meta.version.clone());
         let last_modified = result.meta.last_modified;
         let bytes = result.bytes().await?;
         Ok::<_, object_store::Error>((bytes, etag, last_modified))
@@ -336,15 +337,22 @@ fn lock_body(run: &str, lease: Duration) -> Vec<u8> {
     serde_json::to_vec_pretty(&body).unwrap_or_default()
 }
 
-fn update(etag: String) -> PutMode {
-    PutMode::Update(UpdateVersion {
-        e_tag: Some(etag),
-        version: None,
-    })
+fn update(version: UpdateVersion) -> PutMode {
+    PutMode::Update(version)
+}
+
+/// What a conditional replace needs: the ETag, and on GCS the generation (object_store's GCS
+/// client conditions on the generation). `None` when the store gave neither.
+pub(super) fn version_of(e_tag: Option<String>, version: Option<String>) -> Option<UpdateVersion> {
+    (e_tag.is_some() || version.is_some()).then_some(UpdateVersion { e_tag, version })
 }
 
 /// One conditional PUT of the lock; the new ETag.
-fn put(shared: &Shared, body: Vec<u8>, mode: PutMode) -> object_store::Result<Option<String>> {
+fn put(
+    shared: &Shared,
+    body: Vec<u8>,
+    mode: PutMode,
+) -> object_store::Result<Option<UpdateVersion>> {
     let client = shared.store.client.clone();
     let path = shared.store.path(LOCK_NAME);
     let options = PutOptions {
@@ -355,7 +363,7 @@ fn put(shared: &Shared, body: Vec<u8>, mode: PutMode) -> object_store::Result<Op
         let result = client
             .put_opts(&path, PutPayload::from(body), options)
             .await?;
-        Ok(result.e_tag)
+        Ok(version_of(result.e_tag, result.version))
     })
 }
 

@@ -83,7 +83,7 @@ pub struct ObjectDest {
     record: Mutex<RunRecord>,
     /// The ETag of the manifest this run wrote: a second commit of the run (state events)
     /// replaces exactly that one.
-    manifest_etag: Mutex<Option<String>>,
+    manifest_etag: Mutex<Option<UpdateVersion>>,
     /// The record must outlive this run: its objects may be committed or not (a lost answer
     /// that could not be checked), or some could not be deleted.
     keep_record: AtomicBool,
@@ -93,13 +93,13 @@ fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// An object's bytes and its ETag, when the store gives one.
-type Tagged = (Vec<u8>, Option<String>);
+/// An object's bytes and its version (ETag, generation), when the store gives one.
+type Tagged = (Vec<u8>, Option<UpdateVersion>);
 
 /// What became of a manifest PUT.
 enum Written {
-    /// The manifest is this run's; its ETag, when the store gave one.
-    Committed(Option<String>),
+    /// The manifest is this run's; its version, when the store gave one.
+    Committed(Option<UpdateVersion>),
     /// Another manifest is there (a dataset appeared, or another run's commit).
     Refused,
 }
@@ -189,8 +189,8 @@ impl ObjectDest {
         let path = store.path(MANIFEST_NAME);
         let got = store.runtime.block_on(async move {
             let result = client.get(&path).await?;
-            let etag = result.meta.e_tag.clone();
-            Ok::<_, object_store::Error>((result.bytes().await?, etag))
+            let version = lease::version_of(result.meta.e_tag.clone(), result.meta.version.clone());
+            Ok::<_, object_store::Error>((result.bytes().await?, version))
         });
         match got {
             Ok((bytes, etag)) => Ok(Some((bytes.to_vec(), etag))),
@@ -205,10 +205,7 @@ impl ObjectDest {
     fn put_manifest(&self, bytes: Vec<u8>, overwrite: bool) -> Result<Written, DestError> {
         let store = self.store();
         let mode = match guard(&self.manifest_etag).clone() {
-            Some(etag) => PutMode::Update(UpdateVersion {
-                e_tag: Some(etag),
-                version: None,
-            }),
+            Some(version) => PutMode::Update(version),
             None if overwrite => PutMode::Overwrite,
             None => PutMode::Create,
         };
@@ -223,7 +220,12 @@ impl ObjectDest {
             .runtime
             .block_on(async move { client.put_opts(&path, payload, options).await });
         let error = match put {
-            Ok(result) => return Ok(Written::Committed(result.e_tag)),
+            Ok(result) => {
+                return Ok(Written::Committed(lease::version_of(
+                    result.e_tag,
+                    result.version,
+                )));
+            }
             Err(e) => e,
         };
         let refused = matches!(
