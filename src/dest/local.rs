@@ -1,12 +1,12 @@
 //! A local folder as a [`Destination`]: a kernel lock, unpredictable staging, and a journaled
 //! commit that a crash at any instant cannot break.
 //!
-//! **Lock.** `DIR/.zephr-etl.lock`, opened without following a symlink and locked with
-//! `flock` (non-blocking). The kernel releases it when the process dies, however it dies, and
-//! it means the same in every PID namespace: no pid is written or guessed. The file is removed
-//! when the run ends, while still locked; a run that locked a file that was removed meanwhile
-//! sees that the path no longer names its file and tries again, so two runs never both hold
-//! "the" lock.
+//! **Lock.** `flock` (non-blocking) on the folder itself, opened `O_RDONLY|O_DIRECTORY`. The
+//! kernel releases it when the process dies, however it dies, and it means the same in every
+//! PID namespace: no pid is written or guessed. There is no lock file: nothing anyone can
+//! delete to let a second run in, and nothing a run removes when it ends, so a run never
+//! removes another's lock. A `.zephr-etl.lock` file is what older versions locked: one still
+//! locked keeps this run out, one nobody holds is a leftover and goes.
 //!
 //! **Staging.** Outputs are written into `DIR/.zephr-etl-staging-XXXXXX/` (mkdtemp: a random
 //! name, mode 0700), each file created with `O_CREAT|O_EXCL|O_NOFOLLOW`, synced behind the
@@ -49,8 +49,9 @@ use super::{
     StagedFile, check_name, fault,
 };
 
-/// The lock file's name.
-pub const LOCK_NAME: &str = ".zephr-etl.lock";
+/// The lock file of older versions (this one locks the folder itself): honoured while another
+/// run holds it, removed when nobody does.
+pub const LEGACY_LOCK_NAME: &str = ".zephr-etl.lock";
 /// The commit journal's name.
 pub const JOURNAL_NAME: &str = ".zephr-etl-commit.json";
 /// What staging folders (and atomic writes' temporary files) are named with.
@@ -64,7 +65,7 @@ pub struct LocalDir {
     /// This run created the folder: a failed run removes it again (when it is empty).
     created: bool,
     committed: AtomicBool,
-    /// Shared with the lock guard, which removes the folder after it lets the lock go.
+    /// Shared with the lock guard, which removes the folder before it lets the lock go.
     remove_root: Arc<AtomicBool>,
     state: Mutex<Staging>,
 }
@@ -397,10 +398,9 @@ fn remove_entry(path: &Path) {
     }
 }
 
-/// The lock of a [`LocalDir`].
+/// The lock of a [`LocalDir`]: the folder itself, open and `flock`ed; closing it unlocks.
 struct LocalLock {
-    file: File,
-    path: PathBuf,
+    _folder: File,
     root: PathBuf,
     remove_root: Arc<AtomicBool>,
 }
@@ -409,12 +409,54 @@ impl DestLock for LocalLock {}
 
 impl Drop for LocalLock {
     fn drop(&mut self) {
-        // Removed while still locked: a run that opened it meanwhile notices (see `lock`).
-        let _ = fs::remove_file(&self.path);
-        let _ = self.file.unlock();
         if self.remove_root.load(Ordering::SeqCst) {
-            // Only an empty folder goes: remove_dir refuses anything else.
+            // Only an empty folder goes: remove_dir refuses anything else. Still locked, so
+            // a run that opened it meanwhile finds it gone once it gets the lock (see `lock`).
             let _ = fs::remove_dir(&self.root);
+        }
+    }
+}
+
+impl LocalDir {
+    /// Keeps a run of an older version out, which locked `DIR/.zephr-etl.lock` instead of
+    /// the folder: such a file still locked means one is writing. One nobody holds is a
+    /// leftover and is removed (a symlink there goes itself, never what it names; anything
+    /// else there is left alone).
+    fn clear_legacy_lock(&self) -> Result<(), DestError> {
+        let path = self.root.join(LEGACY_LOCK_NAME);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_at(&path)(e)),
+        };
+        // Held (locked) until the file is removed, so that an older run that opened it
+        // meanwhile finds it gone and starts again (then on a new file, which this version
+        // does not see: runs of two versions at once are kept apart only up to there).
+        let _held = if meta.is_file() {
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(io_at(&path))?;
+            match file.try_lock() {
+                Ok(()) => Some(file),
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(DestError::Locked {
+                        dest: self.describe(),
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(io_at(&path)(e)),
+            }
+        } else if meta.file_type().is_symlink() {
+            // Not a lock any run made: the link goes, never what it names.
+            None
+        } else {
+            // A folder or anything else: not a lock file; left alone.
+            return Ok(());
+        };
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at(&path)(e)),
+            _ => Ok(()),
         }
     }
 }
@@ -425,50 +467,39 @@ impl Destination for LocalDir {
     }
 
     fn lock(&self) -> Result<Box<dyn DestLock>, DestError> {
-        let path = self.root.join(LOCK_NAME);
-        // A handful of tries: each retry means another run released and removed the file
-        // between our open and our lock.
+        // A handful of tries: each retry means the folder this run opened was removed (by a
+        // failed run that had created it) or replaced before this run got its lock.
         for _ in 0..16 {
-            let file = match OpenOptions::new()
+            let folder = OpenOptions::new()
                 .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&path)
-            {
-                Ok(file) => file,
-                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                    // Not a lock any run of ours made: the link goes, never what it names.
-                    fs::remove_file(&path).map_err(io_at(&path))?;
-                    continue;
-                }
-                Err(e) => return Err(io_at(&path)(e)),
-            };
-            match file.try_lock() {
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(&self.root)
+                .map_err(io_at(&self.root))?;
+            match folder.try_lock() {
                 Ok(()) => {}
                 Err(fs::TryLockError::WouldBlock) => {
                     return Err(DestError::Locked {
                         dest: self.describe(),
                     });
                 }
-                Err(fs::TryLockError::Error(e)) => return Err(io_at(&path)(e)),
+                Err(fs::TryLockError::Error(e)) => return Err(io_at(&self.root)(e)),
             }
-            let ours = match (file.metadata(), fs::symlink_metadata(&path)) {
+            let same = match (folder.metadata(), fs::metadata(&self.root)) {
                 (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
                 _ => false,
             };
-            if ours {
-                // A new run over this folder: nothing staged, nothing given up yet.
-                *lock_state(&self.state) = Staging::default();
-                self.remove_root.store(false, Ordering::SeqCst);
-                return Ok(Box::new(LocalLock {
-                    file,
-                    path,
-                    root: self.root.clone(),
-                    remove_root: self.remove_root.clone(),
-                }));
+            if !same {
+                continue;
             }
+            self.clear_legacy_lock()?;
+            // A new run over this folder: nothing staged, nothing given up yet.
+            *lock_state(&self.state) = Staging::default();
+            self.remove_root.store(false, Ordering::SeqCst);
+            return Ok(Box::new(LocalLock {
+                _folder: folder,
+                root: self.root.clone(),
+                remove_root: self.remove_root.clone(),
+            }));
         }
         Err(DestError::Locked {
             dest: self.describe(),
@@ -852,5 +883,29 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, DestError::Symlink { .. }), "{error}");
         assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    /// Issue 20, 7: the lock is the folder's own, so there is no file to delete; an older
+    /// version's lock file is honoured while held and removed when not.
+    #[test]
+    fn the_lock_is_the_folders_and_an_older_lock_file_is_honoured() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let dir = LocalDir::open(root).unwrap();
+        let guard = dir.lock().unwrap();
+        assert!(!root.join(LEGACY_LOCK_NAME).exists());
+        let other = LocalDir::open(root).unwrap();
+        assert!(matches!(other.lock(), Err(DestError::Locked { .. })));
+        drop(guard);
+        let legacy = root.join(LEGACY_LOCK_NAME);
+        fs::write(&legacy, "12345\n").unwrap();
+        let held = File::open(&legacy).unwrap();
+        held.lock().unwrap();
+        assert!(matches!(dir.lock(), Err(DestError::Locked { .. })));
+        drop(held);
+        let guard = dir.lock().unwrap();
+        assert!(!legacy.exists());
+        drop(guard);
+        assert_eq!(fs::read_dir(root).unwrap().count(), 0);
     }
 }

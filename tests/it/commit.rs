@@ -5,8 +5,9 @@
 //!   there with its SHA-256 and rows, and the next run (refused without `--overwrite`, then
 //!   with it) recovers and leaves nothing behind;
 //! - `kill_9_at_random_moments`: the same with real `kill -9`s of running conversions;
-//! - the lock (parallel runs, with and without a stale lock file), symlinks planted at every
-//!   name the tool writes, overwriting with fewer outputs, a file appearing during a run;
+//! - the lock (parallel runs, with and without a stale lock file, a lock file deleted during a
+//!   run), symlinks planted at every name the tool writes, overwriting with fewer outputs, a
+//!   file appearing during a run;
 //! - `the_library_runs_a_conversion_without_the_binary`.
 
 use std::collections::BTreeSet;
@@ -854,4 +855,59 @@ fn the_library_runs_a_conversion_without_the_binary() {
     drop(export);
     assert_clean(&dir);
     assert_eq!(files(&dir).len(), 7);
+}
+
+/// Waits until `dir` holds a staging folder with `count` entries (every output of a run
+/// created), and returns it.
+fn wait_for_staging(dir: &Path, count: usize) -> PathBuf {
+    let start = Instant::now();
+    loop {
+        let staging = tree(dir)
+            .into_iter()
+            .find(|n| n.starts_with(".zephr-etl-staging-") && n.ends_with('/'));
+        if let Some(name) = staging {
+            let path = dir.join(name.trim_end_matches('/'));
+            if std::fs::read_dir(&path).map_or(0, |d| d.count()) == count {
+                return path;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no staging folder with {count} files: {:?}",
+            tree(dir)
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Issue 20, 7: the lock cannot be lost by deleting a file: a second run is refused while the
+/// first holds it, whatever happened to `.zephr-etl.lock`.
+#[test]
+fn a_deleted_lock_file_lets_no_second_run_in() {
+    let tmp = inputs();
+    let cwd = tmp.path();
+    let dir = cwd.join("out");
+    let first = command(
+        cwd,
+        &["convert", "-q", "a.json", "-o", "out"],
+        Some("pause:a:3000"),
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_staging(&dir, 6);
+    match std::fs::remove_file(dir.join(".zephr-etl.lock")) {
+        Ok(()) => {}
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+    }
+    let second = run(cwd, &["convert", "-q", "b.json", "-o", "out"]);
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    assert_eq!(
+        stderr(&second),
+        "zephr-etl: another zephr-etl run is writing into out; wait for it to finish\n"
+    );
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_clean(&dir);
+    assert_eq!(users_rows(&verified_manifest(&dir).unwrap()), 40);
 }
