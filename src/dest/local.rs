@@ -1,23 +1,24 @@
 //! A local folder as a [`Destination`]: a kernel lock, unpredictable staging, and a journaled
 //! commit that a crash at any instant cannot break.
 //!
-//! **Lock.** `DIR/.zephr-etl.lock`, opened without following a symlink and locked with
-//! `flock` (non-blocking). The kernel releases it when the process dies, however it dies, and
-//! it means the same in every PID namespace: no pid is written or guessed. The file is removed
-//! when the run ends, while still locked; a run that locked a file that was removed meanwhile
-//! sees that the path no longer names its file and tries again, so two runs never both hold
-//! "the" lock.
+//! **Lock.** `flock` (non-blocking) on the folder itself, opened `O_RDONLY|O_DIRECTORY`. The
+//! kernel releases it when the process dies, however it dies, and it means the same in every
+//! PID namespace: no pid is written or guessed. There is no lock file: nothing anyone can
+//! delete to let a second run in, and nothing a run removes when it ends, so a run never
+//! removes another's lock. A `.zephr-etl.lock` file is what older versions locked: one still
+//! locked keeps this run out, one nobody holds is a leftover and goes.
 //!
 //! **Staging.** Outputs are written into `DIR/.zephr-etl-staging-XXXXXX/` (mkdtemp: a random
 //! name, mode 0700), each file created with `O_CREAT|O_EXCL|O_NOFOLLOW`, synced behind the
 //! writer ([`SyncBehind`]) and hashed as it is written ([`HashingWriter`]).
 //!
 //! **Commit** (the steps the fault hook [`fault`] names):
-//! - a. every data file is finished (fsynced) in staging;
+//! - a. every data file is finished (fsynced) in staging; each must still be there (a
+//!   staging folder removed during the run fails the commit, nothing replaced);
 //! - b. the journal `DIR/.zephr-etl-commit.json` is written atomically (temporary file, fsync,
-//!   rename, fsync of DIR): the staging folder, each (staged, final) pair, the manifest's
-//!   bytes, the previous manifest's bytes and the names to remove. From here the commit is
-//!   decided and recovery rolls it forward;
+//!   rename, fsync of DIR): the staging folder, each (staged, final) pair with the file's size
+//!   and SHA-256, the manifest's bytes, the previous manifest's bytes and the names to remove.
+//!   From here the commit is decided and recovery rolls it forward;
 //! - c. the old `manifest.json` is removed, so no reader follows it to new bytes;
 //! - d. each staged file is moved to its final name: without overwrite by `link` + `unlink`
 //!   (`link` fails if anything, even a dangling symlink, appeared at the name: the commit is
@@ -29,9 +30,12 @@
 //!   symlink), with folders they leave empty;
 //! - g. the journal is deleted, then the staging folder.
 //!
-//! [`LocalDir::recover`] redoes c–g from a journal it finds (a file already moved is skipped),
-//! and removes every staging folder no journal names: those of dead runs, which is safe
-//! because the caller holds the lock.
+//! [`LocalDir::recover`] redoes c–g from a journal it finds, and removes every staging folder
+//! no journal names: those of dead runs, which is safe because the caller holds the lock. A
+//! journal is trusted only for names this tool makes (a staging folder `.zephr-etl-staging-*`,
+//! staged names of digits, final names inside DIR that are neither hidden nor the manifest),
+//! and a staged file that is gone counts as moved only when its final name holds exactly that
+//! file (size and SHA-256); anything else is refused before anything is moved or removed.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -49,8 +53,9 @@ use super::{
     StagedFile, check_name, fault,
 };
 
-/// The lock file's name.
-pub const LOCK_NAME: &str = ".zephr-etl.lock";
+/// The lock file of older versions (this one locks the folder itself): honoured while another
+/// run holds it, removed when nobody does.
+pub const LEGACY_LOCK_NAME: &str = ".zephr-etl.lock";
 /// The commit journal's name.
 pub const JOURNAL_NAME: &str = ".zephr-etl-commit.json";
 /// What staging folders (and atomic writes' temporary files) are named with.
@@ -64,7 +69,7 @@ pub struct LocalDir {
     /// This run created the folder: a failed run removes it again (when it is empty).
     created: bool,
     committed: AtomicBool,
-    /// Shared with the lock guard, which removes the folder after it lets the lock go.
+    /// Shared with the lock guard, which removes the folder before it lets the lock go.
     remove_root: Arc<AtomicBool>,
     state: Mutex<Staging>,
 }
@@ -107,6 +112,55 @@ struct Journal {
     previous_manifest: Option<String>,
     remove: Vec<String>,
     overwrite: bool,
+    /// Each moved file's size and SHA-256, in the order of `moves` (empty in journals of
+    /// older versions, which recorded none).
+    #[serde(default)]
+    sums: Vec<Sum>,
+}
+
+/// A staged file's size and SHA-256, to tell it at its final name once it was moved.
+#[derive(Debug, Serialize, Deserialize)]
+struct Sum {
+    bytes: u64,
+    sha256: String,
+}
+
+impl Journal {
+    /// Checks that every name is one this tool makes: a journal found in DIR may have been
+    /// planted, and recovery must never move a file across DIR's border. Says what is wrong.
+    fn check_names(&self) -> Result<(), String> {
+        if self.version != JOURNAL_VERSION {
+            return Err(format!("journal version {}", self.version));
+        }
+        let staging = &self.staging;
+        if !staging.starts_with(STAGING_PREFIX) || staging.contains(['/', '\\', '\0']) {
+            return Err(format!(
+                "staging folder {staging:?} is not one zephr-etl makes"
+            ));
+        }
+        for (staged, name) in &self.moves {
+            if staged.is_empty() || !staged.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("staged name {staged:?} is not one zephr-etl makes"));
+            }
+            let hidden = name.split('/').any(|part| part.starts_with('.'));
+            if check_name(name).is_err() || hidden || name == MANIFEST_NAME {
+                return Err(format!(
+                    "final name {name:?} is not a data file's name inside the folder"
+                ));
+            }
+        }
+        if let Some(name) = self.remove.iter().find(|n| check_name(n).is_err()) {
+            return Err(format!("name to remove {name:?} is not inside the folder"));
+        }
+        if !self.sums.is_empty() && self.sums.len() != self.moves.len() {
+            return Err(format!(
+                "{} sizes and hashes for {} files",
+                self.sums.len(),
+                self.moves.len()
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> DestError + '_ {
@@ -130,6 +184,14 @@ fn sync_dir(dir: &Path) {
 
 fn exists_no_follow(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
+}
+
+/// The error of a staged file that is not there (nor at its final name).
+fn missing(staged: &Path) -> DestError {
+    io_at(staged)(io::Error::new(
+        io::ErrorKind::NotFound,
+        "the staged file is missing (was the staging folder removed during the run?)",
+    ))
 }
 
 impl LocalDir {
@@ -218,11 +280,81 @@ impl LocalDir {
         Ok(self.root.join(name))
     }
 
-    /// Step d for one file. A staged file that is gone was moved before (recovery).
-    fn move_into_place(&self, staged: &Path, name: &str, overwrite: bool) -> Result<(), DestError> {
+    /// Whether `DIR/name` is a regular file (reached through no symlink) with exactly the
+    /// size and SHA-256 of `sum`: a staged file moved there. False without a `sum`.
+    fn holds(&self, name: &str, sum: Option<&Sum>) -> bool {
+        let Some(sum) = sum else {
+            return false;
+        };
+        if self.check_parent(name).is_err() {
+            return false;
+        }
+        let path = self.root.join(name);
+        if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == sum.bytes) {
+            return false;
+        }
+        let Ok(mut file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+        else {
+            return false;
+        };
+        let mut hashed = HashingWriter::new(io::sink());
+        if io::copy(&mut file, &mut hashed).is_err() {
+            return false;
+        }
+        let (_, bytes, sha256) = hashed.into_parts();
+        bytes == sum.bytes && sha256 == sum.sha256
+    }
+
+    /// Checks, before recovery acts on `journal`, that its staging folder is a folder (or
+    /// gone) and that each staged file is there as a regular file, or was moved: its final
+    /// name holds exactly that file. Says what is wrong.
+    fn check_staged(&self, journal: &Journal) -> Result<(), String> {
+        let staging = self.root.join(&journal.staging);
+        match fs::symlink_metadata(&staging) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(format!("{} is not a folder", journal.staging)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", journal.staging)),
+        }
+        for (i, (staged, name)) in journal.moves.iter().enumerate() {
+            let shown = format!("{}/{staged}", journal.staging);
+            match fs::symlink_metadata(staging.join(staged)) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(_) => return Err(format!("staged file {shown} is not a regular file")),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !self.holds(name, journal.sums.get(i)) {
+                        return Err(format!(
+                            "staged file {shown} is missing and {name} is not that file"
+                        ));
+                    }
+                }
+                Err(e) => return Err(format!("staged file {shown}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Step d for one file. A staged file that is gone was moved before (recovery) only when
+    /// `DIR/name` holds exactly it (`sum`); otherwise the commit cannot go on.
+    fn move_into_place(
+        &self,
+        staged: &Path,
+        name: &str,
+        overwrite: bool,
+        sum: Option<&Sum>,
+    ) -> Result<(), DestError> {
         let staged_meta = match fs::symlink_metadata(staged) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return if self.holds(name, sum) {
+                    Ok(())
+                } else {
+                    Err(missing(staged))
+                };
+            }
             Err(e) => return Err(io_at(staged)(e)),
         };
         let target = self.prepare_parent(name)?;
@@ -317,9 +449,14 @@ impl LocalDir {
         // d.
         let mut parents = HashSet::new();
         for (i, (staged, name)) in journal.moves.iter().enumerate() {
-            match self.move_into_place(&staging.join(staged), name, journal.overwrite) {
+            let sum = journal.sums.get(i);
+            match self.move_into_place(&staging.join(staged), name, journal.overwrite, sum) {
                 Ok(()) => {}
-                Err(e @ DestError::Exists { .. }) if !journal.overwrite => {
+                // Without overwrite nothing was replaced yet: undo, the previous dataset
+                // stays whole.
+                Err(e @ (DestError::Exists { .. } | DestError::Io { .. }))
+                    if !journal.overwrite =>
+                {
                     self.roll_back(journal);
                     return Err(e);
                 }
@@ -366,13 +503,12 @@ impl LocalDir {
     /// previous manifest is written back, the journal and the staging folder removed.
     fn roll_back(&self, journal: &Journal) {
         let staging = self.root.join(&journal.staging);
-        for (staged, name) in journal.moves.iter().rev() {
+        for (i, (staged, name)) in journal.moves.iter().enumerate().rev() {
             let staged = staging.join(staged);
-            let target = self.root.join(name);
-            // Without overwrite a staged file is unlinked only once linked at its name, so
-            // a missing staged file means the final name holds this run's file.
-            if !exists_no_follow(&staged) && exists_no_follow(&target) {
-                let _ = fs::rename(&target, &staged);
+            // Without overwrite a staged file is unlinked only once linked at its name; it
+            // goes back only when that name holds exactly this run's file.
+            if !exists_no_follow(&staged) && self.holds(name, journal.sums.get(i)) {
+                let _ = fs::rename(self.root.join(name), &staged);
             }
         }
         if let Some(previous) = &journal.previous_manifest {
@@ -397,10 +533,9 @@ fn remove_entry(path: &Path) {
     }
 }
 
-/// The lock of a [`LocalDir`].
+/// The lock of a [`LocalDir`]: the folder itself, open and `flock`ed; closing it unlocks.
 struct LocalLock {
-    file: File,
-    path: PathBuf,
+    _folder: File,
     root: PathBuf,
     remove_root: Arc<AtomicBool>,
 }
@@ -409,12 +544,54 @@ impl DestLock for LocalLock {}
 
 impl Drop for LocalLock {
     fn drop(&mut self) {
-        // Removed while still locked: a run that opened it meanwhile notices (see `lock`).
-        let _ = fs::remove_file(&self.path);
-        let _ = self.file.unlock();
         if self.remove_root.load(Ordering::SeqCst) {
-            // Only an empty folder goes: remove_dir refuses anything else.
+            // Only an empty folder goes: remove_dir refuses anything else. Still locked, so
+            // a run that opened it meanwhile finds it gone once it gets the lock (see `lock`).
             let _ = fs::remove_dir(&self.root);
+        }
+    }
+}
+
+impl LocalDir {
+    /// Keeps a run of an older version out, which locked `DIR/.zephr-etl.lock` instead of
+    /// the folder: such a file still locked means one is writing. One nobody holds is a
+    /// leftover and is removed (a symlink there goes itself, never what it names; anything
+    /// else there is left alone).
+    fn clear_legacy_lock(&self) -> Result<(), DestError> {
+        let path = self.root.join(LEGACY_LOCK_NAME);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_at(&path)(e)),
+        };
+        // Held (locked) until the file is removed, so that an older run that opened it
+        // meanwhile finds it gone and starts again (then on a new file, which this version
+        // does not see: runs of two versions at once are kept apart only up to there).
+        let _held = if meta.is_file() {
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(io_at(&path))?;
+            match file.try_lock() {
+                Ok(()) => Some(file),
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(DestError::Locked {
+                        dest: self.describe(),
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(io_at(&path)(e)),
+            }
+        } else if meta.file_type().is_symlink() {
+            // Not a lock any run made: the link goes, never what it names.
+            None
+        } else {
+            // A folder or anything else: not a lock file; left alone.
+            return Ok(());
+        };
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at(&path)(e)),
+            _ => Ok(()),
         }
     }
 }
@@ -425,50 +602,39 @@ impl Destination for LocalDir {
     }
 
     fn lock(&self) -> Result<Box<dyn DestLock>, DestError> {
-        let path = self.root.join(LOCK_NAME);
-        // A handful of tries: each retry means another run released and removed the file
-        // between our open and our lock.
+        // A handful of tries: each retry means the folder this run opened was removed (by a
+        // failed run that had created it) or replaced before this run got its lock.
         for _ in 0..16 {
-            let file = match OpenOptions::new()
+            let folder = OpenOptions::new()
                 .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&path)
-            {
-                Ok(file) => file,
-                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                    // Not a lock any run of ours made: the link goes, never what it names.
-                    fs::remove_file(&path).map_err(io_at(&path))?;
-                    continue;
-                }
-                Err(e) => return Err(io_at(&path)(e)),
-            };
-            match file.try_lock() {
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(&self.root)
+                .map_err(io_at(&self.root))?;
+            match folder.try_lock() {
                 Ok(()) => {}
                 Err(fs::TryLockError::WouldBlock) => {
                     return Err(DestError::Locked {
                         dest: self.describe(),
                     });
                 }
-                Err(fs::TryLockError::Error(e)) => return Err(io_at(&path)(e)),
+                Err(fs::TryLockError::Error(e)) => return Err(io_at(&self.root)(e)),
             }
-            let ours = match (file.metadata(), fs::symlink_metadata(&path)) {
+            let same = match (folder.metadata(), fs::metadata(&self.root)) {
                 (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
                 _ => false,
             };
-            if ours {
-                // A new run over this folder: nothing staged, nothing given up yet.
-                *lock_state(&self.state) = Staging::default();
-                self.remove_root.store(false, Ordering::SeqCst);
-                return Ok(Box::new(LocalLock {
-                    file,
-                    path,
-                    root: self.root.clone(),
-                    remove_root: self.remove_root.clone(),
-                }));
+            if !same {
+                continue;
             }
+            self.clear_legacy_lock()?;
+            // A new run over this folder: nothing staged, nothing given up yet.
+            *lock_state(&self.state) = Staging::default();
+            self.remove_root.store(false, Ordering::SeqCst);
+            return Ok(Box::new(LocalLock {
+                _folder: folder,
+                root: self.root.clone(),
+                remove_root: self.remove_root.clone(),
+            }));
         }
         Err(DestError::Locked {
             dest: self.describe(),
@@ -488,11 +654,12 @@ impl Destination for LocalDir {
                         path: path.clone(),
                         problem: e.to_string(),
                     })?;
-                if journal.version != JOURNAL_VERSION || check_name(&journal.staging).is_err() {
-                    return Err(DestError::Journal {
-                        path,
-                        problem: format!("journal version {}", journal.version),
-                    });
+                // Validated whole before anything is moved or removed.
+                if let Err(problem) = journal
+                    .check_names()
+                    .and_then(|()| self.check_staged(&journal))
+                {
+                    return Err(DestError::Journal { path, problem });
                 }
                 match self.apply(&journal) {
                     // Undone: the previous dataset is back, which is what recovery is for.
@@ -586,11 +753,27 @@ impl Destination for LocalDir {
         let mut state = lock_state(&self.state);
         let staging = state.dir_in(&self.root)?;
         let mut moves = Vec::with_capacity(commit.files.len());
+        let mut sums = Vec::with_capacity(commit.files.len());
         for file in &commit.files {
             let staged = state.names.get(&file.name).ok_or_else(|| {
                 io_at(&staging)(io::Error::other(format!("{} was never staged", file.name)))
             })?;
             moves.push((staged.clone(), file.name.clone()));
+            sums.push(Sum {
+                bytes: file.bytes,
+                sha256: file.sha256.clone(),
+            });
+        }
+        // Every staged file is still there (nobody removed the staging folder): a missing
+        // one is never taken for a moved one.
+        if !fs::symlink_metadata(&staging).is_ok_and(|m| m.is_dir()) {
+            return Err(missing(&staging));
+        }
+        for (staged, _) in &moves {
+            let path = staging.join(staged);
+            if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                return Err(missing(&path));
+            }
         }
         // Checked before anything changes (`link` catches a file that appears after this):
         // a commit that could only fail half way is not started.
@@ -620,9 +803,19 @@ impl Destination for LocalDir {
             manifest: String::from_utf8(commit.manifest)
                 .map_err(|_| io_at(&self.root)(io::Error::other("the manifest is not UTF-8")))?,
             previous_manifest,
-            remove: commit.remove,
+            // A previous manifest may list any name: one outside DIR is never removed.
+            remove: commit
+                .remove
+                .into_iter()
+                .filter(|name| check_name(name).is_ok())
+                .collect(),
             overwrite: commit.overwrite,
+            sums,
         };
+        // Never a journal that recovery would refuse.
+        journal
+            .check_names()
+            .map_err(|problem| io_at(&self.root)(io::Error::other(problem)))?;
         let text = serde_json::to_vec(&journal)
             .map_err(|e| io_at(&self.root)(io::Error::other(e.to_string())))?;
         self.write_atomic(JOURNAL_NAME, &text)?;
@@ -804,8 +997,9 @@ mod tests {
             ],
             manifest: "{\"new\": true}\n".into(),
             previous_manifest: None,
-            remove: vec!["old.csv".into(), "../outside".into()],
+            remove: vec!["old.csv".into()],
             overwrite: false,
+            sums: vec![],
         };
         fs::write(
             root.join(JOURNAL_NAME),
@@ -852,5 +1046,238 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, DestError::Symlink { .. }), "{error}");
         assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    /// A journal of `moves` in the staging folder `.zephr-etl-staging-test01`, written into
+    /// `root` with that folder.
+    fn plant(root: &Path, moves: &[(&str, &str)], remove: &[&str], sums: Vec<Sum>) -> Journal {
+        let journal = Journal {
+            version: JOURNAL_VERSION,
+            staging: format!("{STAGING_PREFIX}test01"),
+            moves: moves
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            manifest: "{\"new\": true}\n".into(),
+            previous_manifest: None,
+            remove: remove.iter().map(|n| n.to_string()).collect(),
+            overwrite: true,
+            sums,
+        };
+        fs::create_dir_all(root.join(&journal.staging)).unwrap();
+        fs::write(
+            root.join(JOURNAL_NAME),
+            serde_json::to_vec(&journal).unwrap(),
+        )
+        .unwrap();
+        journal
+    }
+
+    fn sum_of(bytes: &[u8]) -> Sum {
+        let mut hashed = HashingWriter::new(io::sink());
+        hashed.write_all(bytes).unwrap();
+        let (_, bytes, sha256) = hashed.into_parts();
+        Sum { bytes, sha256 }
+    }
+
+    /// Every entry under `root` with its bytes (folders and symlinks as such).
+    fn snapshot(root: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        for entry in walk(root) {
+            let meta = fs::symlink_metadata(&entry).unwrap();
+            out.push((
+                entry.clone(),
+                meta.is_file().then(|| fs::read(&entry).unwrap()),
+            ));
+        }
+        out.sort();
+        out
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                out.extend(walk(&path));
+            }
+            out.push(path);
+        }
+        out
+    }
+
+    /// Issue 20, 6: each name a journal could use to reach outside DIR (or the tool's own
+    /// files) refuses the whole journal, before anything moves.
+    #[test]
+    fn a_journal_with_names_the_tool_does_not_make_is_refused_whole() {
+        // (staged, final, a name to remove, what is said)
+        let cases = [
+            ("../../x", "a.csv", None, "staged name \"../../x\""),
+            ("000001/../x", "a.csv", None, "staged name \"000001/../x\""),
+            ("x", "a.csv", None, "staged name \"x\""),
+            ("000001", "../a.csv", None, "final name \"../a.csv\""),
+            ("000001", "/tmp/a.csv", None, "final name \"/tmp/a.csv\""),
+            (
+                "000001",
+                MANIFEST_NAME,
+                None,
+                "final name \"manifest.json\"",
+            ),
+            (
+                "000001",
+                JOURNAL_NAME,
+                None,
+                "final name \".zephr-etl-commit.json\"",
+            ),
+            (
+                "000001",
+                "csv/.zephr-etl.lock",
+                None,
+                "final name \"csv/.zephr-etl.lock\"",
+            ),
+            (
+                "000001",
+                "a.csv",
+                Some("../victim"),
+                "name to remove \"../victim\"",
+            ),
+        ];
+        for (staged, name, remove, problem) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().join("out");
+            fs::create_dir(&root).unwrap();
+            let remove: Vec<&str> = remove.into_iter().collect();
+            plant(&root, &[(staged, name)], &remove, vec![]);
+            fs::write(
+                root.join(format!("{STAGING_PREFIX}test01/000001")),
+                "staged",
+            )
+            .unwrap();
+            fs::write(root.join("a.csv"), "old a").unwrap();
+            fs::write(tmp.path().join("victim"), "VICTIM").unwrap();
+            let before = snapshot(tmp.path());
+            let dir = LocalDir::open(&root).unwrap();
+            let _guard = dir.lock().unwrap();
+            match dir.recover() {
+                Err(DestError::Journal { path, problem: got }) => {
+                    assert_eq!(path, root.join(JOURNAL_NAME));
+                    assert!(got.starts_with(problem), "{got}");
+                }
+                other => panic!("{problem}: {other:?}"),
+            }
+            assert_eq!(snapshot(tmp.path()), before, "{problem}");
+        }
+        // A staging folder that is not one this tool makes.
+        for staging in ["..", "../elsewhere", "plain"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut journal = plant(tmp.path(), &[("000001", "a.csv")], &[], vec![]);
+            journal.staging = staging.to_string();
+            fs::write(
+                tmp.path().join(JOURNAL_NAME),
+                serde_json::to_vec(&journal).unwrap(),
+            )
+            .unwrap();
+            let dir = LocalDir::open(tmp.path()).unwrap();
+            let _guard = dir.lock().unwrap();
+            let error = dir.recover().unwrap_err().to_string();
+            assert!(
+                error.contains(&format!(
+                    "staging folder {staging:?} is not one zephr-etl makes"
+                )),
+                "{error}"
+            );
+        }
+    }
+
+    /// Issue 20, 7: a staged file that is gone counts as moved only when its final name holds
+    /// exactly it; otherwise recovery stops before writing a manifest.
+    #[test]
+    fn a_missing_staged_file_counts_as_moved_only_when_its_name_holds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        plant(root, &[("000001", "a.csv")], &[], vec![sum_of(b"new a")]);
+        fs::write(root.join("a.csv"), "other").unwrap();
+        let dir = LocalDir::open(root).unwrap();
+        let _guard = dir.lock().unwrap();
+        let error = dir.recover().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{} is damaged (staged file {STAGING_PREFIX}test01/000001 is missing and a.csv \
+                 is not that file); move it away to start afresh",
+                root.join(JOURNAL_NAME).display()
+            )
+        );
+        assert!(!root.join(MANIFEST_NAME).exists());
+        // A journal of an older version has no sums: nothing to tell the file by.
+        plant(root, &[("000001", "a.csv")], &[], vec![]);
+        fs::write(root.join("a.csv"), "new a").unwrap();
+        assert!(matches!(dir.recover(), Err(DestError::Journal { .. })));
+        assert!(!root.join(MANIFEST_NAME).exists());
+        // The same size and hash: moved before a crash; the commit is finished.
+        plant(root, &[("000001", "a.csv")], &[], vec![sum_of(b"new a")]);
+        dir.recover().unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join(MANIFEST_NAME)).unwrap(),
+            "{\"new\": true}\n"
+        );
+        assert_eq!(fs::read_to_string(root.join("a.csv")).unwrap(), "new a");
+        assert!(!root.join(JOURNAL_NAME).exists());
+    }
+
+    /// Issue 20, 7: a live commit whose staged files are gone fails before anything changes.
+    #[test]
+    fn a_commit_whose_staged_files_are_gone_replaces_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::write(root.join(MANIFEST_NAME), "{\"old\": true}\n").unwrap();
+        fs::write(root.join("a.csv"), "old a").unwrap();
+        let dir = LocalDir::open(root).unwrap();
+        let _guard = dir.lock().unwrap();
+        let a = stage(&dir, "a.csv", b"new a");
+        let staging = lock_state(&dir.state).dir.clone().unwrap();
+        fs::remove_dir_all(&staging).unwrap();
+        let error = dir
+            .commit(Commit {
+                files: vec![a],
+                manifest: b"{}".to_vec(),
+                remove: vec![],
+                overwrite: true,
+            })
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("the staged file is missing"),
+            "{error}"
+        );
+        assert_eq!(
+            fs::read_to_string(root.join(MANIFEST_NAME)).unwrap(),
+            "{\"old\": true}\n"
+        );
+        assert_eq!(fs::read_to_string(root.join("a.csv")).unwrap(), "old a");
+        assert!(!root.join(JOURNAL_NAME).exists());
+    }
+
+    /// Issue 20, 7: the lock is the folder's own, so there is no file to delete; an older
+    /// version's lock file is honoured while held and removed when not.
+    #[test]
+    fn the_lock_is_the_folders_and_an_older_lock_file_is_honoured() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let dir = LocalDir::open(root).unwrap();
+        let guard = dir.lock().unwrap();
+        assert!(!root.join(LEGACY_LOCK_NAME).exists());
+        let other = LocalDir::open(root).unwrap();
+        assert!(matches!(other.lock(), Err(DestError::Locked { .. })));
+        drop(guard);
+        let legacy = root.join(LEGACY_LOCK_NAME);
+        fs::write(&legacy, "12345\n").unwrap();
+        let held = File::open(&legacy).unwrap();
+        held.lock().unwrap();
+        assert!(matches!(dir.lock(), Err(DestError::Locked { .. })));
+        drop(held);
+        let guard = dir.lock().unwrap();
+        assert!(!legacy.exists());
+        drop(guard);
+        assert_eq!(fs::read_dir(root).unwrap().count(), 0);
     }
 }

@@ -5,8 +5,11 @@
 //!   there with its SHA-256 and rows, and the next run (refused without `--overwrite`, then
 //!   with it) recovers and leaves nothing behind;
 //! - `kill_9_at_random_moments`: the same with real `kill -9`s of running conversions;
-//! - the lock (parallel runs, with and without a stale lock file), symlinks planted at every
-//!   name the tool writes, overwriting with fewer outputs, a file appearing during a run;
+//! - the lock (parallel runs, with and without a stale lock file, a lock file deleted during a
+//!   run), symlinks planted at every name the tool writes, overwriting with fewer outputs, a
+//!   file appearing during a run;
+//! - planted journals that name files outside the folder (issue 20), a staging folder
+//!   deleted during a run;
 //! - `the_library_runs_a_conversion_without_the_binary`.
 
 use std::collections::BTreeSet;
@@ -854,4 +857,205 @@ fn the_library_runs_a_conversion_without_the_binary() {
     drop(export);
     assert_clean(&dir);
     assert_eq!(files(&dir).len(), 7);
+}
+
+/// Plants, in `dir`, the journal of a commit that no run of the tool wrote: `moves` are
+/// (staged, final) pairs in an empty staging folder. `dir` is created when missing.
+fn plant_journal(dir: &Path, moves: &[(&str, &str)], overwrite: bool) {
+    let staging = ".zephr-etl-staging-PLANTD";
+    std::fs::create_dir_all(dir.join(staging)).unwrap();
+    let journal = serde_json::json!({
+        "version": 1,
+        "staging": staging,
+        "moves": moves,
+        "manifest": "{}\n",
+        "previous_manifest": null,
+        "remove": [],
+        "overwrite": overwrite,
+    });
+    std::fs::write(
+        dir.join(".zephr-etl-commit.json"),
+        serde_json::to_vec(&journal).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Runs a plain conversion into `out` and checks that it refuses the planted journal
+/// (exit 1, the journal named, `problem` said, the fix given) with everything in `out` left
+/// as it was.
+fn assert_journal_refused(cwd: &Path, out: &str, problem: &str) {
+    let dir = cwd.join(out);
+    let before = tree(&dir);
+    let refused = run(cwd, &["convert", "-q", "a.json", "-o", out]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert_eq!(
+        stderr(&refused),
+        format!(
+            "zephr-etl: {out}/.zephr-etl-commit.json is damaged ({problem}); move it away to \
+             start afresh\n"
+        )
+    );
+    assert_eq!(tree(&dir), before, "something in {out} moved");
+}
+
+/// Issue 20, 6: a staged name with `..` would move `DIR/evil.txt` out of DIR (through the
+/// roll-back that a file appearing at `taken.csv` sets off).
+#[test]
+fn a_planted_journal_cannot_move_a_file_out_of_the_folder() {
+    let tmp = inputs();
+    let cwd = tmp.path();
+    std::fs::create_dir(cwd.join("victim")).unwrap();
+    let dir = cwd.join("out");
+    plant_journal(
+        &dir,
+        &[
+            ("../../victim/planted.sh", "evil.txt"),
+            ("000001", "taken.csv"),
+        ],
+        false,
+    );
+    std::fs::write(dir.join(".zephr-etl-staging-PLANTD/000001"), "staged\n").unwrap();
+    std::fs::write(dir.join("evil.txt"), "#!/bin/sh\nEVIL\n").unwrap();
+    std::fs::write(dir.join("taken.csv"), "TAKEN\n").unwrap();
+    assert_journal_refused(
+        cwd,
+        "out",
+        "staged name \"../../victim/planted.sh\" is not one zephr-etl makes",
+    );
+    assert!(
+        tree(&cwd.join("victim")).is_empty(),
+        "{:?}",
+        tree(&cwd.join("victim"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("evil.txt")).unwrap(),
+        "#!/bin/sh\nEVIL\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("taken.csv")).unwrap(),
+        "TAKEN\n"
+    );
+}
+
+/// Issue 20, 6: with `overwrite` a staged name with `..` would move a file from outside DIR
+/// into it; a final name with `..` would put one outside.
+#[test]
+fn a_planted_journal_cannot_move_a_file_into_the_folder() {
+    let tmp = inputs();
+    let cwd = tmp.path();
+    std::fs::create_dir(cwd.join("home")).unwrap();
+    std::fs::write(cwd.join("home/id_rsa"), "PRIVATE KEY\n").unwrap();
+    plant_journal(&cwd.join("out"), &[("../../home/id_rsa", "loot.csv")], true);
+    assert_journal_refused(
+        cwd,
+        "out",
+        "staged name \"../../home/id_rsa\" is not one zephr-etl makes",
+    );
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("home/id_rsa")).unwrap(),
+        "PRIVATE KEY\n"
+    );
+    assert!(!cwd.join("out/loot.csv").exists());
+
+    let dir = cwd.join("out2");
+    plant_journal(&dir, &[("000001", "../home/planted.csv")], true);
+    std::fs::write(dir.join(".zephr-etl-staging-PLANTD/000001"), "planted\n").unwrap();
+    assert_journal_refused(
+        cwd,
+        "out2",
+        "final name \"../home/planted.csv\" is not a data file's name inside the folder",
+    );
+    assert_eq!(
+        tree(&cwd.join("home")).into_iter().collect::<Vec<_>>(),
+        ["id_rsa"]
+    );
+}
+
+/// Waits until `dir` holds a staging folder with `count` entries (every output of a run
+/// created), and returns it.
+fn wait_for_staging(dir: &Path, count: usize) -> PathBuf {
+    let start = Instant::now();
+    loop {
+        let staging = tree(dir)
+            .into_iter()
+            .find(|n| n.starts_with(".zephr-etl-staging-") && n.ends_with('/'));
+        if let Some(name) = staging {
+            let path = dir.join(name.trim_end_matches('/'));
+            if std::fs::read_dir(&path).map_or(0, |d| d.count()) == count {
+                return path;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no staging folder with {count} files: {:?}",
+            tree(dir)
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Issue 20, 7: the staging folder deleted during a run; the commit must not take the
+/// missing files for moved ones and write a manifest that lists them.
+#[test]
+fn a_staging_folder_deleted_during_the_run_fails_the_commit() {
+    let tmp = inputs();
+    let cwd = tmp.path();
+    let dir = cwd.join("out");
+    let first = run(cwd, &["convert", "-q", "a.json", "-o", "out"]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let before = contents(&dir);
+    let child = command(
+        cwd,
+        &["convert", "-q", "b.json", "-o", "out", "--overwrite"],
+        Some("pause:a:2000"),
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Six outputs: three tables in CSV and in Parquet. Once all are created, deleting the
+    // folder does not stop the writing (into unlinked files): the commit is reached.
+    let staging = wait_for_staging(&dir, 6);
+    std::fs::remove_dir_all(&staging).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("the staged file is missing"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(contents(&dir), before, "the previous dataset changed");
+    assert_clean(&dir);
+    assert_eq!(users_rows(&verified_manifest(&dir).unwrap()), 40);
+}
+
+/// Issue 20, 7: the lock cannot be lost by deleting a file: a second run is refused while the
+/// first holds it, whatever happened to `.zephr-etl.lock`.
+#[test]
+fn a_deleted_lock_file_lets_no_second_run_in() {
+    let tmp = inputs();
+    let cwd = tmp.path();
+    let dir = cwd.join("out");
+    let first = command(
+        cwd,
+        &["convert", "-q", "a.json", "-o", "out"],
+        Some("pause:a:3000"),
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_staging(&dir, 6);
+    match std::fs::remove_file(dir.join(".zephr-etl.lock")) {
+        Ok(()) => {}
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+    }
+    let second = run(cwd, &["convert", "-q", "b.json", "-o", "out"]);
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    assert_eq!(
+        stderr(&second),
+        "zephr-etl: another zephr-etl run is writing into out; wait for it to finish\n"
+    );
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_clean(&dir);
+    assert_eq!(users_rows(&verified_manifest(&dir).unwrap()), 40);
 }
