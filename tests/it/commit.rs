@@ -648,7 +648,9 @@ fn overwrite_with_fewer_outputs_leaves_no_stale_file() {
         ["attributes.csv", "grants.csv", "manifest.json", "users.csv"]
     );
 
-    // A dataset of an older version without a manifest: its table files go too.
+    // Files without a manifest that lists them are no dataset (SPEC section 5), only named
+    // like one: they make the folder refused without --overwrite, and with it they stay (they
+    // may be the user's own, issue 20 case 8), except the names the new run writes.
     std::fs::remove_file(dir.join("manifest.json")).unwrap();
     std::fs::create_dir_all(dir.join("users")).unwrap();
     std::fs::write(dir.join("users/part-00003.parquet"), "old").unwrap();
@@ -668,13 +670,22 @@ fn overwrite_with_fewer_outputs_leaves_no_stale_file() {
     );
     assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
     assert_eq!(
+        std::fs::read(dir.join("users/part-00003.parquet")).unwrap(),
+        b"old"
+    );
+    assert_eq!(
         tree(&dir).into_iter().collect::<Vec<_>>(),
         [
+            "attributes.csv",
             "attributes.parquet",
+            "grants.csv",
             "grants.parquet",
             "manifest.json",
             "notes.txt",
-            "users.parquet"
+            "users.csv",
+            "users.parquet",
+            "users/",
+            "users/part-00003.parquet"
         ]
     );
 }
