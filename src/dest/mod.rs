@@ -249,6 +249,10 @@ pub fn check_name(name: &str) -> Result<(), DestError> {
 /// in the middle of a run. The steps are the commit protocol's: `a` (every file finished),
 /// `b` (journal written), `c`, `d-mid` (one file moved), `d`, `e` (manifest written),
 /// `f-mid`, `f`, `g`. Unset, it costs one environment lookup per process.
+///
+/// Compiled into debug builds only (what `cargo test` drives): a release binary has no such
+/// hook, and the variable means nothing to it.
+#[cfg(debug_assertions)]
 pub fn fault(step: &str) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
@@ -273,6 +277,11 @@ pub fn fault(step: &str) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
+
+/// The release build's fault hook: nothing (see the debug build's).
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn fault(_step: &str) {}
 
 #[cfg(test)]
 mod tests {
