@@ -280,6 +280,14 @@ pub struct SchemaArgs {
     /// bigquery the JSON field list `bq load --schema` takes (one table per call).
     #[arg(long, value_enum, value_name = "ENGINE", conflicts_with = "json")]
     pub dialect: Option<DialectArg>,
+    /// Describe exactly the tables of this run's manifest.json (a file, the run's folder, or
+    /// an object-store URL), with its columns and types: a wide run's users, state_events.
+    #[arg(long, value_name = "MANIFEST", conflicts_with = "user_schema")]
+    pub manifest: Option<String>,
+    /// Keep extra as text instead of the engine's JSON type (postgres json, duckdb and
+    /// bigquery JSON, snowflake VARIANT).
+    #[arg(long, requires = "dialect")]
+    pub json_as_text: bool,
 }
 
 /// Engines `schema --dialect` writes definitions for.

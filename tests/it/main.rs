@@ -8,6 +8,7 @@ mod support;
 
 mod commit;
 mod convert;
+mod ddl;
 mod errors;
 mod fetch_cli;
 mod fetch_client;
