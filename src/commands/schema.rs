@@ -66,7 +66,8 @@ fn builtin(args: &SchemaArgs) -> anyhow::Result<Vec<Described>> {
     Ok(describe::builtin(&tables, users.as_ref()))
 }
 
-/// The manifest at `text`: a file, a run's folder (its manifest.json), or an object URL.
+/// The manifest at `text`: a file or an object, or the manifest.json of a run's folder or
+/// prefix.
 fn read_manifest(text: &str) -> anyhow::Result<Manifest> {
     let location = cloud::parse(text).map_err(|e| super::UsageError(format!("--manifest: {e}")))?;
     let bytes = match location {
@@ -77,6 +78,10 @@ fn read_manifest(text: &str) -> anyhow::Result<Manifest> {
                 path
             };
             std::fs::read(&path).with_context(|| format!("cannot read {}", show(&path)))?
+        }
+        // A run's prefix names its manifest, as a run's folder does.
+        Location::Cloud(_) if !text.ends_with(".json") => {
+            return read_manifest(&format!("{}/{MANIFEST_NAME}", text.trim_end_matches('/')));
         }
         Location::Cloud(url) => {
             let mut bytes = Vec::new();

@@ -389,3 +389,50 @@ print(json.dumps(out))
         "manifest DDL: users {wide} columns, loaded in DuckDB and PostgreSQL"
     );
 }
+
+#[test]
+fn schema_reads_a_manifest_from_a_bucket() {
+    let Some(server) = crate::support::s3::shared("schema_reads_a_manifest_from_a_bucket") else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let input = write_file(tmp.path(), "export.json", &generated(20, 3));
+    let bucket = server.bucket("schema-manifest");
+    let prefix = format!("s3://{bucket}/nightly");
+    let local = tmp.path().join("out");
+    for dest in [prefix.as_str(), s(&local)] {
+        let output = crate::support::harness::zephr()
+            .args(["convert", s(&input), "-o", dest, "--wide-attributes", "-q"])
+            .envs(server.env())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let (want, _) = run_ok(&["schema", "--dialect", "duckdb", "--manifest", s(&local)]);
+    for manifest in [format!("{prefix}/manifest.json"), format!("{prefix}/")] {
+        let output = crate::support::harness::zephr()
+            .args(["schema", "--dialect", "duckdb", "--manifest", &manifest])
+            .envs(server.env())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{manifest}: {stderr}");
+        assert_eq!(String::from_utf8_lossy(&output.stdout), want, "{manifest}");
+    }
+    let output = crate::support::harness::zephr()
+        .args([
+            "schema",
+            "--manifest",
+            &format!("s3://{bucket}/nothing/manifest.json"),
+        ])
+        .envs(server.env())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
