@@ -124,6 +124,9 @@ pub struct OutputArgs {
     /// text cells starting with = + - @ tab or CR prefixed with ', tables longer than a
     /// worksheet split into TABLE.csv, TABLE-00002.csv, ...) or `postgres` (plain, NUL
     /// replaced by U+FFFD so that COPY ... (FORMAT csv, HEADER) loads every table).
+    /// `excel` is for Excel's own CSV import; it does not make a spreadsheet keep values
+    /// (LibreOffice still drops ids' leading zeros and 16th digits, keeps ISO timestamps as
+    /// text and the guard's ' in values such as '-1.50): for spreadsheets use --format xlsx.
     #[arg(long, value_enum, default_value = "plain", value_name = "DIALECT")]
     pub csv_dialect: CsvDialectArg,
     /// Rows per worksheet with --csv-dialect excel, header included (Excel's limit).

@@ -1031,3 +1031,17 @@ print(json.dumps({"version": openpyxl.__version__, "cells": out}))
         answer["version"]
     );
 }
+
+/// Issue 23: `--help` says what the excel dialect is for and where spreadsheets should go.
+#[test]
+fn csv_dialect_help_sends_spreadsheets_to_xlsx() {
+    let (help, _) = run_ok(&["convert", "--help"]);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for words in [
+        "`excel` is for Excel's own CSV import",
+        "LibreOffice still drops ids' leading zeros and 16th digits",
+        "for spreadsheets use --format xlsx",
+    ] {
+        assert!(help.contains(words), "{words:?} not in: {help}");
+    }
+}
