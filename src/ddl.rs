@@ -5,8 +5,8 @@
 //! loading the Parquet (or, for PostgreSQL, `COPY` of the postgres-dialect CSV) needs no
 //! casts, except that JSON columns (`extra`) take the engine's JSON type where it has one
 //! ([`JsonAs::Native`]: PostgreSQL `json`, DuckDB and BigQuery `JSON`, Snowflake `VARIANT`),
-//! which the Parquet's string loads into by a cast (docs/loading.md); [`JsonAs::Text`] keeps
-//! them text. No statement or comment holds a `;` except the one ending each statement, so a
+//! which the Parquet's string reaches by a cast or a parse step (docs/loading.md shows each);
+//! [`JsonAs::Text`] keeps them text. No statement or comment holds a `;` except the one ending each statement, so a
 //! runner that splits a script on `;` gets whole statements. Column names are the ones in
 //! the files: every name already passes
 //! [`crate::naming`]'s rules (at most 63 bytes, ASCII letters, digits and `_`), so quoting only
@@ -85,7 +85,7 @@ impl Dialect {
         use Dialect as D;
         match (self, column_type) {
             // json, not jsonb: it keeps the text as written (key order, duplicate keys,
-            // numbers of any length and `\u0000`, which jsonb refuses).
+            // number spellings such as `1e2`, and `\u0000`, which jsonb refuses).
             (D::Postgres, T::Json) => "json",
             (D::Postgres, T::String) => "text",
             (D::Postgres, T::Boolean) => "boolean",
