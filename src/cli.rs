@@ -65,7 +65,8 @@ pub enum CompressionArg {
 pub enum CsvDialectArg {
     /// RFC 4180, `\n` line ends, data exactly as it is (for machines).
     Plain,
-    /// For spreadsheets: byte-order mark, CRLF, formula guard, files of at most 1,048,576 rows.
+    /// For Excel's own CSV import: byte-order mark, CRLF, formula guard, files of at most
+    /// 1,048,576 rows (the spreadsheet still guesses types: --format xlsx keeps them).
     Excel,
     /// For PostgreSQL's COPY ... (FORMAT csv, HEADER): plain, with NUL characters replaced
     /// by U+FFFD (the changed cells are counted).
@@ -283,8 +284,8 @@ pub struct SchemaArgs {
     /// bigquery the JSON field list `bq load --schema` takes (one table per call).
     #[arg(long, value_enum, value_name = "ENGINE", conflicts_with = "json")]
     pub dialect: Option<DialectArg>,
-    /// Describe exactly the tables of this run's manifest.json (a file, the run's folder, or
-    /// an object-store URL), with its columns and types: a wide run's users, state_events.
+    /// Describe exactly the tables of a run's manifest.json (the file, or the run's folder
+    /// or object-store prefix), with its columns and types: a wide run's users, state_events.
     #[arg(long, value_name = "MANIFEST", conflicts_with = "user_schema")]
     pub manifest: Option<String>,
     /// Keep extra as text instead of the engine's JSON type (postgres json, duckdb and
