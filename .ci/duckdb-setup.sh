@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs DuckDB's and pyarrow's Python packages into .venv-ci (once) and prints that venv's python path on
-# stdout, for the tests to read as ZEPHR_ETL_TEST_PYTHON. Everything else goes to stderr.
+# Installs the Python readers the tests check outputs with (duckdb, pyarrow, openpyxl for the
+# workbooks, sqlglot to parse each warehouse's DDL) into .venv-ci (once) and prints that venv's
+# python path on stdout, for the tests to read as ZEPHR_ETL_TEST_PYTHON. Everything else goes
+# to stderr.
 # .ci/run calls it as:   export ZEPHR_ETL_TEST_PYTHON="$(bash .ci/duckdb-setup.sh)"
 # A failure (no python3, no network) prints nothing and exits 0: the tests then check the
 # Parquet files with the Rust reader instead and say so.
@@ -9,12 +11,12 @@ cd "$(dirname "$0")/.."
 venv=.venv-ci
 python="$PWD/$venv/bin/python"
 {
-  if ! "$python" -c 'import duckdb, pyarrow.dataset' 2>/dev/null; then
+  if ! "$python" -c 'import duckdb, pyarrow.dataset, openpyxl, sqlglot' 2>/dev/null; then
     python3 -m venv "$venv" &&
-      "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb pyarrow
+      "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb pyarrow openpyxl sqlglot
   fi
 } >&2
-if "$python" -c 'import duckdb, pyarrow.dataset' 2>/dev/null; then
+if "$python" -c 'import duckdb, pyarrow.dataset, openpyxl, sqlglot' 2>/dev/null; then
   echo "$python"
 else
   echo "duckdb-setup: DuckDB is not available; the tests fall back to the Rust Parquet reader" >&2

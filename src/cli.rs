@@ -65,7 +65,8 @@ pub enum CompressionArg {
 pub enum CsvDialectArg {
     /// RFC 4180, `\n` line ends, data exactly as it is (for machines).
     Plain,
-    /// For spreadsheets: byte-order mark, CRLF, formula guard, files of at most 1,048,576 rows.
+    /// For Excel's own CSV import: byte-order mark, CRLF, formula guard, files of at most
+    /// 1,048,576 rows (the spreadsheet still guesses types: --format xlsx keeps them).
     Excel,
     /// For PostgreSQL's COPY ... (FORMAT csv, HEADER): plain, with NUL characters replaced
     /// by U+FFFD (the changed cells are counted).
@@ -124,6 +125,9 @@ pub struct OutputArgs {
     /// text cells starting with = + - @ tab or CR prefixed with ', tables longer than a
     /// worksheet split into TABLE.csv, TABLE-00002.csv, ...) or `postgres` (plain, NUL
     /// replaced by U+FFFD so that COPY ... (FORMAT csv, HEADER) loads every table).
+    /// `excel` is for Excel's own CSV import; it does not make a spreadsheet keep values
+    /// (LibreOffice still drops ids' leading zeros and 16th digits, keeps ISO timestamps as
+    /// text and the guard's ' in values such as '-1.50): for spreadsheets use --format xlsx.
     #[arg(long, value_enum, default_value = "plain", value_name = "DIALECT")]
     pub csv_dialect: CsvDialectArg,
     /// Rows per worksheet with --csv-dialect excel, header included (Excel's limit).
@@ -280,6 +284,14 @@ pub struct SchemaArgs {
     /// bigquery the JSON field list `bq load --schema` takes (one table per call).
     #[arg(long, value_enum, value_name = "ENGINE", conflicts_with = "json")]
     pub dialect: Option<DialectArg>,
+    /// Describe exactly the tables of a run's manifest.json (the file, or the run's folder
+    /// or object-store prefix), with its columns and types: a wide run's users, state_events.
+    #[arg(long, value_name = "MANIFEST", conflicts_with = "user_schema")]
+    pub manifest: Option<String>,
+    /// Keep extra as text instead of the engine's JSON type (postgres json, duckdb and
+    /// bigquery JSON, snowflake VARIANT).
+    #[arg(long, requires = "dialect")]
+    pub json_as_text: bool,
 }
 
 /// Engines `schema --dialect` writes definitions for.

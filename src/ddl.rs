@@ -3,7 +3,12 @@
 //!
 //! The types follow the Parquet the tool writes (SPEC section 3), so `CREATE TABLE` then
 //! loading the Parquet (or, for PostgreSQL, `COPY` of the postgres-dialect CSV) needs no
-//! casts. Column names are the ones in the files: every name already passes
+//! casts, except that JSON columns (`extra`) take the engine's JSON type where it has one
+//! ([`JsonAs::Native`]: PostgreSQL `json`, DuckDB and BigQuery `JSON`, Snowflake `VARIANT`),
+//! which the Parquet's string reaches by a cast or a parse step (docs/loading.md shows each);
+//! [`JsonAs::Text`] keeps them text. No statement or comment holds a `;` except the one ending each statement, so a
+//! runner that splits a script on `;` gets whole statements. Column names are the ones in
+//! the files: every name already passes
 //! [`crate::naming`]'s rules (at most 63 bytes, ASCII letters, digits and `_`), so quoting only
 //! keeps the case of wide columns (`attr_firstName`) where an engine would fold it.
 
@@ -12,6 +17,25 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::schema::{ColumnType, TableDef};
+
+/// How JSON columns (`extra`) are typed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JsonAs {
+    /// The engine's JSON type where it has one (PostgreSQL `json`, which keeps the text
+    /// exactly, not `jsonb`; DuckDB and BigQuery `JSON`; Snowflake `VARIANT`); text elsewhere.
+    #[default]
+    Native,
+    /// The engine's text type, as the Parquet holds them.
+    Text,
+}
+
+/// What Redshift's definitions say first: its longest text is 65,535 bytes.
+pub const REDSHIFT_NOTE: &str = "\
+-- Redshift: VARCHAR(65535) is its longest text, counted in bytes. A longer value (extra,
+-- attributes.value, a long attribute) makes COPY of the Parquet fail. Count such values
+-- before loading, and to load them cut, COPY that table's CSV with TRUNCATECOLUMNS
+-- (docs/loading.md shows both).
+";
 
 /// The engines `zephr-etl schema --dialect` writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,42 +71,59 @@ impl Dialect {
         }
     }
 
-    /// The column type of `column_type` in this engine.
+    /// The column type of `column_type` in this engine, JSON columns as `json` says.
+    pub fn type_name_as(self, column_type: ColumnType, json: JsonAs) -> &'static str {
+        match (column_type, json) {
+            (ColumnType::Json, JsonAs::Text) => self.type_name(ColumnType::String),
+            _ => self.type_name(column_type),
+        }
+    }
+
+    /// The column type of `column_type` in this engine (JSON columns in its JSON type).
     pub fn type_name(self, column_type: ColumnType) -> &'static str {
         use ColumnType as T;
         use Dialect as D;
         match (self, column_type) {
-            (D::Postgres, T::String | T::Json) => "text",
+            // json, not jsonb: it keeps the text as written (key order, duplicate keys,
+            // number spellings such as `1e2`, and `\u0000`, which jsonb refuses).
+            (D::Postgres, T::Json) => "json",
+            (D::Postgres, T::String) => "text",
             (D::Postgres, T::Boolean) => "boolean",
             (D::Postgres, T::Int64) => "bigint",
             (D::Postgres, T::Float64) => "double precision",
             (D::Postgres, T::Date) => "date",
             (D::Postgres, T::Timestamp) => "timestamptz",
-            (D::Duckdb, T::String | T::Json) => "VARCHAR",
+            (D::Duckdb, T::Json) => "JSON",
+            (D::Duckdb, T::String) => "VARCHAR",
             (D::Duckdb, T::Boolean) => "BOOLEAN",
             (D::Duckdb, T::Int64) => "BIGINT",
             (D::Duckdb, T::Float64) => "DOUBLE",
             (D::Duckdb, T::Date) => "DATE",
             (D::Duckdb, T::Timestamp) => "TIMESTAMPTZ",
-            (D::Bigquery, T::String | T::Json) => "STRING",
+            (D::Bigquery, T::Json) => "JSON",
+            (D::Bigquery, T::String) => "STRING",
             (D::Bigquery, T::Boolean) => "BOOLEAN",
             (D::Bigquery, T::Int64) => "INTEGER",
             (D::Bigquery, T::Float64) => "FLOAT",
             (D::Bigquery, T::Date) => "DATE",
             (D::Bigquery, T::Timestamp) => "TIMESTAMP",
-            (D::Snowflake, T::String | T::Json) => "VARCHAR",
+            (D::Snowflake, T::Json) => "VARIANT",
+            (D::Snowflake, T::String) => "VARCHAR",
             (D::Snowflake, T::Boolean) => "BOOLEAN",
             (D::Snowflake, T::Int64) => "BIGINT",
             (D::Snowflake, T::Float64) => "DOUBLE",
             (D::Snowflake, T::Date) => "DATE",
             (D::Snowflake, T::Timestamp) => "TIMESTAMP_TZ",
             // Redshift's plain VARCHAR is 256 bytes: attribute values and `extra` are longer.
+            // 65,535 is its most (REDSHIFT_NOTE); SUPER, its JSON type, does not load from a
+            // Parquet string without a JSON_PARSE step, so `extra` stays text.
             (D::Redshift, T::String | T::Json) => "VARCHAR(65535)",
             (D::Redshift, T::Boolean) => "BOOLEAN",
             (D::Redshift, T::Int64) => "BIGINT",
             (D::Redshift, T::Float64) => "DOUBLE PRECISION",
             (D::Redshift, T::Date) => "DATE",
             (D::Redshift, T::Timestamp) => "TIMESTAMPTZ",
+            // Spark has no JSON type (Databricks' VARIANT is not Spark's).
             (D::Spark, T::String | T::Json) => "STRING",
             (D::Spark, T::Boolean) => "BOOLEAN",
             (D::Spark, T::Int64) => "BIGINT",
@@ -105,9 +146,15 @@ impl Dialect {
     }
 }
 
-/// `CREATE TABLE` for `def` in `dialect` (for BigQuery, standard SQL DDL; `bq load` wants
-/// [`bigquery_schema`] instead). Ends with `;` and a line break.
+/// `CREATE TABLE` for `def` in `dialect`, JSON columns in the engine's JSON type (for
+/// BigQuery, standard SQL DDL; `bq load` wants [`bigquery_schema`] instead). Ends with `;`
+/// and a line break.
 pub fn create_table(def: &TableDef, dialect: Dialect) -> String {
+    create_table_as(def, dialect, JsonAs::Native)
+}
+
+/// [`create_table`] with JSON columns typed as `json` says.
+pub fn create_table_as(def: &TableDef, dialect: Dialect, json: JsonAs) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "CREATE TABLE {} (", dialect.identifier(&def.table));
     let width = def
@@ -123,7 +170,7 @@ pub fn create_table(def: &TableDef, dialect: Dialect) -> String {
             out,
             "  {:width$} {}{not_null}{comma}",
             dialect.identifier(&column.name),
-            dialect.type_name(column.column_type),
+            dialect.type_name_as(column.column_type, json),
         );
     }
     let _ = match dialect {
@@ -144,13 +191,19 @@ struct BigqueryField<'a> {
 }
 
 /// The JSON schema `bq load --schema=FILE` takes for `def`:
-/// `[{"name": ..., "type": ..., "mode": "REQUIRED"|"NULLABLE"}, ...]`, one field a line.
+/// `[{"name": ..., "type": ..., "mode": "REQUIRED"|"NULLABLE"}, ...]`, one field a line;
+/// JSON columns are `JSON`.
 pub fn bigquery_schema(def: &TableDef) -> String {
+    bigquery_schema_as(def, JsonAs::Native)
+}
+
+/// [`bigquery_schema`] with JSON columns typed as `json` says.
+pub fn bigquery_schema_as(def: &TableDef, json: JsonAs) -> String {
     let mut out = String::from("[\n");
     for (i, column) in def.columns.iter().enumerate() {
         let field = BigqueryField {
             name: &column.name,
-            field_type: Dialect::Bigquery.type_name(column.column_type),
+            field_type: Dialect::Bigquery.type_name_as(column.column_type, json),
             mode: if column.nullable {
                 "NULLABLE"
             } else {
@@ -185,7 +238,51 @@ mod tests {
             "{sql}"
         );
         assert!(sql.contains("\"seq_no\"              bigint,"), "{sql}");
-        assert!(sql.ends_with("\"extra\"               text\n);\n"), "{sql}");
+        assert!(sql.ends_with("\"extra\"               json\n);\n"), "{sql}");
+        let text = create_table_as(Table::Users.def(), Dialect::Postgres, JsonAs::Text);
+        assert!(
+            text.ends_with("\"extra\"               text\n);\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn extra_takes_each_engines_json_type_unless_kept_text() {
+        let extra = |dialect: Dialect, json: JsonAs| {
+            let sql = create_table_as(Table::Grants.def(), dialect, json);
+            let line = sql
+                .lines()
+                .find(|l| l.trim_start().contains("extra"))
+                .unwrap();
+            line.split_whitespace().nth(1).unwrap().to_string()
+        };
+        let native = Dialect::ALL.map(|d| extra(d, JsonAs::Native));
+        assert_eq!(
+            native,
+            [
+                "json",
+                "JSON",
+                "JSON",
+                "VARIANT",
+                "VARCHAR(65535)",
+                "STRING"
+            ]
+        );
+        let text = Dialect::ALL.map(|d| extra(d, JsonAs::Text));
+        assert_eq!(
+            text,
+            [
+                "text",
+                "VARCHAR",
+                "STRING",
+                "VARCHAR",
+                "VARCHAR(65535)",
+                "STRING"
+            ]
+        );
+        assert!(bigquery_schema(Table::Users.def()).contains(r#""name":"extra","type":"JSON""#));
+        let kept = bigquery_schema_as(Table::Users.def(), JsonAs::Text);
+        assert!(kept.contains(r#""name":"extra","type":"STRING""#), "{kept}");
     }
 
     #[test]

@@ -1,16 +1,48 @@
-//! `zephr-etl schema [TABLE]`: the output tables' columns and types, from `schemas/`; with
-//! `--dialect`, load-ready definitions for a warehouse (see [`zephr_etl::describe`]).
+//! `zephr-etl schema [TABLE]`: the output tables' columns and types, from `schemas/` or from
+//! a run's manifest; with `--dialect`, load-ready definitions for a warehouse (see
+//! [`zephr_etl::describe`]).
 
+use std::io::Read as _;
+use std::path::Path;
 use std::process::ExitCode;
 
-use zephr_etl::ddl::Dialect;
-use zephr_etl::describe::{self, DescribeError, TABLE_NAMES};
+use anyhow::Context as _;
+use zephr_etl::cloud::{self, Location, reader::ObjectReader};
+use zephr_etl::ddl::{Dialect, JsonAs};
+use zephr_etl::describe::{self, DescribeError, Described, TABLE_NAMES};
+use zephr_etl::manifest::{MANIFEST_NAME, Manifest};
 
 use super::wide::{UsersPlan, read_user_schema};
 
 use crate::cli::{DialectArg, SchemaArgs};
 
 pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
+    let tables = match &args.manifest {
+        Some(text) => {
+            let manifest = read_manifest(text)?;
+            describe::from_manifest(&manifest, args.table.as_deref())
+                .map_err(|e| super::UsageError(format!("{text}: {e}")))?
+        }
+        None => builtin(args)?,
+    };
+    let json = if args.json_as_text {
+        JsonAs::Text
+    } else {
+        JsonAs::Native
+    };
+    let out = match (args.dialect, args.json) {
+        (Some(dialect), _) => describe::definitions(&tables, dialect_of(dialect), json)
+            .map_err(|e| super::UsageError(usage_text(&e)))?,
+        (None, true) => describe::json(&tables)?,
+        (None, false) => describe::text(&tables),
+    };
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The built-in tables asked for; with --user-schema, users as --wide-attributes makes it,
+/// from the same definition the writers use.
+fn builtin(args: &SchemaArgs) -> anyhow::Result<Vec<Described>> {
     let tables: Vec<&str> = match args.table.as_deref() {
         None => TABLE_NAMES.to_vec(),
         Some(name) if TABLE_NAMES.contains(&name) => vec![name],
@@ -20,8 +52,6 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
             ))));
         }
     };
-    // With --user-schema, users is shown as --wide-attributes makes it, from the same
-    // definition the writers use.
     let users = match &args.user_schema {
         Some(path) => {
             let plan = UsersPlan {
@@ -29,18 +59,52 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
                 schema: Some(read_user_schema(path)?),
                 wide: true,
             };
-            plan.build(None).map(|ext| &ext.def)
+            plan.build(None).map(|ext| ext.def.clone())
         }
         None => None,
     };
-    let out = match (args.dialect, args.json) {
-        (Some(dialect), _) => describe::definitions(&tables, users, dialect_of(dialect))
-            .map_err(|e| super::UsageError(usage_text(&e)))?,
-        (None, true) => describe::json(&tables, users)?,
-        (None, false) => describe::text(&tables, users),
+    Ok(describe::builtin(&tables, users.as_ref()))
+}
+
+/// The manifest at `text`: a file or an object, or the manifest.json of a run's folder or
+/// prefix.
+fn read_manifest(text: &str) -> anyhow::Result<Manifest> {
+    let location = cloud::parse(text).map_err(|e| super::UsageError(format!("--manifest: {e}")))?;
+    let bytes = match location {
+        Location::Local(path) => {
+            let path = if path.is_dir() {
+                path.join(MANIFEST_NAME)
+            } else {
+                path
+            };
+            std::fs::read(&path).with_context(|| format!("cannot read {}", show(&path)))?
+        }
+        // A run's prefix names its manifest, as a run's folder does.
+        Location::Cloud(_) if !text.ends_with(".json") => {
+            return read_manifest(&format!("{}/{MANIFEST_NAME}", text.trim_end_matches('/')));
+        }
+        Location::Cloud(url) => {
+            let mut bytes = Vec::new();
+            ObjectReader::open(&url)
+                .and_then(|mut reader| {
+                    reader
+                        .read_to_end(&mut bytes)
+                        .map_err(|e| cloud::CloudError::Store {
+                            action: "read",
+                            target: url.display(),
+                            detail: e.to_string(),
+                        })
+                })
+                .with_context(|| format!("cannot read {text}"))?;
+            bytes
+        }
     };
-    print!("{out}");
-    Ok(ExitCode::SUCCESS)
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{text} is not a zephr-etl manifest.json"))
+}
+
+fn show(path: &Path) -> String {
+    path.display().to_string()
 }
 
 fn dialect_of(dialect: DialectArg) -> Dialect {
@@ -60,6 +124,9 @@ fn usage_text(e: &DescribeError) -> String {
         DescribeError::OneTableOnly => "the BigQuery schema file holds one table: name it, as in \
              `zephr-etl schema --dialect bigquery users > users.json`"
             .into(),
+        DescribeError::StateEventsColumns => {
+            format!("{e} (pass the run's manifest with --manifest to get its field list)")
+        }
         other => other.to_string(),
     }
 }

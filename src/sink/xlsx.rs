@@ -6,9 +6,13 @@
 //!   formulas are never written);
 //! - timestamps are date-time cells (the UTC instant) shown as `yyyy-mm-dd hh:mm:ss`, with
 //!   `.000` when the value has a fraction of a second; dates are date cells `yyyy-mm-dd`.
-//!   Instants Excel cannot show (before 1900-03-01 or after 9999) are ISO-8601 text;
-//! - booleans are boolean cells; int64 values within ±2^53 are numbers (shown with every
-//!   digit), larger ones text, since Excel's numbers are doubles; float64 values are numbers;
+//!   Instants Excel cannot show are ISO-8601 text: before 1900-03-01, and from the instant
+//!   that rounds (to the millisecond Excel shows) past 9999-12-31 23:59:59.999, so the
+//!   "never expires" `9999-12-31T23:59:59.999999Z` is text, not 10000-01-01;
+//! - booleans are boolean cells; int64 values of at most 15 digits are numbers (shown with
+//!   every digit), longer ones text: a spreadsheet keeps 15 significant digits, and
+//!   LibreOffice shows and saves 9007199254740993 as 9007199254740990; float64 values are
+//!   numbers;
 //! - NULL is an empty cell, and so is the empty string (Excel keeps no empty text cell; the
 //!   CSV and Parquet tell the two apart); the header row is bold, frozen, with an autofilter.
 //!
@@ -41,8 +45,11 @@ pub const EXCEL_MAX_ROWS: u32 = 1_048_576;
 /// The most characters Excel keeps in one cell.
 pub const EXCEL_MAX_CHARS: usize = 32_767;
 
-/// The largest integer a double holds exactly (2^53): larger int64 values are written as text.
-pub const MAX_EXACT_INTEGER: i64 = 1 << 53;
+/// The largest integer written as a number cell: the largest of 15 digits, the significant
+/// digits a spreadsheet keeps (Excel and LibreOffice show and save a 16th digit as 0). Longer
+/// int64 values are written as text. (Every integer up to 2^53 would fit the double a cell
+/// holds; the display and a re-save would not keep it.)
+pub const MAX_NUMBER_CELL_INTEGER: i64 = 999_999_999_999_999;
 
 /// Microseconds in a day.
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -56,6 +63,10 @@ const FIRST_DAY: i64 = -25_508;
 
 /// Days from 1970-01-01 to 10000-01-01, the first day Excel cannot show.
 const END_DAY: i64 = 2_932_897;
+
+/// The first instant written as text at the end of time: 9999-12-31 23:59:59.9995, which
+/// Excel's millisecond display rounds up to 10000-01-01 (and whose double is that serial).
+const END_MICROS: i64 = END_DAY * DAY_MICROS - 500;
 
 /// Widest a column is made, in characters; the autofilter arrow needs about two more.
 const MAX_WIDTH: usize = 60;
@@ -242,7 +253,7 @@ impl XlsxBook {
                     let v = a.value(index);
                     let digits = itoa::Buffer::new().format(v).len();
                     *width = (*width).max(digits);
-                    if (-MAX_EXACT_INTEGER..=MAX_EXACT_INTEGER).contains(&v) {
+                    if (-MAX_NUMBER_CELL_INTEGER..=MAX_NUMBER_CELL_INTEGER).contains(&v) {
                         sheet.write_number_with_format(row, c, v as f64, &formats.integer)?;
                     } else {
                         sheet.write_string(row, c, itoa::Buffer::new().format(v))?;
@@ -335,13 +346,14 @@ impl<W: Write> Write for Counted<W> {
 }
 
 /// The Excel serial number (days since 1899-12-30, fraction of a day) of a UTC instant, or
-/// `None` when Excel cannot show it. Whole days and the time of day are converted apart, so
-/// the double keeps microseconds.
+/// `None` when Excel cannot show it: before 1900-03-01, or rounding (to the millisecond it
+/// shows) to 10000-01-01 or later. Whole days and the time of day are converted apart, so
+/// the double keeps microseconds (for today's dates; near year 9999 a double's step is
+/// about 40 µs).
 pub fn excel_serial(micros: i64) -> Option<f64> {
     let days = micros.div_euclid(DAY_MICROS);
     let time = micros.rem_euclid(DAY_MICROS);
-    (FIRST_DAY..END_DAY)
-        .contains(&days)
+    (days >= FIRST_DAY && micros < END_MICROS)
         .then(|| (days + EPOCH_SERIAL) as f64 + time as f64 / DAY_MICROS as f64)
 }
 
@@ -454,7 +466,12 @@ mod tests {
         // 1900-03-01 is serial 61; anything before, and from year 10000 on, is not shown.
         assert_eq!(excel_serial(FIRST_DAY * DAY_MICROS), Some(61.0));
         assert_eq!(excel_serial(FIRST_DAY * DAY_MICROS - 1), None);
-        assert!(excel_serial(END_DAY * DAY_MICROS - 1).is_some());
+        // 9999-12-31 23:59:59.999 is the last instant Excel shows; .9995 rounds past it.
+        let last = END_DAY * DAY_MICROS - 1_000;
+        assert!(excel_serial(last).is_some_and(|s| s < 2_958_466.0));
+        assert!(excel_serial(END_DAY * DAY_MICROS - 501).is_some());
+        assert_eq!(excel_serial(END_DAY * DAY_MICROS - 500), None);
+        assert_eq!(excel_serial(END_DAY * DAY_MICROS - 1), None);
         assert_eq!(excel_serial(END_DAY * DAY_MICROS), None);
         assert_eq!(excel_serial(i64::MIN), None);
         assert_eq!(excel_serial(i64::MAX), None);

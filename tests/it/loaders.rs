@@ -35,12 +35,12 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn s(path: &Path) -> &str {
+pub(crate) fn s(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
 }
 
 /// Runs the binary; fails the test unless it succeeds. Returns stdout and stderr.
-fn run_ok(args: &[&str]) -> (String, String) {
+pub(crate) fn run_ok(args: &[&str]) -> (String, String) {
     let output = zephr()
         .args(args)
         .timeout(Duration::from_secs(120))
@@ -69,7 +69,10 @@ fn convert_tricky(out: &Path, extra: &[&str]) -> String {
 }
 
 /// A table's Parquet columns: names, types and every batch.
-fn parquet_table(dir: &Path, table: &str) -> (Vec<(String, DataType)>, Vec<RecordBatch>) {
+pub(crate) fn parquet_table(
+    dir: &Path,
+    table: &str,
+) -> (Vec<(String, DataType)>, Vec<RecordBatch>) {
     let batches = parquet_batches(&dir.join(format!("{table}.parquet")));
     let fields = batches[0]
         .schema()
@@ -147,7 +150,7 @@ fn normalise_doubles(rows: &mut Rows, types: &[(String, DataType)]) {
 
 /// Says on the terminal that a test did not run its engine, even while output is captured;
 /// under CI, which installs every engine (.ci/run), a missing one fails the test instead.
-fn skipped(test: &str, why: &str) {
+pub(crate) fn skipped(test: &str, why: &str) {
     assert!(std::env::var_os("CI").is_none(), "{test}: {why}, under CI");
     support::harness::skip_notice(&format!("{test}: {why}"));
 }
@@ -215,7 +218,7 @@ fn postgres_dialect_replaces_nul_counts_it_and_keeps_null_apart_from_empty() {
 }
 
 /// The run's `manifest.json`, parsed.
-fn read_manifest(dir: &Path) -> Value {
+pub(crate) fn read_manifest(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }
 
@@ -289,7 +292,7 @@ fn xlsx_cells_keep_ids_numbers_text_times_and_booleans_exactly() {
     // Excel keeps no empty text cell: the empty string and NULL are both empty there.
     assert_eq!(users[2][col("email_address")], Data::Empty);
     assert_eq!(users[3][col("email_address")], Data::Empty);
-    // Beyond 2^53 an int64 is text; within, a number.
+    // Past 15 digits an int64 is text (a spreadsheet keeps 15); within, a number.
     assert_eq!(
         users[1][col("seq_no")],
         Data::String("9007199254740993".into())
@@ -483,7 +486,7 @@ fn wide_names_fit_63_bytes_and_equal_the_ddl_csv_and_parquet_names() {
 }
 
 /// A throwaway PostgreSQL cluster on 127.0.0.1, stopped on drop.
-struct Postgres {
+pub(crate) struct Postgres {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
@@ -494,7 +497,7 @@ struct Postgres {
 
 impl Postgres {
     /// Finds the binaries; `None` when PostgreSQL is not installed.
-    fn bin_dir() -> Option<PathBuf> {
+    pub(crate) fn bin_dir() -> Option<PathBuf> {
         if let Some(dir) = std::env::var_os("ZEPHR_ETL_TEST_PG_BIN").map(PathBuf::from)
             && dir.join("initdb").is_file()
         {
@@ -536,7 +539,7 @@ impl Postgres {
         }
     }
 
-    fn start(bin: PathBuf) -> Postgres {
+    pub(crate) fn start(bin: PathBuf) -> Postgres {
         let dir = TempDir::new().unwrap();
         let uid = Command::new("id").arg("-u").output().unwrap();
         let root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
@@ -594,7 +597,7 @@ impl Postgres {
 
     /// Runs a psql script as the client (it reads and writes files as this user); panics
     /// with psql's message on the first error.
-    fn psql(&self, script: &str) -> String {
+    pub(crate) fn psql(&self, script: &str) -> String {
         let output = Command::new(self.bin.join("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", "postgres", "-d", "postgres", "-X", "-q", "-t", "-A"])
@@ -610,7 +613,7 @@ impl Postgres {
     }
 
     /// Runs psql on a script file (for `\copy`, a psql command that `-c` cannot chain).
-    fn psql_file(&self, path: &Path) {
+    pub(crate) fn psql_file(&self, path: &Path) {
         let output = Command::new(self.bin.join("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", "postgres", "-d", "postgres", "-X", "-q"])
@@ -727,11 +730,16 @@ fn postgres_creates_from_its_ddl_and_copies_every_csv() {
         ))
         .output()
         .unwrap();
-    // (psql's \copy stops the line at the NUL and reports the row as malformed; a
-    // server-side COPY says `invalid byte sequence for encoding "UTF8": 0x00`.)
+    // psql's \copy stops the line at the NUL, so the server finds the row's end misplaced
+    // (docs/loading.md quotes this; a server-side COPY says `invalid byte sequence for
+    // encoding "UTF8": 0x00` instead).
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("ERROR:"), "{message}");
+    assert!(
+        message.contains("extra data after last expected column"),
+        "{message}"
+    );
     let _ = writeln!(
         std::io::stderr(),
         "postgres: rows matched {matched:?} (users, grants, attributes)"
@@ -855,4 +863,185 @@ fn state_events_get_a_workbook_and_their_nul_counted() {
     assert_eq!(sheet[1][2], Data::String("00042".into()));
     assert_eq!(sheet[2][1], Data::Empty);
     assert_eq!(sheet[2][2], Data::String("=1+1".into()));
+}
+
+/// Issue 23: what a spreadsheet would change is text. Integers of 16 digits and more (a
+/// spreadsheet keeps 15) and instants that round past 9999-12-31 23:59:59.999 (the "never
+/// expires" sentinel) are text cells; their neighbours of 15 digits and the last instants
+/// Excel shows stay numbers and date-time cells. Read back by calamine and, when
+/// `ZEPHR_ETL_TEST_PYTHON` has it, openpyxl.
+#[test]
+fn xlsx_writes_16_digit_integers_and_the_end_of_time_as_text() {
+    let tmp = TempDir::new().unwrap();
+    let grant = |id: &str, end: &str| serde_json::json!({"grantId": id, "startTime": "2024-01-02T03:04:05Z", "endTime": end});
+    let items: Vec<Value> = [
+        (9_007_199_254_740_992_i64, "9999-12-31T23:59:59.999999Z"),
+        (999_999_999_999_999, "9999-12-31T23:59:59.999Z"),
+        (1_000_000_000_000_000, "9999-12-31T23:59:59.9995Z"),
+        (-999_999_999_999_999, "9999-12-31T23:59:59.9994Z"),
+        (-1_000_000_000_000_000, "9999-12-31T23:59:59Z"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (seq, end))| {
+        serde_json::json!({
+            "user": {"user_id": format!("u{i}"), "registered": "2021-02-24T15:43:28Z"},
+            "seq-no": seq,
+            "grants": {"results": [grant(&format!("g{i}"), end)]},
+        })
+    })
+    .collect();
+    let input = write_file(
+        tmp.path(),
+        "edges.json",
+        Value::Array(items).to_string().as_bytes(),
+    );
+    let out = tmp.path().join("out");
+    run_ok(&["convert", s(&input), "-o", s(&out), "--format", "csv,xlsx"]);
+    let (_, csv_grants) = read_csv(&out.join("grants.csv"));
+    let end_csv = |row: usize| csv_grants[row][8].clone().unwrap();
+    assert_eq!(end_csv(0), "9999-12-31T23:59:59.999999Z");
+
+    // What each edge cell must be: a number, text, or a date-time of these microseconds.
+    #[derive(Debug)]
+    enum Want {
+        Number(f64),
+        Text(String),
+        DateTime(i64),
+    }
+    let last_ms = 253_402_300_799_999_000_i64; // 9999-12-31T23:59:59.999Z
+    let seq = [
+        Want::Text("9007199254740992".into()),
+        Want::Number(999_999_999_999_999.0),
+        Want::Text("1000000000000000".into()),
+        Want::Number(-999_999_999_999_999.0),
+        Want::Text("-1000000000000000".into()),
+    ];
+    let end = [
+        Want::Text(end_csv(0)),
+        Want::DateTime(last_ms),
+        Want::Text(end_csv(2)),
+        Want::DateTime(last_ms + 400),
+        Want::DateTime(last_ms - 999_000),
+    ];
+    let users = sheet_rows(&out.join("users.xlsx"), "users");
+    let grants = sheet_rows(&out.join("grants.xlsx"), "grants");
+    let col = |header: &[Data], name: &str| {
+        header
+            .iter()
+            .position(|c| matches!(c, Data::String(s) if s == name))
+            .unwrap()
+    };
+    let seq_col = col(&users[0], "seq_no");
+    let (end_col, start_col) = (col(&grants[0], "end_time"), col(&grants[0], "start_time"));
+    let check = |cell: &Data, want: &Want, what: &str| match (cell, want) {
+        (Data::Float(got), Want::Number(v)) => assert_eq!(got, v, "{what}"),
+        (Data::String(got), Want::Text(v)) => assert_eq!(got, v, "{what}"),
+        (Data::DateTime(dt), Want::DateTime(micros)) => {
+            let serial = dt.as_f64();
+            assert!(
+                serial < 2_958_466.0,
+                "{what}: {serial} is 10000-01-01 or later"
+            );
+            // Near year 9999 a double's step is about 40 µs.
+            let got = micros_of_serial(serial);
+            assert!((got - micros).abs() < 50, "{what}: {got} against {micros}");
+        }
+        (other, want) => panic!("{what}: {other:?}, wanted {want:?}"),
+    };
+    for (row, want) in seq.iter().enumerate() {
+        check(&users[row + 1][seq_col], want, &format!("seq_no {row}"));
+    }
+    for (row, want) in end.iter().enumerate() {
+        check(&grants[row + 1][end_col], want, &format!("end_time {row}"));
+        // The ordinary instant beside it is a date-time cell.
+        let start = 1_704_164_645_000_000; // 2024-01-02T03:04:05Z
+        check(
+            &grants[row + 1][start_col],
+            &Want::DateTime(start),
+            "start_time",
+        );
+    }
+
+    // openpyxl, a second reader: `s` text, `n` number, `d` a number shown as a date.
+    let Some(python) = std::env::var_os("ZEPHR_ETL_TEST_PYTHON").filter(|p| !p.is_empty()) else {
+        skipped(
+            "xlsx_writes_16_digit_integers_and_the_end_of_time_as_text (openpyxl)",
+            "ZEPHR_ETL_TEST_PYTHON is not set (see .ci/duckdb-setup.sh)",
+        );
+        return;
+    };
+    let script = r#"
+import json, sys, openpyxl
+out = {}
+for table, column in (("users", "seq_no"), ("grants", "end_time"), ("grants", "start_time")):
+    sheet = openpyxl.load_workbook(f"{sys.argv[1]}/{table}.xlsx")[table]
+    rows = list(sheet.iter_rows())
+    at = [c.value for c in rows[0]].index(column)
+    out[column] = [[r[at].data_type, r[at].is_date, str(r[at].value)] for r in rows[1:]]
+print(json.dumps({"version": openpyxl.__version__, "cells": out}))
+"#;
+    let output = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&out)
+        .output()
+        .expect("the python of ZEPHR_ETL_TEST_PYTHON runs");
+    assert!(
+        output.status.success(),
+        "openpyxl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let cells = &answer["cells"];
+    let cell = |column: &str, row: usize| {
+        let c = &cells[column][row];
+        (
+            c[0].as_str().unwrap().to_string(),
+            c[1].as_bool().unwrap(),
+            c[2].as_str().unwrap().to_string(),
+        )
+    };
+    let text = |v: &str| ("s".to_string(), false, v.to_string());
+    let number = |v: &str| ("n".to_string(), false, v.to_string());
+    assert_eq!(cell("seq_no", 0), text("9007199254740992"));
+    assert_eq!(cell("seq_no", 1), number("999999999999999"));
+    assert_eq!(cell("seq_no", 2), text("1000000000000000"));
+    assert_eq!(cell("seq_no", 3), number("-999999999999999"));
+    assert_eq!(cell("seq_no", 4), text("-1000000000000000"));
+    assert_eq!(cell("end_time", 0), text("9999-12-31T23:59:59.999999Z"));
+    assert_eq!(cell("end_time", 2), text(&end_csv(2)));
+    for row in [1, 3, 4] {
+        let (kind, is_date, value) = cell("end_time", row);
+        assert_eq!((kind.as_str(), is_date), ("d", true), "end_time {row}");
+        assert!(
+            value.starts_with("9999-12-31 23:59:59"),
+            "end_time {row}: {value}"
+        );
+    }
+    for row in 0..5 {
+        assert_eq!(
+            cell("start_time", row),
+            ("d".to_string(), true, "2024-01-02 03:04:05".to_string())
+        );
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "openpyxl {}: the edge cells are as written",
+        answer["version"]
+    );
+}
+
+/// Issue 23: `--help` says what the excel dialect is for and where spreadsheets should go.
+#[test]
+fn csv_dialect_help_sends_spreadsheets_to_xlsx() {
+    let (help, _) = run_ok(&["convert", "--help"]);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for words in [
+        "`excel` is for Excel's own CSV import",
+        "LibreOffice still drops ids' leading zeros and 16th digits",
+        "for spreadsheets use --format xlsx",
+    ] {
+        assert!(help.contains(words), "{words:?} not in: {help}");
+    }
 }

@@ -9,6 +9,7 @@ mod support;
 mod clouds;
 mod commit;
 mod convert;
+mod ddl;
 mod errors;
 mod fetch_cli;
 mod fetch_client;
