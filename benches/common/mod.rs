@@ -18,7 +18,8 @@ use zephr_etl::source::framer::{Framer, FramerOptions, RawBatch};
 use zephr_etl::table::{CsvDialect, Formats};
 
 /// Users in the bench export: about 5.4 MB of JSON, large enough to span several batches of
-/// the framer's default size, small enough that a whole `cargo bench` stays under a minute.
+/// the framer's default size, small enough that the measuring of all benches stays near a
+/// minute (the release build before it takes longer: docs/performance.md).
 pub const USERS: u64 = 5_000;
 
 /// Criterion settings that keep every bench short: 10 samples, about 3 s per bench.
