@@ -110,6 +110,8 @@ const TRUNCATED: &str = "the export is truncated: download it again or check the
 const EXPECTED_EXPORT: &str = "expected a Zephr export (a JSON array of items, a paginated \
                                `{\"results\": ...}` object or NDJSON)";
 const SKIP_HINT: &str = "(pass --on-error skip to write such items to rejects.ndjson and go on)";
+const KEY_NOT_UNICODE: &str = "the key is not valid Unicode: it holds half a surrogate pair \
+                               (a \\uD800 to \\uDFFF escape without its other half)";
 const TIMESTAMP_HINT: &str =
     "is not a timestamp; expected ISO-8601 such as 2021-02-24T15:43:28Z or 2022-06-01 00:00:00";
 
@@ -236,10 +238,13 @@ fn expected_stderr(file: &str, bytes: &[u8]) -> String {
             find(bytes, b"\"email_verified\""),
             "invalid JSON in item 1: expected `,` or `}` after a member of an object, found `\"`",
         ),
-        // The one case the syntax check leaves to serde_json (a key must be valid Unicode).
-        "lone-surrogate-in-key.json" => at(
-            find(bytes, b"x\""),
-            "invalid JSON in item 1: unexpected end of hex escape",
+        // Valid JSON, but a key must be text: a bad item, named by the key (issue 20).
+        "lone-surrogate-in-key.json" => bad(
+            1,
+            line_start(bytes, 1),
+            Some("u1"),
+            Some("\\ud800x"),
+            KEY_NOT_UNICODE,
         ),
         "results-not-an-array.json" => at(
             find(bytes, b"{\"user\""),
@@ -617,6 +622,104 @@ fn skip_with_no_bad_item_writes_an_empty_rejects_file() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
     assert_eq!(read(tmp.path().join("out/rejects.ndjson")), "");
+}
+
+/// Items whose keys hold half a surrogate pair, in each object the decoder reads, among good
+/// ones; item 4's key comes before its user id, which is still found.
+const HALF_PAIRS: &str = "[\n\
+{\"user\":{\"user_id\":\"u1\",\"attributes\":{\"plan\":\"gold\"}}},\n\
+{\"user\":{\"user_id\":\"u2\",\"attributes\":{\"\\ud800x\":1}}},\n\
+{\"user\":{\"user_id\":\"u3\"},\"seq-no\":3},\n\
+{\"\\udc00\":1,\"user\":{\"user_id\":\"u4\"}},\n\
+{\"user\":{\"user_id\":\"u5\",\"identifiers\":{\"e\\ud83d\":\"a\"}}},\n\
+{\"user\":{\"user_id\":\"u6\"},\"grants\":[{\"grantId\":\"g6\",\"\\udfff\":2}]},\n\
+{\"user\":{\"\\ud800\\u0041\":1,\"user_id\":\"u7\"}}\n\
+]\n";
+
+/// Issue 20 (e): such a key made the whole run fail as broken JSON, even with
+/// `--on-error skip`; it is a bad item like any other, rejected whole with its raw bytes.
+#[test]
+fn a_key_holding_half_a_surrogate_pair_is_a_bad_item() {
+    let tmp = TempDir::new().unwrap();
+    std::fs::write(tmp.path().join("pairs.json"), HALF_PAIRS).unwrap();
+    let bytes = HALF_PAIRS.as_bytes();
+    let lines: Vec<&str> = HALF_PAIRS.lines().collect();
+    let message = |n: usize, user_id: &str, field: &str| {
+        format!(
+            "item {n} (pairs.json: {}, user_id {user_id}), field `{field}`: {KEY_NOT_UNICODE}",
+            place(bytes, line_start(bytes, n))
+        )
+    };
+    let reject = |n: usize, user_id: &str, field: &str| {
+        format!(
+            "{{\"item\":{n},\"offset\":{},\"error\":{},\"raw\":{}}}\n",
+            line_start(bytes, n),
+            serde_json::to_string(&message(n, user_id, field)).unwrap(),
+            lines[n].trim_end_matches(',')
+        )
+    };
+    for threads in ["1", "3"] {
+        let out_dir = format!("skip{threads}");
+        let out = run_in(
+            tmp.path(),
+            &[
+                "convert",
+                "-q",
+                "pairs.json",
+                "-o",
+                &out_dir,
+                "--on-error",
+                "skip",
+                "--threads",
+                threads,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let dir = tmp.path().join(&out_dir);
+        assert_eq!(
+            read(dir.join("rejects.ndjson")),
+            [
+                reject(2, "u2", "user.attributes.\\ud800x"),
+                reject(4, "u4", "\\udc00"),
+                reject(5, "u5", "user.identifiers.e\\ud83d"),
+                reject(6, "u6", "grants.results[0].\\udfff"),
+                reject(7, "u7", "user.\\ud800\\u0041"),
+            ]
+            .concat()
+        );
+        assert_eq!(
+            read(dir.join("users.csv")),
+            format!("{USERS_HEADER}u1,,,,,,,,,,\nu3,,,,,,,,,3,\n")
+        );
+        assert_eq!(
+            read(dir.join("attributes.csv")),
+            format!("{ATTRIBUTES_HEADER}u1,plan,gold,string\n")
+        );
+        assert_eq!(read(dir.join("grants.csv")), GRANTS_HEADER);
+
+        let out_dir = format!("fail{threads}");
+        let out = run_in(
+            tmp.path(),
+            &[
+                "convert",
+                "-q",
+                "pairs.json",
+                "-o",
+                &out_dir,
+                "--threads",
+                threads,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "zephr-etl: bad item: {}\n{SKIP_HINT}\n",
+                message(2, "u2", "user.attributes.\\ud800x")
+            )
+        );
+        assert!(dir_listing(&tmp.path().join(&out_dir)).is_empty());
+    }
 }
 
 #[test]
