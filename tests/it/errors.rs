@@ -1254,6 +1254,67 @@ fn sigint_while_the_reader_waits_on_stdin() {
     interrupt_mid_run("INT", false);
 }
 
+/// Issue 20 (c): Ctrl-C during the state-events phase comes after the user tables' commit, so
+/// they are in place (the previous dataset replaced) and the run exits 3 without state_events.
+#[test]
+fn sigint_in_the_state_events_phase_exits_3_with_the_user_tables_committed() {
+    let tmp = TempDir::new().unwrap();
+    std::fs::write(tmp.path().join("old.json"), one_user("old")).unwrap();
+    std::fs::write(tmp.path().join("new.json"), one_user("new")).unwrap();
+    let out = run_in(tmp.path(), &["convert", "-q", "old.json", "-o", "out"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let old_manifest = read(tmp.path().join("out/manifest.json"));
+    // The events come through a pipe that stays open: the phase waits on it for the signal.
+    let events = tmp.path().join("events.csv");
+    let made = Command::new("mkfifo").arg(&events).status().unwrap();
+    assert!(made.success());
+    let child = Command::new(BIN)
+        .args(["convert", "-q", "new.json", "-o", "out", "--overwrite"])
+        .args(["--state-events", "events.csv"])
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Opening the pipe lets the run check the file and go on to the user tables.
+    let mut pipe = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&events)
+        .unwrap();
+    let manifest = tmp.path().join("out/manifest.json");
+    assert!(wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&manifest).is_ok_and(|m| m != old_manifest)
+    }));
+    // Once the phase has the pipe open for reading, a row goes through; then the signal.
+    assert!(wait_for(Duration::from_secs(20), || pipe
+        .write_all(b"event,at\nlogin,2024-01-01\n")
+        .is_ok()));
+    thread::sleep(Duration::from_millis(200));
+    send_signal(child.id(), "INT");
+    thread::sleep(Duration::from_millis(200));
+    drop(pipe);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "zephr-etl: State events export failed: interrupted (Ctrl-C or SIGTERM); no \
+         state_events file was kept\n\
+         zephr-etl: the user tables in out are complete; only state_events was not written\n"
+    );
+    let dir = tmp.path().join("out");
+    assert_eq!(dir_listing(&dir), TABLE_FILES);
+    assert!(read(dir.join("users.csv")).contains("\nnew,"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(dir.join("manifest.json"))).unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    assert_eq!(files.len(), 6, "{manifest}");
+    assert!(
+        files.iter().all(|f| f["table"] != "state_events"),
+        "{manifest}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Property: a mutated export converts, or fails with a located error and no file
 
