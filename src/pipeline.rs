@@ -744,6 +744,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn spare_batches_are_kept_up_to_a_byte_limit_whatever_their_number() {
+        let batch_bytes = 4 << 20;
+        let spares = Spares::new(batch_bytes);
+        let batch = |capacity: usize| RawBatch {
+            data: Vec::with_capacity(capacity),
+            items: Vec::new(),
+        };
+        // Batches of large items (8 MiB buffers): four fit in 32 MiB, the fifth is let go.
+        for _ in 0..5 {
+            spares.give(batch(8 << 20));
+        }
+        assert_eq!(spares.bytes.load(Ordering::SeqCst), 32 << 20);
+        // One blown up by a huge item is never kept.
+        spares.give(batch(20 << 20));
+        let kept: Vec<RawBatch> = std::iter::from_fn(|| spares.take()).collect();
+        assert_eq!(kept.len(), 4);
+        assert_eq!(spares.bytes.load(Ordering::SeqCst), 0);
+        // Normal batches: many more of them.
+        for _ in 0..20 {
+            spares.give(batch(1 << 20));
+        }
+        assert_eq!(std::iter::from_fn(|| spares.take()).count(), 20);
+    }
+
+    #[test]
     fn the_byte_budget_waits_for_room_and_lets_a_lone_large_batch_through() {
         let budget = Arc::new(ByteBudget::new(100));
         let stop = AtomicBool::new(false);
