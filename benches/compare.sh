@@ -13,7 +13,8 @@
 #   ATTEMPTS=3     a run during which other processes used more than 30% of one core is
 #                  repeated, up to this many attempts in all; the least disturbed one is kept
 #   MEMORY=1       0: skip the peak-RSS check of benches/memory_bound.sh (sixteen 60 MB items
-#                  at 1, 2 and 8 threads against 4 x --max-item-bytes plus a fixed budget)
+#                  and 400 items of 2 MB, at 1, 2, 8 and 16 threads, against 4 x
+#                  --max-item-bytes plus a fixed budget)
 #
 # What it does: builds the release binary and examples; generates
 # benches/data/export-$USERS.json (kept for later runs; benches/data/ is git-ignored); makes a
@@ -331,7 +332,7 @@ meta load_at_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # The memory bound (issue 15): sixteen 60 MB items at 1, 2 and 8 threads.
 if [[ ${MEMORY:-1} == 1 ]]; then
-    say "memory bound: sixteen 60 MB items (benches/memory_bound.sh)"
+    say "memory bound: sixteen 60 MB items, 400 of 2 MB (benches/memory_bound.sh)"
     benches/memory_bound.sh "$BIN" | while IFS= read -r line; do note "memory: $line"; done ||
         note "memory bound check failed to run"
 fi

@@ -9,14 +9,25 @@
 //! 217 MB export: 44,000 minor faults with glibc's defaults and batches of 2,048 items;
 //! 22,000 with these settings and batches of 1,024 (see `framer::DEFAULT_BATCH_ITEMS`), and a
 //! peak RSS of 96 MiB instead of 110, at the same speed. Without these settings, batches of
-//! 1,024 items took 105,000 faults and were slower. Memory stays bounded because the pipeline
-//! bounds what is live; the heap only keeps what a run already needed at once.
+//! 1,024 items took 105,000 faults and were slower (22,000 again with the 4 MiB threshold
+//! below). Memory stays bounded because the pipeline bounds what is live, and the heaps only
+//! keep blocks of normal batches.
+//!
+//! The heap only keeps blocks up to the size of a normal batch (4 MiB, the framer's default
+//! `batch_bytes`): glibc gives each worker thread a heap of its own and never trims those
+//! heaps below this process's trim threshold, so a block a heap once held stays resident in
+//! that heap. With a 32 MiB threshold, batches of 2 MB items (6 MB buffers) stayed in every
+//! worker's heap at once: 400 items of 2 MB peaked at 618 MB on 8 threads and 808 MB on 16,
+//! against a bound of 396 MB (issue 20). Blocks above 4 MiB now get their own `mmap` and go
+//! back to the system when freed, so what batches of large items hold is what is live, which
+//! the pipeline bounds by bytes whatever the number of threads.
 //!
 //! Other allocators and C libraries are left as they are: the settings only exist in glibc.
 
-/// Blocks smaller than this come from the heap instead of their own `mmap`. glibc caps the
-/// setting at 32 MiB on 64-bit systems (half its per-thread heap size).
-pub const MMAP_THRESHOLD: i32 = 32 << 20;
+/// Blocks smaller than this come from the heap instead of their own `mmap`: every buffer of a
+/// normal batch (at most the framer's default `batch_bytes`, 4 MiB), but not the larger ones
+/// of batches of large items, which would otherwise stay resident in each worker's heap.
+pub const MMAP_THRESHOLD: i32 = 4 << 20;
 
 /// Free memory at the top of a heap is returned to the kernel only past this size.
 pub const TRIM_THRESHOLD: i32 = 256 << 20;

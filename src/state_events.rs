@@ -99,7 +99,7 @@ pub enum StateEventsError {
     #[error(transparent)]
     Write(#[from] WriteError),
     /// Ctrl-C.
-    #[error("interrupted; no state_events file was kept")]
+    #[error("interrupted (Ctrl-C or SIGTERM); no state_events file was kept")]
     Interrupted,
 }
 

@@ -66,7 +66,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         &args.output,
         json!({
             "tenant": fetch.tenant,
-            "base_url": zephr_etl::fetch::client::strip_userinfo(&fetch.base_url),
+            "base_url": zephr_etl::fetch::client::redact_url(&fetch.base_url),
             "query": fetch.query.to_query(None),
             "state_events": events.as_ref().map(|e| e.to_query(None)),
         }),

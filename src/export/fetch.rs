@@ -28,7 +28,7 @@ use super::{Export, ExportError};
 use crate::dest::StagedFile;
 use crate::dest::local::LocalFile;
 use crate::extension;
-use crate::fetch::client::strip_userinfo;
+use crate::fetch::client::redact_url;
 use crate::fetch::feed::{Page, PageFeed, SegmentLimit};
 use crate::fetch::merge::{concat_bytes, concat_csv, concat_parquet, copy_row_groups, feed_csv};
 use crate::fetch::resume::{Journal, SegmentRecord, WorkDir, check_same};
@@ -501,7 +501,7 @@ impl Export {
         };
         put("zephr-etl", env!("CARGO_PKG_VERSION").into());
         put("tenant", plan.tenant.clone());
-        put("base-url", strip_userinfo(&plan.base_url));
+        put("base-url", redact_url(&plan.base_url));
         put("query", plan.query.to_query(None));
         put("format", formats.join(","));
         put("on-error", format!("{:?}", opts.pipeline.flatten.on_error));

@@ -76,8 +76,8 @@ impl RetryPolicy {
     }
 }
 
-/// Everything a [`Client`] needs.
-#[derive(Clone, Debug)]
+/// Everything a [`Client`] needs. `Debug` shows the base URL through [`redact_url`].
+#[derive(Clone)]
 pub struct ClientConfig {
     /// `https://{tenant}.api.zephr.com` or `--base-url`; request paths are appended to it.
     pub base_url: String,
@@ -94,6 +94,20 @@ pub struct ClientConfig {
     pub read_timeout: Duration,
     /// Largest page body [`Client::fetch_page`] accepts into memory.
     pub max_page_bytes: u64,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &redact_url(&self.base_url))
+            .field("tenant", &self.tenant)
+            .field("credentials", &self.credentials)
+            .field("retry", &self.retry)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("max_page_bytes", &self.max_page_bytes)
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -284,29 +298,38 @@ pub struct Client {
     received: Arc<AtomicU64>,
 }
 
-/// A URL without `user:password@`: credentials in a proxy URL must never reach a message,
-/// a log or a file.
-pub fn strip_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            match rest[..host_end].rfind('@') {
-                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-                None => url.to_owned(),
-            }
-        }
-        None => match url.rfind('@') {
-            // Not even a scheme: keep only what follows the last `@`, to be safe.
-            Some(at) => url[at + 1..].to_owned(),
-            None => url.to_owned(),
-        },
+/// A base URL as messages, logs, summaries and the manifest show it: its query string and
+/// fragment hidden (`?<hidden>`: a proxy's `?token=...`) and any `user:password@` too
+/// (`<hidden>@`), whether or not the text parses as a URL. Every place that prints a base URL
+/// goes through here. (`cloud` hides bucket URLs the same way, on its own.)
+pub fn redact_url(url: &str) -> String {
+    let (kept, hidden) = match url.find(['?', '#']) {
+        Some(cut) => (&url[..cut], Some(&url[cut..cut + 1])),
+        None => (url, None),
+    };
+    let authority_start = kept.find("://").map_or(0, |i| i + 3);
+    let authority_end = kept[authority_start..]
+        .find('/')
+        .map_or(kept.len(), |i| authority_start + i);
+    let mut out = match kept[authority_start..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}<hidden>{}",
+            &kept[..authority_start],
+            &kept[authority_start + at..]
+        ),
+        None => kept.to_owned(),
+    };
+    if let Some(mark) = hidden {
+        out.push_str(mark);
+        out.push_str("<hidden>");
     }
+    out
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("base_url", &strip_userinfo(&self.base_url))
+            .field("base_url", &redact_url(&self.base_url))
             .field("tenant", &self.tenant)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
@@ -321,7 +344,7 @@ impl Client {
             .strip_prefix("https://")
             .or_else(|| base_url.strip_prefix("http://"));
         if rest.is_none_or(|host| host.is_empty() || host.contains(['?', '#', ' '])) {
-            return Err(FetchError::BaseUrl(strip_userinfo(&config.base_url)));
+            return Err(FetchError::BaseUrl(redact_url(&config.base_url)));
         }
         let agent = ureq::Agent::config_builder()
             // Statuses are ours to judge: 401/403/429/5xx each need their own handling.
@@ -797,13 +820,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn userinfo_is_stripped() {
-        assert_eq!(
-            strip_userinfo("https://u:p@proxy:8080/x"),
-            "https://proxy:8080/x"
-        );
-        assert_eq!(strip_userinfo("http://127.0.0.1:9"), "http://127.0.0.1:9");
-        assert_eq!(strip_userinfo("http://h/a@b"), "http://h/a@b");
+    fn base_urls_hide_queries_and_credentials() {
+        for (given, shown) in [
+            ("https://u:p@proxy:8080/x", "https://<hidden>@proxy:8080/x"),
+            ("http://tok@h", "http://<hidden>@h"),
+            ("http://127.0.0.1:9", "http://127.0.0.1:9"),
+            ("http://h/a@b", "http://h/a@b"),
+            ("http://h/?token=SECRET", "http://h/?<hidden>"),
+            ("http://u:p@h?a=1#b", "http://<hidden>@h?<hidden>"),
+            ("http://h/x#SECRET", "http://h/x#<hidden>"),
+            ("u:p@nowhere/x?k=1", "<hidden>@nowhere/x?<hidden>"),
+            ("h?x@y", "h?<hidden>"),
+        ] {
+            assert_eq!(redact_url(given), shown, "{given}");
+        }
     }
 
     #[test]

@@ -99,11 +99,12 @@ pub enum CredentialError {
         "{ACCESS_KEY_VAR} must be printable ASCII without ':' (it is sent in the Authorization header)"
     )]
     BadAccessKey,
-    /// The secret key file could not be read. When there is no such file the name is not
-    /// repeated: it may be the secret itself, given where its file's name was expected.
-    #[error("{}", read_file_message(path, source))]
+    /// The secret key file could not be opened or read. The name is never repeated: it may
+    /// be the secret itself, given where its file's name was expected (`dir/SECRET` fails
+    /// with "not a directory", not only "no such file").
+    #[error("{}", read_file_message(source))]
     ReadFile {
-        /// The file named by `--secret-key-file`.
+        /// The file named by `--secret-key-file` (for callers; never in the message).
         path: PathBuf,
         /// The underlying error (never the file's contents).
         source: std::io::Error,
@@ -116,15 +117,28 @@ pub enum CredentialError {
     EmptyFile(PathBuf),
 }
 
-fn read_file_message(path: &Path, source: &std::io::Error) -> String {
-    if source.kind() == std::io::ErrorKind::NotFound {
-        format!(
-            "cannot read the secret key file: {source}; give the path of a file that holds \
-             the secret, not the secret itself (the value is not repeated here in case it is)"
-        )
+/// What went wrong with the secret key file, without its name, and what to do about it.
+fn read_file_message(source: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let problem = match source.kind() {
+        ErrorKind::NotFound => "there is no such file",
+        ErrorKind::NotADirectory => "a part of its path before the last `/` is not a folder",
+        ErrorKind::IsADirectory => "it is a folder, not a file",
+        ErrorKind::PermissionDenied => "permission denied",
+        ErrorKind::InvalidFilename => "the name is too long or not a valid file name",
+        ErrorKind::InvalidData => "it is not UTF-8 text",
+        _ => "",
+    };
+    let problem = if problem.is_empty() {
+        source.to_string()
     } else {
-        format!("cannot read secret key file {}: {source}", path.display())
-    }
+        format!("{problem} ({source})")
+    };
+    format!(
+        "cannot read the secret key file: {problem}; give the path of a readable file that \
+         holds the secret, not the secret itself, or set {SECRET_KEY_VAR} instead (the path \
+         is not repeated here in case it is the secret)"
+    )
 }
 
 impl Credentials {
@@ -326,30 +340,46 @@ mod tests {
             format!("secret key file {} is empty", path.display())
         );
 
-        // No such file: maybe the secret itself was given for the path, so it is not echoed.
-        let e =
-            Credentials::from_sources(&env, Some(Path::new("s3cr3t-passed-as-path"))).unwrap_err();
-        let msg = e.to_string();
-        assert!(
-            msg.starts_with("cannot read the secret key file: ")
-                && msg.ends_with(
-                    "; give the path of a file that holds the secret, not the secret itself \
-                     (the value is not repeated here in case it is)"
-                ),
-            "{msg}"
-        );
-        assert!(
-            !msg.contains("s3cr3t") && !msg.contains("from-env"),
-            "{msg}"
-        );
-
-        // A file that exists but cannot be read is named.
-        let e = Credentials::from_sources(&env, Some(&dir)).unwrap_err();
-        let msg = e.to_string();
-        assert!(
-            msg.starts_with(&format!("cannot read secret key file {}: ", dir.display())),
-            "{msg}"
-        );
+        // However the path fails, it is not echoed: it may be the secret itself, pasted where
+        // the path goes (`existing-file/SECRET` fails as "not a directory"). Issue 20 (g).
+        let loop_link = dir.join("loop");
+        std::os::unix::fs::symlink(&loop_link, &loop_link).unwrap();
+        let cases = [
+            (
+                PathBuf::from("s3cr3t-passed-as-path"),
+                "there is no such file (",
+            ),
+            (
+                path.join("s3cr3t"),
+                "a part of its path before the last `/` is not a folder (",
+            ),
+            (dir.clone(), "it is a folder, not a file ("),
+            (
+                dir.join("s3cr3t".repeat(60)),
+                "the name is too long or not a valid file name (",
+            ),
+            (
+                loop_link.join("s3cr3t"),
+                "Too many levels of symbolic links",
+            ),
+        ];
+        for (given, problem) in cases {
+            let e = Credentials::from_sources(&env, Some(&given)).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("cannot read the secret key file: {problem}"))
+                    && msg.ends_with(
+                        "; give the path of a readable file that holds the secret, not the \
+                         secret itself, or set ZEPHR_SECRET_KEY instead (the path is not \
+                         repeated here in case it is the secret)"
+                    ),
+                "{msg}"
+            );
+            assert!(
+                !msg.contains("s3cr3t") && !msg.contains("from-env") && !msg.contains("zephr-"),
+                "{msg}"
+            );
+        }
         std::fs::write(&path, vec![b'k'; 70_000]).unwrap();
         let e = Credentials::from_sources(&env, Some(&path)).unwrap_err();
         assert!(matches!(e, CredentialError::FileTooLarge(_)));

@@ -11,12 +11,15 @@
 //! flagged, and the caller's syntax check (`source::syntax`) finds the exact byte. What it
 //! accepts is exactly what serde_json accepts, with the same meaning: keys are unescaped and
 //! checked for lone surrogates as serde_json does, values kept as written are not (nor are
-//! they by serde_json), and nesting is not limited where a value is only kept.
+//! they by serde_json), and nesting is not limited where a value is only kept. A key that
+//! holds half a surrogate pair cannot become text, so its item is a bad item (which
+//! `--on-error` decides about), named by its user id: decoding goes on after such a key to
+//! find the id, and the key, the first problem in the input, is the one reported.
 
 use std::borrow::Cow;
 
 use super::item::{Field, FieldPath, Grant, GrantMember, Item, ItemMember, Object, Seen};
-use super::json::{Leaf, UnescapeError, unescape, unescape_checked};
+use super::json::{Leaf, unescape, unescape_checked};
 use super::problem::{DecodeError, Expected, Found, Problem};
 use crate::timestamp::parse_timestamp_micros;
 
@@ -57,14 +60,25 @@ pub fn decode<'a>(text: &'a str, item: &mut Item<'a>) -> std::result::Result<(),
         text,
         bytes: text.as_bytes(),
         at: 0,
+        bad_key: None,
     };
-    reader.item(item).map_err(|e| *e)
+    let outcome = reader.item(item);
+    match reader.bad_key {
+        // Broken JSON anywhere still stops the run: the caller's syntax check finds it.
+        Some(key) if !matches!(outcome.as_ref().map_err(|e| &**e), Err(DecodeError::Broken)) => {
+            Err(*key)
+        }
+        _ => outcome.map_err(|e| *e),
+    }
 }
 
 struct Reader<'a> {
     text: &'a str,
     bytes: &'a [u8],
     at: usize,
+    /// The first key that holds half a surrogate pair: the item's problem, reported once the
+    /// rest of the item was read for its user id.
+    bad_key: Option<Box<DecodeError>>,
 }
 
 impl<'a> Reader<'a> {
@@ -127,21 +141,43 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A key and the `:` after it, unescaped and checked as serde_json checks keys.
+    /// A key of the object at `path` and the `:` after it, unescaped and checked as
+    /// serde_json checks keys. A key that holds half a surrogate pair is recorded as the
+    /// item's problem and read on as written (see [`Reader::bad_key`]).
     #[inline]
-    fn key(&mut self) -> Result<Cow<'a, str>> {
+    fn key(&mut self, path: impl Fn() -> FieldPath) -> Result<Cow<'a, str>> {
         if self.peek().or_broken()? != b'"' {
             return Err(broken());
         }
-        let start = self.at;
         let (raw, escaped) = self.string().or_broken()?;
         if !self.eat(b':')? {
             return Err(broken());
         }
+        let inner = &raw[1..raw.len() - 1];
         if !escaped {
-            return Ok(Cow::Borrowed(&raw[1..raw.len() - 1]));
+            return Ok(Cow::Borrowed(inner));
         }
-        unescape_checked(raw).map_err(|e| invalid_string(start, e))
+        match unescape_checked(raw) {
+            Ok(key) => Ok(key),
+            Err(_) => {
+                self.not_unicode_key(path(), inner);
+                Ok(Cow::Borrowed(inner))
+            }
+        }
+    }
+
+    /// Records the key `written` (as written, without quotes) of the object at `path` as
+    /// the item's problem, unless an earlier key was.
+    #[cold]
+    #[inline(never)]
+    fn not_unicode_key(&mut self, path: FieldPath, written: &str) {
+        if self.bad_key.is_none() {
+            let key = match written.char_indices().nth(40) {
+                Some((cut, _)) => format!("{}…", &written[..cut]),
+                None => written.to_owned(),
+            };
+            self.bad_key = Some(bad(path, Problem::KeyNotUnicode { key }));
+        }
     }
 
     /// `true`, `false` or `null`, spelled out in full.
@@ -308,18 +344,19 @@ impl<'a> Reader<'a> {
         Some(())
     }
 
-    /// Reads the members of an object whose `{` was consumed, calling `member` with each key
-    /// while the reader sits at the value.
+    /// Reads the members of the object at `path` whose `{` was consumed, calling `member`
+    /// with each key while the reader sits at the value.
     #[inline]
     fn members(
         &mut self,
+        path: impl Fn() -> FieldPath,
         mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>,
     ) -> Result<()> {
         if self.eat(b'}')? {
             return Ok(());
         }
         loop {
-            let key = self.key()?;
+            let key = self.key(&path)?;
             member(self, key)?;
             if !self.another(b'}').or_broken()? {
                 return Ok(());
@@ -346,11 +383,14 @@ impl<'a> Reader<'a> {
             b'[' => Found::Array,
             b'"' => {
                 let (raw, _) = self.string().or_broken()?;
-                Found::String(
-                    unescape_checked(raw)
-                        .map_err(|e| invalid_string(start, e))?
-                        .into_owned(),
-                )
+                match unescape_checked(raw) {
+                    Ok(text) => Found::String(text.into_owned()),
+                    // Half a surrogate pair cannot become text: shown as written.
+                    Err(_) => Found::Written {
+                        kind: "string",
+                        text: raw.to_owned(),
+                    },
+                }
             }
             b'-' | b'0'..=b'9' => {
                 let raw = self.number().or_broken()?;
@@ -384,7 +424,7 @@ impl<'a> Reader<'a> {
             return Err(self.not_an_object());
         }
         let mut seen = Seen::default();
-        self.members(|r, key| {
+        self.members(FieldPath::default, |r, key| {
             let field = Field::of(Object::Item, &key).filter(|&f| seen.first(f));
             match field {
                 Some(Field::User) => {
@@ -471,56 +511,59 @@ impl<'a> Reader<'a> {
             return Err(self.wrong_type(FieldPath::of(Field::User.name()), Expected::User));
         }
         let mut seen = Seen::default();
-        self.members(|r, key| {
-            let Some(field) = Field::of(Object::User, &key).filter(|&f| seen.first(f)) else {
-                // Unmapped, or a repeat of a mapped key: kept as written for `extra`.
-                let raw = r.raw()?;
-                item.user_members.push((key, raw));
-                return Ok(());
-            };
-            let path = || FieldPath::of(field.name());
-            match field {
-                Field::Identifiers => return r.identifiers(item),
-                Field::Attributes => return r.attributes(item),
-                _ => {}
-            }
-            let (raw, leaf) = r.leaf()?;
-            match field {
-                Field::UserId => {
-                    item.user_id = text(leaf, path)?;
-                    if item.user_id.is_none() {
-                        return Err(bad(path(), Problem::NullUserId));
-                    }
+        self.members(
+            || FieldPath::of(Field::User.name()),
+            |r, key| {
+                let Some(field) = Field::of(Object::User, &key).filter(|&f| seen.first(f)) else {
+                    // Unmapped, or a repeat of a mapped key: kept as written for `extra`.
+                    let raw = r.raw()?;
+                    item.user_members.push((key, raw));
+                    return Ok(());
+                };
+                let path = || FieldPath::of(field.name());
+                match field {
+                    Field::Identifiers => return r.identifiers(item),
+                    Field::Attributes => return r.attributes(item),
+                    _ => {}
                 }
-                Field::TrackingId => item.tracking_id = text(leaf, path)?,
-                Field::RegistrationTenant => item.registration_tenant = text(leaf, path)?,
-                Field::RegistrationState => item.registration_state = text(leaf, path)?,
-                Field::Registered => item.registered = timestamp(leaf, path)?,
-                Field::LastLogin => item.last_login = timestamp(leaf, path)?,
-                Field::EmailVerified => item.email_verified = boolean(raw, leaf, path)?,
-                // Fields of the other objects: `Field::of(Object::User, _)` gives none of them.
-                Field::Identifiers
-                | Field::Attributes
-                | Field::User
-                | Field::SeqNo
-                | Field::Grants
-                | Field::EmailAddress
-                | Field::Username
-                | Field::GrantId
-                | Field::GrantIdSnake
-                | Field::AccountId
-                | Field::ExpiryState
-                | Field::EntitlementType
-                | Field::EntitlementId
-                | Field::ProductId
-                | Field::StartTime
-                | Field::EndTime
-                | Field::CreatedAt
-                | Field::CreatedAtSnake
-                | Field::GrantUserId => {}
-            }
-            Ok(())
-        })
+                let (raw, leaf) = r.leaf()?;
+                match field {
+                    Field::UserId => {
+                        item.user_id = text(leaf, path)?;
+                        if item.user_id.is_none() {
+                            return Err(bad(path(), Problem::NullUserId));
+                        }
+                    }
+                    Field::TrackingId => item.tracking_id = text(leaf, path)?,
+                    Field::RegistrationTenant => item.registration_tenant = text(leaf, path)?,
+                    Field::RegistrationState => item.registration_state = text(leaf, path)?,
+                    Field::Registered => item.registered = timestamp(leaf, path)?,
+                    Field::LastLogin => item.last_login = timestamp(leaf, path)?,
+                    Field::EmailVerified => item.email_verified = boolean(raw, leaf, path)?,
+                    // Fields of the other objects: `Field::of(Object::User, _)` gives none of them.
+                    Field::Identifiers
+                    | Field::Attributes
+                    | Field::User
+                    | Field::SeqNo
+                    | Field::Grants
+                    | Field::EmailAddress
+                    | Field::Username
+                    | Field::GrantId
+                    | Field::GrantIdSnake
+                    | Field::AccountId
+                    | Field::ExpiryState
+                    | Field::EntitlementType
+                    | Field::EntitlementId
+                    | Field::ProductId
+                    | Field::StartTime
+                    | Field::EndTime
+                    | Field::CreatedAt
+                    | Field::CreatedAtSnake
+                    | Field::GrantUserId => {}
+                }
+                Ok(())
+            },
+        )
     }
 
     /// `null` or an object, else the error that `expected` is at `path`.
@@ -541,48 +584,51 @@ impl<'a> Reader<'a> {
             return Ok(());
         }
         let mut seen = Seen::default();
-        self.members(|r, key| {
-            let Some(field) = Field::of(Object::Identifiers, &key).filter(|&f| seen.first(f))
-            else {
-                let raw = r.raw()?;
-                if item.identifiers_at.is_none() {
-                    item.identifiers_at = Some(item.user_members.len());
+        self.members(
+            || FieldPath::of(Field::Identifiers.name()),
+            |r, key| {
+                let Some(field) = Field::of(Object::Identifiers, &key).filter(|&f| seen.first(f))
+                else {
+                    let raw = r.raw()?;
+                    if item.identifiers_at.is_none() {
+                        item.identifiers_at = Some(item.user_members.len());
+                    }
+                    item.identifier_members.push((key, raw));
+                    return Ok(());
+                };
+                let value = text(r.leaf()?.1, || FieldPath::of(field.name()))?;
+                match field {
+                    Field::EmailAddress => item.email_address = value,
+                    Field::Username => item.username = value,
+                    // Fields of the other objects: `Field::of(Object::Identifiers, _)` gives none.
+                    Field::User
+                    | Field::SeqNo
+                    | Field::Grants
+                    | Field::UserId
+                    | Field::Identifiers
+                    | Field::EmailVerified
+                    | Field::TrackingId
+                    | Field::Registered
+                    | Field::RegistrationTenant
+                    | Field::RegistrationState
+                    | Field::LastLogin
+                    | Field::Attributes
+                    | Field::GrantId
+                    | Field::GrantIdSnake
+                    | Field::AccountId
+                    | Field::ExpiryState
+                    | Field::EntitlementType
+                    | Field::EntitlementId
+                    | Field::ProductId
+                    | Field::StartTime
+                    | Field::EndTime
+                    | Field::CreatedAt
+                    | Field::CreatedAtSnake
+                    | Field::GrantUserId => {}
                 }
-                item.identifier_members.push((key, raw));
-                return Ok(());
-            };
-            let value = text(r.leaf()?.1, || FieldPath::of(field.name()))?;
-            match field {
-                Field::EmailAddress => item.email_address = value,
-                Field::Username => item.username = value,
-                // Fields of the other objects: `Field::of(Object::Identifiers, _)` gives none.
-                Field::User
-                | Field::SeqNo
-                | Field::Grants
-                | Field::UserId
-                | Field::Identifiers
-                | Field::EmailVerified
-                | Field::TrackingId
-                | Field::Registered
-                | Field::RegistrationTenant
-                | Field::RegistrationState
-                | Field::LastLogin
-                | Field::Attributes
-                | Field::GrantId
-                | Field::GrantIdSnake
-                | Field::AccountId
-                | Field::ExpiryState
-                | Field::EntitlementType
-                | Field::EntitlementId
-                | Field::ProductId
-                | Field::StartTime
-                | Field::EndTime
-                | Field::CreatedAt
-                | Field::CreatedAtSnake
-                | Field::GrantUserId => {}
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
     }
 
     fn attributes(&mut self, item: &mut Item<'a>) -> Result<()> {
@@ -590,11 +636,14 @@ impl<'a> Reader<'a> {
         if !self.null_or_object(path, Expected::Attributes)? {
             return Ok(());
         }
-        self.members(|r, key| {
-            let leaf = r.leaf()?.1;
-            item.attributes.push((key, leaf));
-            Ok(())
-        })
+        self.members(
+            || FieldPath::of(Field::Attributes.name()),
+            |r, key| {
+                let leaf = r.leaf()?.1;
+                item.attributes.push((key, leaf));
+                Ok(())
+            },
+        )
     }
 
     /// `grants`: null, an array of grants, or an object whose `results` is one (`in_results`
@@ -621,15 +670,18 @@ impl<'a> Reader<'a> {
             }
             b'{' if !in_results => {
                 self.at += 1;
-                self.members(|r, key| {
-                    if key == "results" {
-                        r.grants(item, true)
-                    } else {
-                        let raw = r.raw()?;
-                        item.grants_members.push((key, raw));
-                        Ok(())
-                    }
-                })
+                self.members(
+                    || FieldPath::of(Field::Grants.name()),
+                    |r, key| {
+                        if key == "results" {
+                            r.grants(item, true)
+                        } else {
+                            let raw = r.raw()?;
+                            item.grants_members.push((key, raw));
+                            Ok(())
+                        }
+                    },
+                )
             }
             _ if in_results => {
                 Err(self.wrong_type(FieldPath::of("grants.results"), Expected::GrantsResults))
@@ -648,7 +700,11 @@ impl<'a> Reader<'a> {
             return Err(self.wrong_type(path, Expected::Grant));
         }
         let mut seen = Seen::default();
-        self.members(|r, key| {
+        let path = || FieldPath {
+            field: "",
+            grant: Some(index),
+        };
+        self.members(path, |r, key| {
             let (raw, leaf) = r.leaf()?;
             let Some(field) = Field::of(Object::Grant, &key).filter(|&f| seen.first(f)) else {
                 grant.members.push(GrantMember::Other((key, raw)));
@@ -772,15 +828,6 @@ fn boolean(raw: &str, leaf: Leaf<'_>, path: impl Fn() -> FieldPath) -> Result<Op
             ))
         }
     }
-}
-
-/// The error for a string starting at byte `start` that holds half a surrogate pair.
-#[cold]
-fn invalid_string(start: usize, e: UnescapeError) -> Box<DecodeError> {
-    Box::new(DecodeError::Invalid {
-        offset: start + e.offset,
-        problem: e.problem.to_string(),
-    })
 }
 
 /// One past the escape sequence at `bytes[at]` (a backslash), if it is a valid one. As in

@@ -180,7 +180,7 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
                 number: span.number,
                 location: batch.location(index),
                 user_id: known_id.or_else(|| user_id_of(bytes)),
-                field: (!path.is_empty()).then(|| path.to_string()),
+                field: problem.field(&path),
                 problem: ItemProblem::Field(problem.to_string()),
             }
         };
@@ -313,8 +313,8 @@ fn invalid_utf8(batch: &RawBatch, valid_up_to: usize) -> FlattenError {
     })
 }
 
-/// JSON that the syntax check accepts but the decoder refuses (half a surrogate pair in a
-/// key): `problem` at byte `within` of item `index`.
+/// JSON that the syntax check accepts but the decoder refuses (a number out of serde_json's
+/// range where the decoder describes a value): `problem` at byte `within` of item `index`.
 fn invalid_item(batch: &RawBatch, index: usize, within: usize, problem: &str) -> InputError {
     InputError::Syntax {
         location: locate(batch, index, within),

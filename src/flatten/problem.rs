@@ -2,10 +2,11 @@
 //!
 //! The decoder stops at the first problem. Broken JSON is only flagged ([`DecodeError::Broken`]):
 //! the caller runs the exact syntax check (`source::syntax`) over the item, which names the
-//! byte and what was expected. What the grammar allows but the decoder cannot take, such as a
-//! key holding half a surrogate pair, comes with its own place and words
-//! ([`DecodeError::Invalid`]). Everything else is valid JSON that cannot be mapped: a
-//! [`Problem`] at a [`FieldPath`], which becomes a bad item.
+//! byte and what was expected. What the grammar allows but serde_json refuses, a number out of
+//! its range where a value is described, comes with its own place and words
+//! ([`DecodeError::Invalid`]). Everything else is valid JSON that cannot be mapped, a key
+//! holding half a surrogate pair among them: a [`Problem`] at a [`FieldPath`], which becomes a
+//! bad item.
 
 use std::fmt;
 
@@ -36,6 +37,21 @@ pub enum Problem {
     NoUserId,
     /// The item has no `user`.
     NoUser,
+    /// A key of the object at the path holds half a UTF-16 surrogate pair (`\ud800` without
+    /// its other half), so it is not text: `key` as written, without quotes, cut short.
+    KeyNotUnicode { key: String },
+}
+
+impl Problem {
+    /// The field a message names for this problem at `path`: the path, and for a key that is
+    /// not text, that key as written below it (`user.attributes.\ud800x`).
+    pub fn field(&self, path: &FieldPath) -> Option<String> {
+        match self {
+            Problem::KeyNotUnicode { key } if path.is_empty() => Some(key.clone()),
+            Problem::KeyNotUnicode { key } => Some(format!("{path}.{key}")),
+            _ => (!path.is_empty()).then(|| path.to_string()),
+        }
+    }
 }
 
 impl fmt::Display for Problem {
@@ -54,6 +70,10 @@ impl fmt::Display for Problem {
                 f.write_str("the item has no user.user_id; every user row needs one")
             }
             Problem::NoUser => f.write_str("the item has no `user` object"),
+            Problem::KeyNotUnicode { .. } => f.write_str(
+                "the key is not valid Unicode: it holds half a surrogate pair (a \\uD800 to \\uDFFF \
+                 escape without its other half)",
+            ),
         }
     }
 }

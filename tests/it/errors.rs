@@ -110,6 +110,8 @@ const TRUNCATED: &str = "the export is truncated: download it again or check the
 const EXPECTED_EXPORT: &str = "expected a Zephr export (a JSON array of items, a paginated \
                                `{\"results\": ...}` object or NDJSON)";
 const SKIP_HINT: &str = "(pass --on-error skip to write such items to rejects.ndjson and go on)";
+const KEY_NOT_UNICODE: &str = "the key is not valid Unicode: it holds half a surrogate pair \
+                               (a \\uD800 to \\uDFFF escape without its other half)";
 const TIMESTAMP_HINT: &str =
     "is not a timestamp; expected ISO-8601 such as 2021-02-24T15:43:28Z or 2022-06-01 00:00:00";
 
@@ -236,10 +238,13 @@ fn expected_stderr(file: &str, bytes: &[u8]) -> String {
             find(bytes, b"\"email_verified\""),
             "invalid JSON in item 1: expected `,` or `}` after a member of an object, found `\"`",
         ),
-        // The one case the syntax check leaves to serde_json (a key must be valid Unicode).
-        "lone-surrogate-in-key.json" => at(
-            find(bytes, b"x\""),
-            "invalid JSON in item 1: unexpected end of hex escape",
+        // Valid JSON, but a key must be text: a bad item, named by the key (issue 20).
+        "lone-surrogate-in-key.json" => bad(
+            1,
+            line_start(bytes, 1),
+            Some("u1"),
+            Some("\\ud800x"),
+            KEY_NOT_UNICODE,
         ),
         "results-not-an-array.json" => at(
             find(bytes, b"{\"user\""),
@@ -617,6 +622,104 @@ fn skip_with_no_bad_item_writes_an_empty_rejects_file() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
     assert_eq!(read(tmp.path().join("out/rejects.ndjson")), "");
+}
+
+/// Items whose keys hold half a surrogate pair, in each object the decoder reads, among good
+/// ones; item 4's key comes before its user id, which is still found.
+const HALF_PAIRS: &str = "[\n\
+{\"user\":{\"user_id\":\"u1\",\"attributes\":{\"plan\":\"gold\"}}},\n\
+{\"user\":{\"user_id\":\"u2\",\"attributes\":{\"\\ud800x\":1}}},\n\
+{\"user\":{\"user_id\":\"u3\"},\"seq-no\":3},\n\
+{\"\\udc00\":1,\"user\":{\"user_id\":\"u4\"}},\n\
+{\"user\":{\"user_id\":\"u5\",\"identifiers\":{\"e\\ud83d\":\"a\"}}},\n\
+{\"user\":{\"user_id\":\"u6\"},\"grants\":[{\"grantId\":\"g6\",\"\\udfff\":2}]},\n\
+{\"user\":{\"\\ud800\\u0041\":1,\"user_id\":\"u7\"}}\n\
+]\n";
+
+/// Issue 20 (e): such a key made the whole run fail as broken JSON, even with
+/// `--on-error skip`; it is a bad item like any other, rejected whole with its raw bytes.
+#[test]
+fn a_key_holding_half_a_surrogate_pair_is_a_bad_item() {
+    let tmp = TempDir::new().unwrap();
+    std::fs::write(tmp.path().join("pairs.json"), HALF_PAIRS).unwrap();
+    let bytes = HALF_PAIRS.as_bytes();
+    let lines: Vec<&str> = HALF_PAIRS.lines().collect();
+    let message = |n: usize, user_id: &str, field: &str| {
+        format!(
+            "item {n} (pairs.json: {}, user_id {user_id}), field `{field}`: {KEY_NOT_UNICODE}",
+            place(bytes, line_start(bytes, n))
+        )
+    };
+    let reject = |n: usize, user_id: &str, field: &str| {
+        format!(
+            "{{\"item\":{n},\"offset\":{},\"error\":{},\"raw\":{}}}\n",
+            line_start(bytes, n),
+            serde_json::to_string(&message(n, user_id, field)).unwrap(),
+            lines[n].trim_end_matches(',')
+        )
+    };
+    for threads in ["1", "3"] {
+        let out_dir = format!("skip{threads}");
+        let out = run_in(
+            tmp.path(),
+            &[
+                "convert",
+                "-q",
+                "pairs.json",
+                "-o",
+                &out_dir,
+                "--on-error",
+                "skip",
+                "--threads",
+                threads,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let dir = tmp.path().join(&out_dir);
+        assert_eq!(
+            read(dir.join("rejects.ndjson")),
+            [
+                reject(2, "u2", "user.attributes.\\ud800x"),
+                reject(4, "u4", "\\udc00"),
+                reject(5, "u5", "user.identifiers.e\\ud83d"),
+                reject(6, "u6", "grants.results[0].\\udfff"),
+                reject(7, "u7", "user.\\ud800\\u0041"),
+            ]
+            .concat()
+        );
+        assert_eq!(
+            read(dir.join("users.csv")),
+            format!("{USERS_HEADER}u1,,,,,,,,,,\nu3,,,,,,,,,3,\n")
+        );
+        assert_eq!(
+            read(dir.join("attributes.csv")),
+            format!("{ATTRIBUTES_HEADER}u1,plan,gold,string\n")
+        );
+        assert_eq!(read(dir.join("grants.csv")), GRANTS_HEADER);
+
+        let out_dir = format!("fail{threads}");
+        let out = run_in(
+            tmp.path(),
+            &[
+                "convert",
+                "-q",
+                "pairs.json",
+                "-o",
+                &out_dir,
+                "--threads",
+                threads,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "zephr-etl: bad item: {}\n{SKIP_HINT}\n",
+                message(2, "u2", "user.attributes.\\ud800x")
+            )
+        );
+        assert!(dir_listing(&tmp.path().join(&out_dir)).is_empty());
+    }
 }
 
 #[test]
@@ -1149,6 +1252,67 @@ fn sigterm_mid_run_leaves_no_temporary_file() {
 #[test]
 fn sigint_while_the_reader_waits_on_stdin() {
     interrupt_mid_run("INT", false);
+}
+
+/// Issue 20 (c): Ctrl-C during the state-events phase comes after the user tables' commit, so
+/// they are in place (the previous dataset replaced) and the run exits 3 without state_events.
+#[test]
+fn sigint_in_the_state_events_phase_exits_3_with_the_user_tables_committed() {
+    let tmp = TempDir::new().unwrap();
+    std::fs::write(tmp.path().join("old.json"), one_user("old")).unwrap();
+    std::fs::write(tmp.path().join("new.json"), one_user("new")).unwrap();
+    let out = run_in(tmp.path(), &["convert", "-q", "old.json", "-o", "out"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let old_manifest = read(tmp.path().join("out/manifest.json"));
+    // The events come through a pipe that stays open: the phase waits on it for the signal.
+    let events = tmp.path().join("events.csv");
+    let made = Command::new("mkfifo").arg(&events).status().unwrap();
+    assert!(made.success());
+    let child = Command::new(BIN)
+        .args(["convert", "-q", "new.json", "-o", "out", "--overwrite"])
+        .args(["--state-events", "events.csv"])
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Opening the pipe lets the run check the file and go on to the user tables.
+    let mut pipe = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&events)
+        .unwrap();
+    let manifest = tmp.path().join("out/manifest.json");
+    assert!(wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&manifest).is_ok_and(|m| m != old_manifest)
+    }));
+    // Once the phase has the pipe open for reading, a row goes through; then the signal.
+    assert!(wait_for(Duration::from_secs(20), || pipe
+        .write_all(b"event,at\nlogin,2024-01-01\n")
+        .is_ok()));
+    thread::sleep(Duration::from_millis(200));
+    send_signal(child.id(), "INT");
+    thread::sleep(Duration::from_millis(200));
+    drop(pipe);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "zephr-etl: State events export failed: interrupted (Ctrl-C or SIGTERM); no \
+         state_events file was kept\n\
+         zephr-etl: the user tables in out are complete; only state_events was not written\n"
+    );
+    let dir = tmp.path().join("out");
+    assert_eq!(dir_listing(&dir), TABLE_FILES);
+    assert!(read(dir.join("users.csv")).contains("\nnew,"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(dir.join("manifest.json"))).unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    assert_eq!(files.len(), 6, "{manifest}");
+    assert!(
+        files.iter().all(|f| f["table"] != "state_events"),
+        "{manifest}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1176,6 +1176,130 @@ fn credentials_in_a_base_url_never_reach_the_message() {
     }
 }
 
+/// Issue 20 (f): a base URL's query string (a proxy's token) and password are hidden in the
+/// usage error, and in the summary and manifest of a run that goes through.
+#[test]
+fn regression_issue20_a_base_url_query_never_reaches_the_output() {
+    let out = tempfile::tempdir().unwrap();
+    for (url, shown) in [
+        ("http://h/?token=HIDDEN-1", "\"http://h/?<hidden>\""),
+        (
+            "http://u:HIDDEN-2@h/x?token=HIDDEN-3",
+            "\"http://<hidden>@h/x?<hidden>\"",
+        ),
+        ("acme.example?token=HIDDEN-4", "\"acme.example?<hidden>\""),
+        ("https://h/#HIDDEN-5", "\"https://h/#<hidden>\""),
+    ] {
+        let output = zephr()
+            .args(["fetch", "--tenant", "t", "--base-url", url, "-o"])
+            .arg(out.path().join("o"))
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "{url}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "zephr-etl: --base-url: invalid base URL {shown}: expected http://HOST[:PORT] or \
+                 https://HOST[:PORT]\n"
+            )
+        );
+        assert!(output.stdout.is_empty(), "{url}");
+    }
+    // A password in a base URL that works: not in the summary, nor in the manifest.
+    let (_, items) = export(3);
+    let server = mock(&items, vec![]);
+    let with_password = server
+        .base_url
+        .replacen("http://", "http://user:HIDDEN-6@", 1);
+    let dir = out.path().join("run");
+    let output = zephr()
+        .args([
+            "fetch",
+            "--tenant",
+            "acme",
+            "--base-url",
+            &with_password,
+            "-o",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    for text in [
+        stderr_of(&output),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        manifest.clone(),
+    ] {
+        assert!(!text.contains("HIDDEN"), "{text}");
+    }
+    let hidden = server.base_url.replacen("http://", "http://<hidden>@", 1);
+    assert!(manifest.contains(&format!("\"{hidden}\"")), "{manifest}");
+}
+
+/// Issue 20 (g): however the secret key file fails to open or read, its path is not printed
+/// (the secret may have been pasted where the path goes, after an existing folder or file).
+#[test]
+fn regression_issue20_the_secret_key_file_path_is_never_printed() {
+    const PASTED: &str = "pasted-secret-0f9e8d7c";
+    let tmp = TempDir::new().unwrap();
+    let file = tmp.path().join("existing-file");
+    std::fs::write(&file, "x").unwrap();
+    std::fs::create_dir_all(tmp.path().join("folder").join(PASTED)).unwrap();
+    let looping = tmp.path().join("loop");
+    std::os::unix::fs::symlink(&looping, &looping).unwrap();
+    for (given, problem) in [
+        // ENOTDIR
+        (
+            file.join(PASTED),
+            "a part of its path before the last `/` is not a folder",
+        ),
+        // ENOENT
+        (
+            tmp.path().join("nowhere").join(PASTED),
+            "there is no such file",
+        ),
+        // EISDIR
+        (
+            tmp.path().join("folder").join(PASTED),
+            "it is a folder, not a file",
+        ),
+        // ELOOP
+        (looping.join(PASTED), "Too many levels of symbolic links"),
+        // ENAMETOOLONG
+        (tmp.path().join(PASTED.repeat(12)), "the name is too long"),
+    ] {
+        let output = zephr()
+            .args([
+                "fetch",
+                "--tenant",
+                "acme",
+                "--base-url",
+                "http://127.0.0.1:9",
+                "-o",
+            ])
+            .arg(tmp.path().join("out"))
+            .arg("--secret-key-file")
+            .arg(&given)
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "zephr-etl: --secret-key-file: cannot read the secret key file: {problem}"
+            )) && stderr.contains("or set ZEPHR_SECRET_KEY instead"),
+            "{stderr}"
+        );
+        for text in [stderr.as_str(), &String::from_utf8_lossy(&output.stdout)] {
+            assert!(!text.contains(PASTED), "{text}");
+            assert!(!text.contains(tmp.path().to_str().unwrap()), "{text}");
+        }
+        assert!(!tmp.path().join("out").exists());
+    }
+}
+
 // ---- issue 15: a live fetch a nightly job can trust ----
 
 const BIN: &str = env!("CARGO_BIN_EXE_zephr-etl");

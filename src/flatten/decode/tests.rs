@@ -24,7 +24,7 @@ fn ours(text: &str) -> Outcome<'_> {
     match decode(text, &mut item) {
         Ok(()) => Outcome::Item(item),
         Err(DecodeError::Bad { path, problem }) => Outcome::Bad(
-            path.to_string(),
+            problem.field(&path).unwrap_or_default(),
             problem.to_string(),
             item.user_id.map(Cow::into_owned),
         ),
@@ -126,6 +126,9 @@ fn takes_tricky_items() {
     assert_eq!(item.grants[0].grant_id.as_deref(), Some("g"));
 }
 
+const KEY_NOT_UNICODE: &str = "the key is not valid Unicode: it holds half a surrogate pair \
+                               (a \\uD800 to \\uDFFF escape without its other half)";
+
 fn bad(path: &str, problem: &str, user_id: Option<&str>) -> Outcome<'static> {
     Outcome::Bad(path.into(), problem.into(), user_id.map(String::from))
 }
@@ -197,7 +200,11 @@ fn words_every_problem_as_before() {
         ),
         (
             "{\"user\":\"\\ud800x\"}",
-            Outcome::Invalid(15, "unexpected end of hex escape".into()),
+            bad(
+                "user",
+                "expected the user object, found the string \"\\ud800x\"",
+                None,
+            ),
         ),
         (
             "{\"user\":{\"user_id\":\"u\"},\"seq-no\":1.0}",
@@ -403,17 +410,51 @@ fn words_every_problem_as_before() {
                 None,
             ),
         ),
+        // A key that holds half a surrogate pair, in every object the decoder reads: a bad
+        // item, named by its user id even when the id comes after the key.
         (
             "{\"user\":{\"user_id\":\"u\",\"attributes\":{\"k\\ud800\":1}}}",
-            Outcome::Invalid(45, "unexpected end of hex escape".into()),
+            bad("user.attributes.k\\ud800", KEY_NOT_UNICODE, Some("u")),
         ),
         (
             "{\"x\\udc00y\":1,\"user\":{\"user_id\":\"u\"}}",
-            Outcome::Invalid(8, "lone leading surrogate in hex escape".into()),
+            bad("x\\udc00y", KEY_NOT_UNICODE, Some("u")),
         ),
         (
             "{\"user\":{\"user_id\":\"u\"},\n \"grants\":{\"r\\ud800\\u0041\":1}}",
-            Outcome::Invalid(49, "lone leading surrogate in hex escape".into()),
+            bad("grants.r\\ud800\\u0041", KEY_NOT_UNICODE, Some("u")),
+        ),
+        (
+            "{\"user\":{\"\\ud800x\":1,\"user_id\":\"u\"}}",
+            bad("user.\\ud800x", KEY_NOT_UNICODE, Some("u")),
+        ),
+        (
+            "{\"user\":{\"user_id\":\"u\",\"identifiers\":{\"\\udfff\":\"a\"}}}",
+            bad("user.identifiers.\\udfff", KEY_NOT_UNICODE, Some("u")),
+        ),
+        (
+            "{\"user\":{\"user_id\":\"u\"},\"grants\":[{\"grantId\":\"g\",\"\\ud800\":1}]}",
+            bad("grants.results[0].\\ud800", KEY_NOT_UNICODE, Some("u")),
+        ),
+        // The first problem in the input is the one reported; broken JSON still wins.
+        (
+            "{\"\\ud800\":1,\"user\":{\"user_id\":\"u\",\"registered\":\"never\"}}",
+            bad("\\ud800", KEY_NOT_UNICODE, Some("u")),
+        ),
+        (
+            "{\"\\ud800\":1,\"user\":{\"user_id\":\"u\"",
+            Outcome::Broken,
+        ),
+        // Keys inside a value kept as written are kept as written, as string values are.
+        (
+            "{\"user\":{\"user_id\":\"u\",\"app\":{\"\\ud800\":\"\\udc00\"}}}",
+            Outcome::Item(Item {
+                user_id: Some("u".into()),
+                saw_user: true,
+                user_members: vec![("app".into(), "{\"\\ud800\":\"\\udc00\"}")],
+                item_members: vec![ItemMember::User],
+                ..Item::default()
+            }),
         ),
     ];
     for (text, outcome) in expected {
