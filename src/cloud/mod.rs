@@ -146,7 +146,7 @@ pub fn parse(text: &str) -> Result<Location, CloudError> {
     };
     let lower = scheme.to_ascii_lowercase();
     let bad = |problem: String| CloudError::BadUrl {
-        text: redact_url_text(text),
+        text: redact_url(text),
         problem,
     };
     let known = SCHEMES.iter().find(|(s, _)| *s == lower).map(|&(_, c)| c);
@@ -236,18 +236,30 @@ fn scheme_of(text: &str) -> Option<&str> {
     (known || text[colon + 1..].starts_with('/')).then_some(scheme)
 }
 
-/// A text that failed to parse as a URL, with anything after `?` and any `user:password@`
-/// hidden, for messages.
-fn redact_url_text(text: &str) -> String {
-    let mut out = match text.find('?') {
-        Some(q) => format!("{}?<hidden>", &text[..q]),
-        None => text.to_string(),
+/// A URL as messages, logs, summaries and the manifest show it: its query string and
+/// fragment hidden (`?<hidden>`: a proxy's `?token=...`, an Azure SAS token) and any
+/// `user:password@` too (`<hidden>@`), whether or not the text parses as a URL. Every place
+/// that prints a base URL or a bucket URL given by the user goes through here.
+pub fn redact_url(url: &str) -> String {
+    let (kept, hidden) = match url.find(['?', '#']) {
+        Some(cut) => (&url[..cut], Some(&url[cut..cut + 1])),
+        None => (url, None),
     };
-    if let Some(start) = out.find("://")
-        && let Some(at) = out[start + 3..].find('@')
-        && out[start + 3..start + 3 + at].contains(':')
-    {
-        out.replace_range(start + 3..start + 3 + at, "<hidden>");
+    let authority_start = kept.find("://").map_or(0, |i| i + 3);
+    let authority_end = kept[authority_start..]
+        .find('/')
+        .map_or(kept.len(), |i| authority_start + i);
+    let mut out = match kept[authority_start..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}<hidden>{}",
+            &kept[..authority_start],
+            &kept[authority_start + at..]
+        ),
+        None => kept.to_owned(),
+    };
+    if let Some(mark) = hidden {
+        out.push_str(mark);
+        out.push_str("<hidden>");
     }
     out
 }
