@@ -343,6 +343,44 @@ fn a_burst_of_503s_on_puts_is_ridden_out(kind: Kind, test: &str) {
     case.assert_exactly_one_dataset();
 }
 
+/// The answer to the manifest PUT lost, and the manifest unreachable after it: the run
+/// cannot know whether it committed, so it fails (exit 1) deleting nothing of its own, and
+/// leaves its record; the next run decides by the manifest it finds (none here: the objects
+/// go) and ends with exactly its own dataset.
+fn an_unconfirmed_commit_deletes_nothing_and_the_next_run_decides(kind: Kind, test: &str) {
+    let Some(case) = Case::new(kind, test) else {
+        return;
+    };
+    let proxy = case.store.proxy();
+    proxy.set(Fault::OutageFrom {
+        trigger: Match::req("PUT", "manifest.json"),
+        then: Match::path("manifest.json"),
+        secs: 6.0,
+    });
+    let run = case.run(Some(&proxy), &["--store-retry-secs", "1"]);
+    let text = stderr(&run);
+    assert_eq!(run.get_output().status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("cannot confirm the commit of")
+            && text.contains("this run's objects are kept"),
+        "{text}"
+    );
+    let left = case.objects();
+    let data: Vec<&String> = left.iter().filter(|n| !n.starts_with('.')).collect();
+    assert_eq!(data.len(), 6, "the run's objects are kept: {left:?}");
+    assert!(
+        left.iter().any(|n| n.starts_with(".zephr-etl-runs/")),
+        "and its record: {left:?}"
+    );
+    assert!(!left.contains(&"manifest.json".to_string()));
+    proxy.set(Fault::Pass);
+    case.run(Some(&proxy), &[]).success();
+    let now = case.assert_exactly_one_dataset();
+    for old in data {
+        assert!(!now.contains(old), "{old} of the unconfirmed run went");
+    }
+}
+
 // ---- reading an input from the store ----
 
 fn an_input_in_the_store_converts_like_the_local_file(kind: Kind, test: &str) {
@@ -439,6 +477,7 @@ on_every_store!(
     a_lost_answer_to_the_manifest_put_still_commits,
     a_lost_answer_to_the_lock_create_does_not_lock_the_run_out,
     a_burst_of_503s_on_puts_is_ridden_out,
+    an_unconfirmed_commit_deletes_nothing_and_the_next_run_decides,
     an_input_in_the_store_converts_like_the_local_file,
 );
 

@@ -35,6 +35,14 @@ impl Match {
         Match::default()
     }
 
+    /// Requests of any method whose target contains `path`.
+    pub fn path(path: &str) -> Match {
+        Match {
+            method: None,
+            path: path.to_string(),
+        }
+    }
+
     /// Requests with this method whose target contains `path`.
     pub fn req(method: &str, path: &str) -> Match {
         Match {
@@ -73,6 +81,13 @@ pub enum Fault {
         ms: u64,
         n: usize,
     },
+    /// Pass everything until a request matches `trigger`; from that one on, `503` to every
+    /// request that matches `then` for `secs` seconds (an object unreachable from a moment on).
+    OutageFrom {
+        trigger: Match,
+        then: Match,
+        secs: f64,
+    },
 }
 
 /// The fault as the proxy applies it: a burst's end as an instant, counts left.
@@ -82,6 +97,7 @@ enum Active {
     FailFirst(Match, usize),
     DropAnswer(Match, usize),
     Stall(Match, Duration, usize),
+    OutageFrom(Match, Match, Duration),
 }
 
 /// What to do with one request.
@@ -126,6 +142,17 @@ impl State {
             Active::Stall(m, time, left) if *left > 0 && m.matches(method, target) => {
                 *left -= 1;
                 Action::Stall(*time)
+            }
+            Active::OutageFrom(trigger, then, length) if trigger.matches(method, target) => {
+                let then = std::mem::take(then);
+                let until = Instant::now() + *length;
+                let refuse = then.matches(method, target);
+                *fault = Active::Burst(then, until);
+                if refuse {
+                    Action::Refuse
+                } else {
+                    Action::Forward
+                }
             }
             _ => Action::Forward,
         };
@@ -208,6 +235,11 @@ impl FaultProxy {
             Fault::Stall { matching, ms, n } => {
                 Active::Stall(matching, Duration::from_millis(ms), n)
             }
+            Fault::OutageFrom {
+                trigger,
+                then,
+                secs,
+            } => Active::OutageFrom(trigger, then, Duration::from_secs_f64(secs.max(0.0))),
         };
         *self.state.fault.lock().unwrap_or_else(|e| e.into_inner()) = active;
     }
