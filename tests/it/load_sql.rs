@@ -454,3 +454,77 @@ print(json.dumps(out))
         answer["version"]
     );
 }
+
+#[test]
+fn a_run_in_a_bucket_loads_from_its_s3_urls() {
+    let Some(server) = crate::support::s3::shared("a_run_in_a_bucket_loads_from_its_s3_urls")
+    else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let input = write_file(tmp.path(), "export.json", &generated(20, 3));
+    let bucket = server.bucket("load-sql");
+    let prefix = format!("s3://{bucket}/nightly");
+    let output = crate::support::harness::zephr()
+        .args(["convert", s(&input), "-o", &prefix, "-q"])
+        .envs(server.env())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let load_sql = |args: &[&str]| {
+        let output = crate::support::harness::zephr()
+            .arg("load-sql")
+            .args(args)
+            .envs(server.env())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (
+            output.status.code(),
+            String::from_utf8(output.stdout).unwrap(),
+            stderr,
+        )
+    };
+    let manifest_url = format!("{prefix}/manifest.json");
+    let (code, redshift, stderr) = load_sql(&["--dialect", "redshift", &manifest_url]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (_, by_prefix, _) = load_sql(&["--dialect", "redshift", &format!("{prefix}/")]);
+    assert_eq!(redshift, by_prefix, "the run's prefix names its manifest");
+    // Every Parquet file the manifest lists, by its full URL, in one COPY each.
+    let manifest: Value = serde_json::from_str(&server.python(&format!(
+        "import boto3, os, sys\nsys.stdout.write(boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).get_object(Bucket='{bucket}', Key='nightly/manifest.json')['Body'].read().decode())"
+    )))
+    .unwrap();
+    let files: Vec<&str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["format"] == "parquet")
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(files.len(), 3);
+    for file in &files {
+        let copy = format!("FROM '{prefix}/{file}' IAM_ROLE default FORMAT AS PARQUET;");
+        assert_eq!(redshift.matches(&copy).count(), 1, "{copy}\n{redshift}");
+    }
+    let (_, bigquery, _) = load_sql(&["--dialect", "bigquery", "--schema", "ds", &manifest_url]);
+    assert!(
+        bigquery.contains(&format!("uris = ['{prefix}/{}']", files[0])),
+        "{bigquery}"
+    );
+    let (_, databricks, _) = load_sql(&["--dialect", "databricks", "--merge", &manifest_url]);
+    assert!(databricks.contains(&format!("FROM '{prefix}/' FILEFORMAT = PARQUET")));
+    // A local manifest for a warehouse that reads buckets only is a usage error that says why.
+    let local = tmp.path().join("local");
+    run_ok(&["convert", s(&input), "-o", s(&local), "-q"]);
+    let (code, _, stderr) = load_sql(&["--dialect", "bigquery", s(&local)]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("BigQuery loads files from a bucket"),
+        "{stderr}"
+    );
+}
