@@ -452,10 +452,10 @@ impl Gen<'_> {
             (Warehouse::Snowflake, Base::Bucket(url)) => {
                 let _ = writeln!(
                     out,
-                    "-- The stage @{} must point at {url}/ (CREATE STAGE {} URL = '{url}/' \
-                     STORAGE_INTEGRATION = ...).",
+                    "-- The stage @{} must hold the run's files as {url}/ does (a stage \
+                     created with URL = '{url}/' and a STORAGE_INTEGRATION, or one above it \
+                     with the path after its name).",
                     self.options.stage,
-                    self.options.stage.split('/').next().unwrap_or_default()
                 );
             }
             (Warehouse::Bigquery, Base::Bucket(url)) if !url.starts_with("gs://") => {
