@@ -28,6 +28,9 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Write a synthetic export on stdout (for examples, tests and benchmarks).
     Generate(GenerateArgs),
+    /// Print the SQL that loads a run's files into a warehouse (creates the tables when
+    /// missing, loads the files its manifest lists; with --merge keeps current-state tables).
+    LoadSql(LoadSqlArgs),
     /// Summarise an export without writing tables: counts, attribute keys, products, dates.
     Inspect(InspectArgs),
     /// Print a shell completion script (bash, zsh or fish) on stdout.
@@ -303,6 +306,45 @@ pub enum DialectArg {
     Snowflake,
     Redshift,
     Spark,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadSqlArgs {
+    /// The run: its manifest.json, the run's folder, or its bucket URL (the manifest's key or
+    /// the run's prefix, as in s3://bucket/nightly/).
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: String,
+    /// The warehouse the statements are for. bigquery, redshift and databricks read the files
+    /// from a bucket (redshift from S3 only); postgres loads the CSV with psql's \copy (write
+    /// the run with --csv-dialect postgres); the others load the Parquet.
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub dialect: WarehouseArg,
+    /// Keep current-state tables: the run's users upserted on user_id (the last row of a
+    /// repeated user_id wins), their grants and attributes replaced, other users kept,
+    /// state_events appended; through staging tables, in one transaction where the warehouse
+    /// has them. Without it the rows are appended: a second run of the script loads them twice.
+    #[arg(long)]
+    pub merge: bool,
+    /// Qualify every table with this schema (BigQuery: dataset), created when missing.
+    #[arg(long, value_name = "S")]
+    pub schema: Option<String>,
+    /// snowflake: the stage that holds the run's folder (a name, or name/path).
+    #[arg(long, value_name = "NAME", default_value = zephr_etl::load_sql::DEFAULT_STAGE)]
+    pub stage: String,
+    /// redshift: the IAM role COPY reads S3 with: default (the cluster's default role) or an ARN.
+    #[arg(long, value_name = "ROLE", default_value = zephr_etl::load_sql::DEFAULT_IAM_ROLE)]
+    pub iam_role: String,
+}
+
+/// Warehouses `load-sql` writes statements for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WarehouseArg {
+    Bigquery,
+    Snowflake,
+    Redshift,
+    Databricks,
+    Duckdb,
+    Postgres,
 }
 
 #[derive(Debug, Args)]

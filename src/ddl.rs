@@ -155,8 +155,60 @@ pub fn create_table(def: &TableDef, dialect: Dialect) -> String {
 
 /// [`create_table`] with JSON columns typed as `json` says.
 pub fn create_table_as(def: &TableDef, dialect: Dialect, json: JsonAs) -> String {
+    create_table_with(def, dialect, json, &Create::default())
+}
+
+/// How [`create_table_with`] words the statement's head and tail (`load-sql` creates its
+/// tables when missing, in a schema, and its staging tables as temporary ones).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Create {
+    /// `CREATE TABLE IF NOT EXISTS`.
+    pub if_not_exists: bool,
+    /// `CREATE TEMP TABLE` (with `temporary_word`), never schema-qualified.
+    pub temporary: Option<&'static str>,
+    /// The schema (dataset, database) that qualifies the name.
+    pub schema: Option<String>,
+    /// Spark's `USING PARQUET` left out: Databricks' default table format (Delta) instead.
+    pub no_using: bool,
+}
+
+/// `name` qualified by `schema` when there is one, each part an identifier of `dialect`.
+pub fn qualified(dialect: Dialect, schema: Option<&str>, name: &str) -> String {
+    match schema {
+        Some(schema) => format!(
+            "{}.{}",
+            dialect.identifier(schema),
+            dialect.identifier(name)
+        ),
+        None => dialect.identifier(name),
+    }
+}
+
+/// `CREATE TABLE` for `def` as `create` says, JSON columns as `json` says.
+pub fn create_table_with(
+    def: &TableDef,
+    dialect: Dialect,
+    json: JsonAs,
+    create: &Create,
+) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "CREATE TABLE {} (", dialect.identifier(&def.table));
+    let name = match create.temporary {
+        Some(_) => dialect.identifier(&def.table),
+        None => qualified(dialect, create.schema.as_deref(), &def.table),
+    };
+    let _ = writeln!(
+        out,
+        "CREATE {}TABLE {}{name} (",
+        create
+            .temporary
+            .map(|t| format!("{t} "))
+            .unwrap_or_default(),
+        if create.if_not_exists {
+            "IF NOT EXISTS "
+        } else {
+            ""
+        }
+    );
     let width = def
         .columns
         .iter()
@@ -175,7 +227,7 @@ pub fn create_table_as(def: &TableDef, dialect: Dialect, json: JsonAs) -> String
     }
     let _ = match dialect {
         // Parquet is what Spark loads; the table reads the files where they are put.
-        Dialect::Spark => writeln!(out, ") USING PARQUET;"),
+        Dialect::Spark if !create.no_using => writeln!(out, ") USING PARQUET;"),
         _ => writeln!(out, ");"),
     };
     out

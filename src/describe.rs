@@ -52,7 +52,8 @@ pub enum Described {
 }
 
 impl Described {
-    fn def(&self) -> Option<&TableDef> {
+    /// The table's definition; `None` for `state_events` without a manifest.
+    pub fn def(&self) -> Option<&TableDef> {
         match self {
             Described::Builtin(table) => Some(table.def()),
             Described::Def(def) => Some(def),

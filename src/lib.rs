@@ -16,7 +16,8 @@
 //!
 //! Around the core: [`extension`] is the users table of a run with [`wide`] attribute columns
 //! and [`pii`]-hashed identifiers; [`naming`] keeps column names warehouse-safe; [`ddl`] writes
-//! each warehouse's `CREATE TABLE` and [`describe`] what `schema` prints; [`manifest`]
+//! each warehouse's `CREATE TABLE` and [`describe`] what `schema` prints; [`load_sql`] the
+//! statements that load a run's files into a warehouse (`load-sql`); [`manifest`]
 //! describes a run's files; [`inspect`] summarises an export without writing tables;
 //! [`allocator`] tunes glibc for the batches' large, short-lived buffers.
 //!
@@ -30,7 +31,7 @@
 //! - [`export`] (the engine);
 //! - [`state_events`], [`wide`];
 //! - [`fetch`] (the Admin API client, its pages, journal and segment merge), [`pipeline`];
-//! - [`sink`], [`inspect`], [`extension`] (a re-export);
+//! - [`sink`], [`inspect`], [`extension`] (a re-export), [`load_sql`];
 //! - [`flatten`] (its `users` and `wide_columns` are the extended `users` table's layout),
 //!   [`manifest`], [`describe`];
 //! - [`source`], [`table`], [`dest`], [`ddl`], [`generate`];
@@ -50,6 +51,7 @@ pub mod fetch;
 pub mod flatten;
 pub mod generate;
 pub mod inspect;
+pub mod load_sql;
 pub mod manifest;
 pub mod naming;
 pub mod pii;

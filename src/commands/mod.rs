@@ -7,6 +7,7 @@ mod export;
 mod fetch;
 mod generate;
 mod inspect;
+mod load_sql;
 mod schema;
 mod state_events;
 mod wide;
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema(args) => schema::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Inspect(args) => inspect::run(&args, cli.quiet),
+        Command::LoadSql(args) => load_sql::run(&args),
         Command::Completions(args) => completions::run(&args),
     }
 }

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use zephr_etl::cloud::{self, Location, reader::ObjectReader};
 use zephr_etl::ddl::{Dialect, JsonAs};
 use zephr_etl::describe::{self, DescribeError, Described, TABLE_NAMES};
+use zephr_etl::load_sql::Base;
 use zephr_etl::manifest::{MANIFEST_NAME, Manifest};
 
 use super::wide::{UsersPlan, read_user_schema};
@@ -69,19 +70,35 @@ fn builtin(args: &SchemaArgs) -> anyhow::Result<Vec<Described>> {
 /// The manifest at `text`: a file or an object, or the manifest.json of a run's folder or
 /// prefix.
 fn read_manifest(text: &str) -> anyhow::Result<Manifest> {
-    let location = cloud::parse(text).map_err(|e| super::UsageError(format!("--manifest: {e}")))?;
-    let bytes = match location {
+    read_manifest_at(text, "--manifest").map(|(manifest, _)| manifest)
+}
+
+/// [`read_manifest`], and where the run's files are: the manifest's folder (absolute) or
+/// bucket prefix. `what` names the argument in a usage error.
+pub(super) fn read_manifest_at(text: &str, what: &str) -> anyhow::Result<(Manifest, Base)> {
+    let location = cloud::parse(text).map_err(|e| super::UsageError(format!("{what}: {e}")))?;
+    let (bytes, base) = match location {
         Location::Local(path) => {
             let path = if path.is_dir() {
                 path.join(MANIFEST_NAME)
             } else {
                 path
             };
-            std::fs::read(&path).with_context(|| format!("cannot read {}", show(&path)))?
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", show(&path)))?;
+            let folder = std::path::absolute(&path)
+                .with_context(|| format!("cannot read {}", show(&path)))?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            (bytes, Base::Local(folder))
         }
         // A run's prefix names its manifest, as a run's folder does.
         Location::Cloud(_) if !text.ends_with(".json") => {
-            return read_manifest(&format!("{}/{MANIFEST_NAME}", text.trim_end_matches('/')));
+            return read_manifest_at(
+                &format!("{}/{MANIFEST_NAME}", text.trim_end_matches('/')),
+                what,
+            );
         }
         Location::Cloud(url) => {
             let mut bytes = Vec::new();
@@ -96,11 +113,13 @@ fn read_manifest(text: &str) -> anyhow::Result<Manifest> {
                         })
                 })
                 .with_context(|| format!("cannot read {text}"))?;
-            bytes
+            let prefix = text.rsplit_once('/').map_or(text, |(prefix, _)| prefix);
+            (bytes, Base::Bucket(prefix.to_string()))
         }
     };
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("{text} is not a zephr-etl manifest.json"))
+    let manifest = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{text} is not a zephr-etl manifest.json"))?;
+    Ok((manifest, base))
 }
 
 fn show(path: &Path) -> String {

@@ -21,7 +21,7 @@ use crate::loaders::{Postgres, parquet_table, read_manifest, run_ok, s, skipped}
 use crate::support::harness::{generated, write_file};
 
 /// The python with duckdb and sqlglot, or `None` after saying SKIPPED.
-fn python(test: &str) -> Option<PathBuf> {
+pub(crate) fn python(test: &str) -> Option<PathBuf> {
     match std::env::var_os("ZEPHR_ETL_TEST_PYTHON") {
         Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
         _ => {
@@ -36,7 +36,7 @@ fn python(test: &str) -> Option<PathBuf> {
 
 /// Runs `script` with `args`; fails the test with python's stderr unless it succeeds, and
 /// returns its stdout as JSON.
-fn run_python(python: &Path, script: &str, args: &[&str]) -> Value {
+pub(crate) fn run_python(python: &Path, script: &str, args: &[&str]) -> Value {
     let output = Command::new(python)
         .arg("-c")
         .arg(script)
@@ -78,7 +78,7 @@ fn wide_run(dir: &Path) -> PathBuf {
 
 /// The statements of a script split on `;` as a naive runner splits it, comment lines
 /// dropped; empty chunks (the tail after the last `;`) left out.
-fn split_statements(script: &str) -> Vec<String> {
+pub(crate) fn split_statements(script: &str) -> Vec<String> {
     script
         .split(';')
         .map(|chunk| {

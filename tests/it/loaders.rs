@@ -639,7 +639,7 @@ impl Drop for Postgres {
 }
 
 /// The SQL that renders a column in the canonical text of [`canonical`].
-fn canonical_sql(name: &str, data_type: &DataType, duckdb: bool) -> String {
+pub(crate) fn canonical_sql(name: &str, data_type: &DataType, duckdb: bool) -> String {
     let quoted = format!("\"{name}\"");
     match (data_type, duckdb) {
         (DataType::Utf8, _) => quoted,

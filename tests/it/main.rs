@@ -13,6 +13,7 @@ mod ddl;
 mod errors;
 mod fetch_cli;
 mod fetch_client;
+mod load_sql;
 mod loaders;
 mod object_store;
 mod warehouse;
