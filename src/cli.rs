@@ -325,6 +325,10 @@ pub struct LoadSqlArgs {
     /// has them. Without it the rows are appended: a second run of the script loads them twice.
     #[arg(long)]
     pub merge: bool,
+    /// With --merge, for a full export (a fetch without --since or a registration window):
+    /// users absent from the run are deleted with their grants and attributes.
+    #[arg(long, requires = "merge")]
+    pub delete_missing: bool,
     /// Qualify every table with this schema (BigQuery: dataset), created when missing.
     #[arg(long, value_name = "S")]
     pub schema: Option<String>,

@@ -97,6 +97,9 @@ pub struct Options {
     pub warehouse: Warehouse,
     /// Apply SPEC section 7 (`--merge`) instead of appending.
     pub merge: bool,
+    /// With `merge`: the run is a full export, and users absent from it are deleted with
+    /// their grants and attributes (`--delete-missing`).
+    pub delete_missing: bool,
     /// The schema (BigQuery dataset, Snowflake or Databricks schema) of every table.
     pub schema: Option<String>,
     /// Snowflake: the stage (with an optional path, `name/path`) that holds the run's folder.
@@ -111,6 +114,7 @@ impl Options {
         Options {
             warehouse,
             merge: false,
+            delete_missing: false,
             schema: None,
             stage: DEFAULT_STAGE.into(),
             iam_role: DEFAULT_IAM_ROLE.into(),
@@ -328,6 +332,11 @@ impl Gen<'_> {
         }
         let mut apply = String::new();
         let users_staged = parts.iter().any(|p| p.name() == "users" && staged(p));
+        if self.options.merge && self.options.delete_missing && users_staged {
+            for part in parts.iter().filter(|p| p.merged()) {
+                self.delete_missing(&mut apply, part);
+            }
+        }
         for part in parts {
             if !staged(part) {
                 self.load_direct(&mut apply, part);
@@ -373,7 +382,11 @@ impl Gen<'_> {
 
     /// The comments that open the script: what it loads, how, and what to know first.
     fn header(&self, out: &mut String, manifest: &Manifest, parts: &[Part]) {
-        let mode = if self.options.merge {
+        let mode = if self.options.merge && self.options.delete_missing {
+            "merged as a full export (users absent from the run deleted with their grants \
+             and attributes, the run's users upserted on user_id, their grants and \
+             attributes replaced, state_events appended)"
+        } else if self.options.merge {
             "merged (users upserted on user_id, their grants and attributes replaced, \
              state_events appended)"
         } else {
@@ -829,6 +842,17 @@ impl Gen<'_> {
                 );
             }
         }
+    }
+
+    /// A full export's `--delete-missing`: the rows of users the run does not have go.
+    fn delete_missing(&self, out: &mut String, part: &Part) {
+        let user_id = self.d.identifier("user_id");
+        let _ = writeln!(
+            out,
+            "DELETE FROM {} WHERE {user_id} NOT IN (SELECT {user_id} FROM {});",
+            self.target(part.name()),
+            self.stage_ref("users")
+        );
     }
 
     /// The run's users' rows of a table deleted, then the run's rows inserted.

@@ -1,4 +1,4 @@
-//! `zephr-etl load-sql --dialect D [--merge] [--schema S] MANIFEST`: the statements that load
+//! `zephr-etl load-sql --dialect D [--merge [--delete-missing]] [--schema S] MANIFEST`: the statements that load
 //! a run's files into a warehouse, printed on stdout (see [`zephr_etl::load_sql`]). Nothing
 //! runs and no credential is needed; the manifest is read as `schema --manifest` reads it.
 
@@ -13,6 +13,7 @@ pub fn run(args: &LoadSqlArgs) -> anyhow::Result<ExitCode> {
     let options = Options {
         warehouse: warehouse_of(args.dialect),
         merge: args.merge,
+        delete_missing: args.delete_missing,
         schema: args.schema.clone(),
         stage: args.stage.clone(),
         iam_role: args.iam_role.clone(),

@@ -193,6 +193,36 @@ fn check_state(engine: &str, manifest: &Value, want: &BTreeMap<&'static str, Row
     );
 }
 
+/// The item tables in a fresh DuckDB after `scripts` ran in order, as `engine_rows` reads
+/// them (each table's cells by `cell_exprs`), with the count of staging tables left and
+/// DuckDB's version.
+fn duckdb_after(python: &Path, scripts: &[&str], manifest: &Value) -> Value {
+    let queries: BTreeMap<&str, String> = TABLES
+        .iter()
+        .map(|t| {
+            let cells = cell_exprs(manifest, t, true).join(", ");
+            (*t, format!("SELECT {cells} FROM \"{t}\""))
+        })
+        .collect();
+    let script = r#"
+import json, sys, duckdb
+scripts, queries = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+con = duckdb.connect()
+for sql in scripts:
+    con.execute(sql)
+out = {t: [list(r) for r in con.execute(q).fetchall()] for t, q in queries.items()}
+out["staging"] = con.execute(
+    "SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'zephr_etl_stage_%'").fetchone()[0]
+out["version"] = duckdb.__version__
+print(json.dumps(out))
+"#;
+    run_python(
+        python,
+        script,
+        &[&json!(scripts).to_string(), &json!(queries).to_string()],
+    )
+}
+
 #[test]
 fn duckdb_and_postgres_create_load_then_merge_a_second_run_into_the_current_state() {
     let tmp = TempDir::new().unwrap();
@@ -214,39 +244,14 @@ fn duckdb_and_postgres_create_load_then_merge_a_second_run_into_the_current_stat
     assert!(duck1.contains("INSERT INTO \"users\" (") && duck1.contains("read_parquet(['"));
     assert!(duck2.contains("DELETE FROM \"users\" WHERE"), "{duck2}");
     if let Some(python) = python("load_sql duckdb") {
-        {
-            let queries: BTreeMap<&str, String> = TABLES
-                .iter()
-                .map(|t| {
-                    let cells = cell_exprs(&manifest, t, true).join(", ");
-                    (*t, format!("SELECT {cells} FROM \"{t}\""))
-                })
-                .collect();
-            let script = r#"
-import json, sys, duckdb
-first, second, queries = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-con = duckdb.connect()
-con.execute(first)
-con.execute(second)
-out = {t: [list(r) for r in con.execute(q).fetchall()] for t, q in queries.items()}
-out["staging"] = con.execute(
-    "SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'zephr_etl_stage_%'").fetchone()[0]
-out["version"] = duckdb.__version__
-print(json.dumps(out))
-"#;
-            let got = run_python(
-                &python,
-                script,
-                &[&duck1, &duck2, &json!(queries).to_string()],
-            );
-            check_state("duckdb", &manifest, &want, &got);
-            assert_eq!(got["staging"], 0, "the staging tables are dropped");
-            let _ = writeln!(
-                std::io::stderr(),
-                "load-sql: DuckDB {} holds the merged state",
-                got["version"]
-            );
-        }
+        let got = duckdb_after(&python, &[&duck1, &duck2], &manifest);
+        check_state("duckdb", &manifest, &want, &got);
+        assert_eq!(got["staging"], 0, "the staging tables are dropped");
+        let _ = writeln!(
+            std::io::stderr(),
+            "load-sql: DuckDB {} holds the merged state",
+            got["version"]
+        );
     }
 
     // PostgreSQL: the postgres-dialect CSV, through \copy, in a schema.
@@ -527,4 +532,56 @@ fn a_run_in_a_bucket_loads_from_its_s3_urls() {
         stderr.contains("BigQuery loads files from a bucket"),
         "{stderr}"
     );
+}
+
+/// `--merge --delete-missing` takes the run as a full export: in DuckDB, after a first run
+/// and the second merged this way, only the second run's users are left, each with exactly
+/// the second run's grants and attributes. Without --merge the flag is a usage error.
+#[test]
+fn delete_missing_leaves_only_the_full_exports_users() {
+    let tmp = TempDir::new().unwrap();
+    let (first, second) = two_runs(tmp.path());
+    let (_, users2) = run_table(&second, "users");
+    let keep: BTreeSet<String> = users2.iter().map(|r| r[0].clone().unwrap()).collect();
+    let want: BTreeMap<&'static str, Rows> = expected_state(&first, &second)
+        .into_iter()
+        .map(|(table, rows)| {
+            let rows = rows
+                .into_iter()
+                .filter(|r| keep.contains(r[0].as_deref().unwrap()))
+                .collect();
+            (table, rows)
+        })
+        .collect();
+    assert_eq!(want["users"].len(), keep.len());
+    assert!(
+        keep.len() < 50,
+        "some of the first run's users are missing from the second"
+    );
+    let manifest = read_manifest(&second);
+    let (duck1, _) = run_ok(&["load-sql", "--dialect", "duckdb", s(&first)]);
+    let (duck2, _) = run_ok(&[
+        "load-sql",
+        "--dialect",
+        "duckdb",
+        "--merge",
+        "--delete-missing",
+        s(&second),
+    ]);
+    assert!(duck2.contains("NOT IN (SELECT \"user_id\" FROM"), "{duck2}");
+    crate::support::harness::zephr()
+        .args([
+            "load-sql",
+            "--dialect",
+            "duckdb",
+            "--delete-missing",
+            s(&second),
+        ])
+        .assert()
+        .code(2);
+    if let Some(python) = python("load_sql delete-missing") {
+        let got = duckdb_after(&python, &[&duck1, &duck2], &manifest);
+        check_state("duckdb", &manifest, &want, &got);
+        assert_eq!(got["staging"], 0, "the staging tables are dropped");
+    }
 }
