@@ -9,6 +9,8 @@
 
 use std::fmt::Write as _;
 
+use crate::timestamp::parse_timestamp_micros;
+
 /// Highest `rpp` accepted: Zephr documents no maximum, this keeps one page's body (held in
 /// memory whole until committed) within reason.
 pub const MAX_RPP: u32 = 10_000;
@@ -287,64 +289,25 @@ fn check_time(field: QueryField, value: Option<&str>) -> Result<(), QueryError> 
     }
 }
 
-/// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]`, with real calendar days.
+/// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]`, with real calendar days. The
+/// crate's one calendar ([`parse_timestamp_micros`]) decides whether the text is a real
+/// instant; this only narrows the spellings to the ones the Admin API documents (a `T`, a
+/// zone as `Z` or `±HH:MM`).
 pub fn is_iso8601(s: &str) -> bool {
     let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<u32> {
-        let digits = b.get(from..from + len)?;
-        digits.iter().try_fold(0u32, |acc, &d| {
-            d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
-        })
-    };
-    let (Some(year), Some(month), Some(day)) = (num(0, 4), num(5, 2), num(8, 2)) else {
-        return false;
-    };
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
-        return false;
-    }
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-        return false;
-    }
-    if b.len() == 10 {
-        return true;
-    }
-    if b.get(10) != Some(&b'T') || b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
-        return false;
-    }
-    let (Some(h), Some(m), Some(sec)) = (num(11, 2), num(14, 2), num(17, 2)) else {
-        return false;
-    };
-    if h > 23 || m > 59 || sec > 59 {
-        return false;
-    }
-    let mut i = 19;
-    if b.get(i) == Some(&b'.') {
-        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 {
-            return false;
+    let spelled = b.len() == 10 || {
+        let mut i = 19;
+        if b.get(i) == Some(&b'.') {
+            let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            i += 1 + digits;
         }
-        i += 1 + digits;
-    }
-    match &b[i..] {
-        [] | [b'Z'] => true,
-        [sign, ..] if (*sign == b'+' || *sign == b'-') && b.len() == i + 6 => {
-            b[i + 3] == b':'
-                && num(i + 1, 2).is_some_and(|oh| oh <= 23)
-                && num(i + 4, 2).is_some_and(|om| om <= 59)
-        }
-        _ => false,
-    }
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
-            29
-        }
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
+        b.get(10) == Some(&b'T')
+            && matches!(
+                b.get(i..),
+                Some([] | [b'Z'] | [b'+' | b'-', _, _, b':', _, _])
+            )
+    };
+    spelled && parse_timestamp_micros(s).is_some()
 }
 
 #[cfg(test)]
