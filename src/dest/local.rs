@@ -175,8 +175,9 @@ fn lock_state<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Makes the entries of `dir` (creations, renames, removals) durable; best effort, as some
-/// file systems refuse to sync a folder.
-fn sync_dir(dir: &Path) {
+/// file systems refuse to sync a folder. The crate's one such routine (the fetch's journal
+/// and state file use it too).
+pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }

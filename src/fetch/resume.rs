@@ -281,7 +281,7 @@ impl WorkDir {
             file.write_all(b"\n")?;
             file.sync_all()?;
             fs::rename(&temp, &path)?;
-            sync_dir(&self.path);
+            crate::dest::local::sync_dir(&self.path);
             Ok(())
         };
         write().map_err(|source| self.io(&path, source))
@@ -326,13 +326,6 @@ impl WorkDir {
             path: path.to_path_buf(),
             source,
         }
-    }
-}
-
-/// Makes a rename in `dir` durable (best effort: not every platform can sync a directory).
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
     }
 }
 

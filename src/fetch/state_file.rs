@@ -134,7 +134,7 @@ pub fn write(path: &Path, state: &RunState) -> Result<(), StateFileError> {
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
-        super::resume::sync_dir(&parent);
+        crate::dest::local::sync_dir(&parent);
         Ok(())
     })();
     if result.is_err() {
