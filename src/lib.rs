@@ -37,7 +37,7 @@
 //! - [`source`], [`table`], [`dest`], [`ddl`], [`generate`];
 //! - [`schema`], [`timestamp`] (the one calendar), [`error`], [`naming`], [`pii`],
 //!   [`progress`], [`cloud`] (object-store URLs and clients, for [`source`] and [`dest`]),
-//!   [`allocator`], [`signal`].
+//!   [`allocator`], [`signal`], `random` (the one source of random bytes, crate-private).
 
 pub mod allocator;
 pub mod cloud;
@@ -57,6 +57,7 @@ pub mod naming;
 pub mod pii;
 pub mod pipeline;
 pub mod progress;
+mod random;
 pub mod schema;
 pub mod signal;
 pub mod sink;

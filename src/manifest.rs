@@ -121,17 +121,9 @@ pub fn listed_files(bytes: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A new random run id: 128 bits as lowercase hex.
+/// A new random run id: 128 bits as lowercase hex (unique even without the OS's generator).
 pub fn new_run_id() -> String {
-    let mut bytes = [0u8; 16];
-    // Without randomness the id still has to differ between runs: time and pid do.
-    if getrandom::fill(&mut bytes).is_err() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = (now ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
-    }
-    hex::encode(bytes)
+    crate::random::unique_hex()
 }
 
 #[cfg(test)]

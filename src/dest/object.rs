@@ -521,7 +521,7 @@ fn new_run_tag() -> String {
         .chars()
         .filter(|c| *c != '-' && *c != ':')
         .collect();
-    let random = getrandom::u32().unwrap_or_else(|_| std::process::id());
+    let random = crate::random::u32();
     format!("{time}-{random:08x}")
 }
 

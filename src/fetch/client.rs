@@ -22,7 +22,7 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use ureq::http::Response;
 
@@ -707,13 +707,7 @@ fn sleep_unless_cancelled(d: Duration, cancel: &AtomicBool) -> bool {
 }
 
 fn random_u64() -> u64 {
-    getrandom::u64().unwrap_or_else(|_| {
-        // Jitter only needs to differ between threads and attempts, not to be unpredictable.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos().into())
-            .unwrap_or(0)
-    })
+    crate::random::u64()
 }
 
 /// A whole response body and what the server said it is.
@@ -792,6 +786,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn base_urls_hide_queries_and_credentials() {

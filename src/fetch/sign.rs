@@ -5,7 +5,6 @@
 //! `secret + body + path + query + METHOD + timestamp + nonce`. Despite the scheme's name this
 //! is a plain hash, not a keyed HMAC. A retry is a new request and must be signed anew.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -85,31 +84,10 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A fresh nonce: 16 random bytes as 32 lowercase hex digits.
+/// A fresh nonce: 16 random bytes as 32 lowercase hex digits (unique even when the OS's
+/// generator fails, see [`crate::random`]).
 pub fn new_nonce() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // The OS RNG failing is rare and not worth failing a run over: a nonce only has to be
-        // unique, so fall back to hashing the clock, the process id and a process-wide counter.
-        bytes = fallback_unique_bytes();
-    }
-    hex::encode(bytes)
-}
-
-fn fallback_unique_bytes() -> [u8; 16] {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut h = Sha256::new();
-    h.update(nanos.to_le_bytes());
-    h.update(std::process::id().to_le_bytes());
-    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    let digest = h.finalize();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&digest[..16]);
-    out
+    crate::random::unique_hex()
 }
 
 #[cfg(test)]
@@ -190,7 +168,5 @@ mod tests {
         assert!(ts.abs_diff(now_ms()) < 60_000);
         assert_eq!(parts[2].len(), 32);
         assert_ne!(parts[2], b.split(':').nth(2).unwrap());
-        assert_eq!(fallback_unique_bytes().len(), 16);
-        assert_ne!(fallback_unique_bytes(), fallback_unique_bytes());
     }
 }
