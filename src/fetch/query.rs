@@ -6,9 +6,6 @@
 //! timestamp like `2024-01-01T00:00:00Z` then reads the same raw and decoded, so a server that
 //! hashes either form agrees with us. A `+` in an offset is encoded, as it would otherwise
 //! decode to a space.
-
-use std::fmt::Write as _;
-
 use crate::timestamp::parse_timestamp_micros;
 
 /// Highest `rpp` accepted: Zephr documents no maximum, this keeps one page's body (held in
@@ -258,18 +255,17 @@ impl QueryBuilder {
     }
 }
 
+/// What [`encode`] leaves as it is: RFC 3986's unreserved characters, and `:`.
+const KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b':');
+
 /// Percent-encodes all but RFC 3986 unreserved characters and `:` (see the module docs).
 pub fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
-            out.push(char::from(b));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(value, KEPT).to_string()
 }
 
 fn check_rpp(rpp: Option<u32>) -> Result<(), QueryError> {
