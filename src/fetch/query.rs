@@ -6,6 +6,7 @@
 //! timestamp like `2024-01-01T00:00:00Z` then reads the same raw and decoded, so a server that
 //! hashes either form agrees with us. A `+` in an offset is encoded, as it would otherwise
 //! decode to a space.
+
 use crate::timestamp::parse_timestamp_micros;
 
 /// Highest `rpp` accepted: Zephr documents no maximum, this keeps one page's body (held in
