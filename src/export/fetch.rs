@@ -509,7 +509,7 @@ impl Export {
         put("row-group-size", opts.parquet.row_group_rows.to_string());
         put("save-raw", plan.save_raw.is_some().to_string());
         // What the segments' cells depend on beyond the query: a resume must not mix them.
-        put("csv-dialect", format!("{:?}", opts.dialect).to_lowercase());
+        put("csv-dialect", opts.dialect.name().to_string());
         if let Some(ext) = self.users() {
             if let Some(key) = &ext.pii {
                 put("hash-pii", key.fingerprint());

@@ -126,28 +126,24 @@ impl ExportOptions {
     /// caller's own, such as where wide columns came from).
     pub fn manifest_parameters(&self) -> BTreeMap<String, Value> {
         use serde_json::json;
-        let lower = |v: String| json!(v.to_lowercase());
         let formats: Vec<&str> = self.format_list().into_iter().map(Format::name).collect();
         let users = self.pipeline.flatten.users;
         let mut map = BTreeMap::new();
         map.insert("format".into(), json!(formats));
-        map.insert("csv_dialect".into(), lower(format!("{:?}", self.dialect)));
+        map.insert("csv_dialect".into(), json!(self.dialect.name()));
         if let Some(rows) = self.excel_rows {
             // The worksheet's rows, header included.
             map.insert("excel_max_rows".into(), json!(rows + 1));
         }
         map.insert("max_rows_per_file".into(), json!(self.max_rows_per_file));
-        map.insert(
-            "compression".into(),
-            lower(format!("{:?}", self.parquet.compression)),
-        );
+        map.insert("compression".into(), json!(self.parquet.compression.name()));
         if self.parquet.compression == crate::sink::parquet::ParquetCompression::Zstd {
             map.insert("zstd_level".into(), json!(self.parquet.zstd_level));
         }
         map.insert("row_group_size".into(), json!(self.parquet.row_group_rows));
         map.insert(
             "on_error".into(),
-            lower(format!("{:?}", self.pipeline.flatten.on_error)),
+            json!(self.pipeline.flatten.on_error.name()),
         );
         map.insert(
             "hash_pii".into(),

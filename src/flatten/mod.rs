@@ -40,6 +40,16 @@ pub enum OnError {
     Skip,
 }
 
+impl OnError {
+    /// The mode's name as `--on-error` and the manifest spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnError::Fail => "fail",
+            OnError::Skip => "skip",
+        }
+    }
+}
+
 /// How items are flattened.
 #[derive(Debug, Clone, Copy)]
 pub struct FlattenOptions {

@@ -27,6 +27,17 @@ pub enum ParquetCompression {
     None,
 }
 
+impl ParquetCompression {
+    /// The codec's name as `--compression` and the manifest spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ParquetCompression::Zstd => "zstd",
+            ParquetCompression::Snappy => "snappy",
+            ParquetCompression::None => "none",
+        }
+    }
+}
+
 /// Columns of unbounded free text (an attribute's value, the JSON of unmapped fields): no
 /// min/max statistics, which would copy every huge value twice (see `properties`).
 pub const UNBOUNDED_TEXT_COLUMNS: [&str; 2] = ["value", "extra"];

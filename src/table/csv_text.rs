@@ -21,6 +21,15 @@ pub enum CsvDialect {
 }
 
 impl CsvDialect {
+    /// The dialect's name as `--csv-dialect` and the manifest spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CsvDialect::Plain => "plain",
+            CsvDialect::Excel => "excel",
+            CsvDialect::Postgres => "postgres",
+        }
+    }
+
     /// The record terminator.
     pub fn line_end(self) -> &'static [u8] {
         match self {
