@@ -27,7 +27,8 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::multipart::MultipartStore;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, RetryConfig, StaticCredentialProvider,
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig, StaticCredentialProvider, UpdateVersion,
 };
 
 use super::{Cloud, CloudError, CloudUrl, redact};
@@ -215,6 +216,66 @@ impl Store {
         object_store::path::Path::from(full)
     }
 
+    /// The object `name` (relative to the prefix) whole, with what a conditional replace of
+    /// it needs; `None` when there is none. A failure is `action`'s (see [`Store::error`]):
+    /// a missing bucket is an error, never an absent object.
+    pub fn get(&self, action: &'static str, name: &str) -> Result<Option<Fetched>, CloudError> {
+        let client = self.client.clone();
+        let path = self.path(name);
+        let got = self.runtime.block_on(async move {
+            let result = client.get(&path).await?;
+            let version = version_of(result.meta.e_tag.clone(), result.meta.version.clone());
+            let last_modified_ms = result.meta.last_modified.timestamp_millis();
+            let bytes = result.bytes().await?;
+            Ok::<_, object_store::Error>(Fetched {
+                bytes: bytes.to_vec(),
+                version,
+                last_modified_ms,
+            })
+        });
+        match got {
+            Ok(fetched) => Ok(Some(fetched)),
+            Err(e) => match self.error(action, name, e) {
+                CloudError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Writes the object `name` whole with one PUT in `mode`; the version it now has.
+    pub fn put(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        mode: PutMode,
+    ) -> object_store::Result<Option<UpdateVersion>> {
+        let client = self.client.clone();
+        let path = self.path(name);
+        let options = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        self.runtime.block_on(async move {
+            let result = client
+                .put_opts(&path, PutPayload::from(bytes), options)
+                .await?;
+            Ok(version_of(result.e_tag, result.version))
+        })
+    }
+
+    /// Deletes the object `name`; one that is gone already is fine.
+    pub fn delete(&self, name: &str) -> object_store::Result<()> {
+        let client = self.client.clone();
+        let path = self.path(name);
+        match self
+            .runtime
+            .block_on(async move { client.delete(&path).await })
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The error of `action` on `name` (relative to the prefix), in terms a user can act on.
     pub fn error(
         &self,
@@ -239,6 +300,22 @@ fn gcs_emulator() -> Option<String> {
     } else {
         format!("http://{host}")
     })
+}
+
+/// An object as [`Store::get`] read it.
+pub struct Fetched {
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// What a conditional replace of it needs, when the store gave it.
+    pub version: Option<UpdateVersion>,
+    /// When it was last written, in milliseconds since the Unix epoch.
+    pub last_modified_ms: i64,
+}
+
+/// What a conditional replace needs: the ETag, and on GCS the generation (object_store's GCS
+/// client conditions on the generation). `None` when the store gave neither.
+fn version_of(e_tag: Option<String>, version: Option<String>) -> Option<UpdateVersion> {
+    (e_tag.is_some() || version.is_some()).then_some(UpdateVersion { e_tag, version })
 }
 
 fn env_flag(name: &str) -> bool {

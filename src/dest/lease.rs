@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{PutMode, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
 use super::upload::Shared;
@@ -274,40 +274,27 @@ struct LockRead {
 /// The lock object, `None` when there is none.
 fn read_lock(shared: &Shared) -> Result<Option<LockRead>, DestError> {
     let store = &shared.store;
-    let client = store.client.clone();
-    let path = store.path(LOCK_NAME);
-    let got = store.runtime.block_on(async move {
-        let result = client.get(&path).await?;
-        let etag = version_of(result.meta.e_tag.clone(), result.meta.version.clone());
-        let last_modified = result.meta.last_modified;
-        let bytes = result.bytes().await?;
-        Ok::<_, object_store::Error>((bytes, etag, last_modified))
-    });
-    match got {
-        Ok((bytes, etag, last_modified)) => {
-            let body = serde_json::from_slice::<LockBody>(&bytes).unwrap_or_else(|_| {
-                // Not ours to read: treat it as a lock that lasts one default lease from its
-                // last write, so a stray object cannot block the prefix forever.
-                let expires_ms =
-                    u64::try_from(last_modified.timestamp_millis()).unwrap_or(0) + 120_000;
-                LockBody {
-                    tool: "unknown".into(),
-                    run: "unknown".into(),
-                    host: "unknown".into(),
-                    pid: 0,
-                    expires_ms,
-                    expires: iso_utc(UNIX_EPOCH + Duration::from_millis(expires_ms)),
-                }
-            });
-            Ok(Some(LockRead {
-                body,
-                bytes: bytes.to_vec(),
-                etag,
-            }))
+    let Some(fetched) = store.get("read the lock", LOCK_NAME)? else {
+        return Ok(None);
+    };
+    let body = serde_json::from_slice::<LockBody>(&fetched.bytes).unwrap_or_else(|_| {
+        // Not ours to read: treat it as a lock that lasts one default lease from its last
+        // write, so a stray object cannot block the prefix forever.
+        let expires_ms = u64::try_from(fetched.last_modified_ms).unwrap_or(0) + 120_000;
+        LockBody {
+            tool: "unknown".into(),
+            run: "unknown".into(),
+            host: "unknown".into(),
+            pid: 0,
+            expires_ms,
+            expires: iso_utc(UNIX_EPOCH + Duration::from_millis(expires_ms)),
         }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(DestError::Cloud(store.error("read the lock", LOCK_NAME, e))),
-    }
+    });
+    Ok(Some(LockRead {
+        body,
+        bytes: fetched.bytes,
+        etag: fetched.version,
+    }))
 }
 
 /// Deletes the lock if it still is `run`'s.
@@ -315,12 +302,7 @@ fn release(shared: &Shared, run: &str) {
     if let Ok(Some(held)) = read_lock(shared)
         && held.body.run == run
     {
-        let client = shared.store.client.clone();
-        let path = shared.store.path(LOCK_NAME);
-        let _ = shared
-            .store
-            .runtime
-            .block_on(async move { client.delete(&path).await });
+        let _ = shared.store.delete(LOCK_NAME);
     }
 }
 
@@ -341,30 +323,13 @@ fn update(version: UpdateVersion) -> PutMode {
     PutMode::Update(version)
 }
 
-/// What a conditional replace needs: the ETag, and on GCS the generation (object_store's GCS
-/// client conditions on the generation). `None` when the store gave neither.
-pub(super) fn version_of(e_tag: Option<String>, version: Option<String>) -> Option<UpdateVersion> {
-    (e_tag.is_some() || version.is_some()).then_some(UpdateVersion { e_tag, version })
-}
-
-/// One conditional PUT of the lock; the new ETag.
+/// One conditional PUT of the lock; the new version.
 fn put(
     shared: &Shared,
     body: Vec<u8>,
     mode: PutMode,
 ) -> object_store::Result<Option<UpdateVersion>> {
-    let client = shared.store.client.clone();
-    let path = shared.store.path(LOCK_NAME);
-    let options = PutOptions {
-        mode,
-        ..PutOptions::default()
-    };
-    shared.store.runtime.block_on(async move {
-        let result = client
-            .put_opts(&path, PutPayload::from(body), options)
-            .await?;
-        Ok(version_of(result.e_tag, result.version))
-    })
+    shared.store.put(LOCK_NAME, body, mode)
 }
 
 fn now_ms() -> u64 {

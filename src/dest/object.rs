@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{ObjectStore, PutMode, UpdateVersion};
 
 use super::MANIFEST_NAME;
 use super::lease::{self, LOCK_NAME, LeaseState};
@@ -81,9 +81,9 @@ pub struct ObjectDest {
     lease: Mutex<Option<Arc<LeaseState>>>,
     /// What this run has created (and will remove) since its last commit.
     record: Mutex<RunRecord>,
-    /// The ETag of the manifest this run wrote: a second commit of the run (state events)
+    /// The version of the manifest this run wrote: a second commit of the run (state events)
     /// replaces exactly that one.
-    manifest_etag: Mutex<Option<UpdateVersion>>,
+    manifest_version: Mutex<Option<UpdateVersion>>,
     /// The record must outlive this run: its objects may be committed or not (a lost answer
     /// that could not be checked), or some could not be deleted.
     keep_record: AtomicBool,
@@ -92,9 +92,6 @@ pub struct ObjectDest {
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-/// An object's bytes and its version (ETag, generation), when the store gives one.
-type Tagged = (Vec<u8>, Option<UpdateVersion>);
 
 /// What became of a manifest PUT.
 enum Written {
@@ -119,7 +116,7 @@ impl ObjectDest {
             run,
             options,
             lease: Mutex::new(None),
-            manifest_etag: Mutex::new(None),
+            manifest_version: Mutex::new(None),
             keep_record: AtomicBool::new(false),
         })
     }
@@ -151,52 +148,27 @@ impl ObjectDest {
                 .await
         });
         let keys = listed.map_err(|e| self.error("list", "", e))?;
-        let base = &store.url.key;
-        Ok(keys
-            .into_iter()
-            .filter_map(|key| {
-                if base.is_empty() {
-                    Some(key)
-                } else {
-                    key.strip_prefix(base.as_str())
-                        .and_then(|rest| rest.strip_prefix('/'))
-                        .map(str::to_string)
-                }
-            })
-            .collect())
+        Ok(keys.iter().filter_map(|key| self.relative(key)).collect())
+    }
+
+    /// An object's key as a name relative to the prefix; `None` when it is not below it.
+    fn relative(&self, key: &str) -> Option<String> {
+        let base = &self.store().url.key;
+        if base.is_empty() {
+            return Some(key.to_string());
+        }
+        key.strip_prefix(base.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .map(str::to_string)
     }
 
     fn delete(&self, names: &[String]) -> Result<(), DestError> {
-        let store = self.store();
         for name in names {
-            let client = store.client.clone();
-            let path = store.path(name);
-            match store
-                .runtime
-                .block_on(async move { client.delete(&path).await })
-            {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.error("delete", name, e)),
-            }
+            self.store()
+                .delete(name)
+                .map_err(|e| self.error("delete", name, e))?;
         }
         Ok(())
-    }
-
-    /// The manifest's bytes and ETag, `None` when there is none.
-    fn read_manifest(&self) -> Result<Option<Tagged>, object_store::Error> {
-        let store = self.store();
-        let client = store.client.clone();
-        let path = store.path(MANIFEST_NAME);
-        let got = store.runtime.block_on(async move {
-            let result = client.get(&path).await?;
-            let version = lease::version_of(result.meta.e_tag.clone(), result.meta.version.clone());
-            Ok::<_, object_store::Error>((result.bytes().await?, version))
-        });
-        match got {
-            Ok((bytes, etag)) => Ok(Some((bytes.to_vec(), etag))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// Writes the manifest (step e), deciding by reading it back whenever the answer is not
@@ -204,36 +176,21 @@ impl ObjectDest {
     /// PUT is refused by the very manifest it wrote.
     fn put_manifest(&self, bytes: Vec<u8>, overwrite: bool) -> Result<Written, DestError> {
         let store = self.store();
-        let mode = match guard(&self.manifest_etag).clone() {
+        let mode = match guard(&self.manifest_version).clone() {
             Some(version) => PutMode::Update(version),
             None if overwrite => PutMode::Overwrite,
             None => PutMode::Create,
         };
-        let client = store.client.clone();
-        let path = store.path(MANIFEST_NAME);
-        let options = PutOptions {
-            mode,
-            ..PutOptions::default()
-        };
-        let payload = PutPayload::from(bytes.clone());
-        let put = store
-            .runtime
-            .block_on(async move { client.put_opts(&path, payload, options).await });
-        let error = match put {
-            Ok(result) => {
-                return Ok(Written::Committed(lease::version_of(
-                    result.e_tag,
-                    result.version,
-                )));
-            }
+        let error = match store.put(MANIFEST_NAME, bytes.clone(), mode) {
+            Ok(version) => return Ok(Written::Committed(version)),
             Err(e) => e,
         };
         let refused = matches!(
             error,
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
         );
-        match self.read_manifest() {
-            Ok(Some((found, etag))) if found == bytes => Ok(Written::Committed(etag)),
+        match store.get("read", MANIFEST_NAME) {
+            Ok(Some(found)) if found.bytes == bytes => Ok(Written::Committed(found.version)),
             Ok(_) if refused => Ok(Written::Refused),
             // Not there, or not ours: the PUT did not land.
             Ok(_) => Err(self.error("write", MANIFEST_NAME, error)),
@@ -250,7 +207,7 @@ impl ObjectDest {
                          ({}); this run's objects are kept, and the next run on this prefix \
                          keeps or removes them as the manifest says",
                         store.error("write", MANIFEST_NAME, error),
-                        store.error("read", MANIFEST_NAME, read)
+                        read
                     ),
                 }))
             }
@@ -268,20 +225,10 @@ impl ObjectDest {
             client.list_with_delimiter(prefix.as_ref()).await
         });
         let listed = listed.map_err(|e| self.error("list", folder, e))?;
-        let base = store.path("");
         Ok(listed
             .objects
-            .into_iter()
-            .filter_map(|meta| {
-                let key = meta.location.as_ref();
-                if base.as_ref().is_empty() {
-                    Some(key.to_string())
-                } else {
-                    key.strip_prefix(base.as_ref())
-                        .and_then(|rest| rest.strip_prefix('/'))
-                        .map(str::to_string)
-                }
-            })
+            .iter()
+            .filter_map(|meta| self.relative(meta.location.as_ref()))
             .collect())
     }
 
@@ -362,20 +309,7 @@ impl Destination for ObjectDest {
     }
 
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, DestError> {
-        let store = self.store();
-        let client = store.client.clone();
-        let path = store.path(name);
-        let got = store.runtime.block_on(async move {
-            let result = client.get(&path).await?;
-            result.bytes().await
-        });
-        match got {
-            Ok(bytes) => Ok(Some(bytes.to_vec())),
-            Err(e) => match self.error("read", name, e) {
-                DestError::Cloud(CloudError::NotFound { .. }) => Ok(None),
-                other => Err(other),
-            },
-        }
+        Ok(self.store().get("read", name)?.map(|found| found.bytes))
     }
 
     fn create(&self, name: &str) -> Result<Box<dyn StagedFile>, DestError> {
@@ -419,7 +353,8 @@ impl Destination for ObjectDest {
         let remove: Vec<String> = commit
             .remove
             .into_iter()
-            .filter(|name| name != MANIFEST_NAME && is_valid_name(name))
+            // The manifest is not a name a run creates (is_valid_name refuses it).
+            .filter(|name| is_valid_name(name))
             .collect();
         {
             let mut record = guard(&self.record);
@@ -432,7 +367,7 @@ impl Destination for ObjectDest {
             lease.renew()?;
         }
         match self.put_manifest(commit.manifest, commit.overwrite)? {
-            Written::Committed(etag) => *guard(&self.manifest_etag) = etag,
+            Written::Committed(version) => *guard(&self.manifest_version) = version,
             Written::Refused => {
                 let store = self.store();
                 return Err(DestError::Exists {

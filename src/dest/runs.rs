@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, PutMode};
 
 use super::DestError;
 use super::upload::Shared;
@@ -67,42 +67,21 @@ fn record_name(run: &str) -> String {
 /// Writes (replaces) the record of `record.run`.
 pub fn write(shared: &Shared, record: &RunRecord) -> Result<(), DestError> {
     let name = record_name(&record.run);
-    let store = &shared.store;
-    let client = store.client.clone();
-    let path = store.path(&name);
     let body = serde_json::to_vec_pretty(record).unwrap_or_default();
-    let options = PutOptions {
-        mode: PutMode::Overwrite,
-        ..PutOptions::default()
-    };
-    store
-        .runtime
-        .block_on(async move {
-            client
-                .put_opts(&path, PutPayload::from(body), options)
-                .await
-        })
+    shared
+        .store
+        .put(&name, body, PutMode::Overwrite)
         .map(drop)
-        .map_err(|e| DestError::Cloud(store.error("write the run record", &name, e)))
+        .map_err(|e| DestError::Cloud(shared.store.error("write the run record", &name, e)))
 }
 
 /// Deletes the record of `run` (gone already is fine).
 pub fn delete(shared: &Shared, run: &str) -> Result<(), DestError> {
     let name = record_name(run);
-    let store = &shared.store;
-    let client = store.client.clone();
-    let path = store.path(&name);
-    match store
-        .runtime
-        .block_on(async move { client.delete(&path).await })
-    {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(DestError::Cloud(store.error(
-            "delete the run record",
-            &name,
-            e,
-        ))),
-    }
+    shared
+        .store
+        .delete(&name)
+        .map_err(|e| DestError::Cloud(shared.store.error("delete the run record", &name, e)))
 }
 
 /// The runs that have a record under the prefix. Lists only the records' own folder.
@@ -130,24 +109,12 @@ pub fn list(shared: &Shared) -> Result<Vec<String>, DestError> {
 /// (a stray or damaged object is never acted on).
 pub fn read(shared: &Shared, run: &str) -> Result<Option<RunRecord>, DestError> {
     let name = record_name(run);
-    let store = &shared.store;
-    let client = store.client.clone();
-    let path = store.path(&name);
-    let got = store.runtime.block_on(async move {
-        let result = client.get(&path).await?;
-        result.bytes().await
-    });
-    match got {
-        Ok(bytes) => Ok(serde_json::from_slice::<RunRecord>(&bytes)
-            .ok()
-            .filter(|record| record.tool == "zephr-etl" && record.run == run)),
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(DestError::Cloud(store.error(
-            "read the run record",
-            &name,
-            e,
-        ))),
-    }
+    let Some(found) = shared.store.get("read the run record", &name)? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<RunRecord>(&found.bytes)
+        .ok()
+        .filter(|record| record.tool == "zephr-etl" && record.run == run))
 }
 
 #[cfg(test)]
