@@ -801,26 +801,19 @@ print(json.dumps(out))
 }
 
 /// Runs `script` with `python` in `dir`, each of `args` as a JSON argument after the folder,
-/// and parses what it prints as JSON; fails the test with the script's stderr otherwise.
+/// and parses what it prints as JSON (through [`crate::ddl::run_python`], which fails the
+/// test with the script's stderr otherwise).
 fn run_python<T: serde::de::DeserializeOwned>(
     python: &Path,
     script: &str,
     dir: &Path,
     args: &[Value],
 ) -> T {
-    let output = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .arg(dir)
-        .args(args.iter().map(Value::to_string))
-        .output()
-        .expect("the python of ZEPHR_ETL_TEST_PYTHON runs");
-    assert!(
-        output.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    let mut texts = vec![dir.display().to_string()];
+    texts.extend(args.iter().map(Value::to_string));
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    serde_json::from_value(crate::ddl::run_python(python, script, &texts))
+        .expect("the script prints the expected JSON")
 }
 
 #[test]
