@@ -7,7 +7,7 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use zephr_etl::flatten::flatten_batch;
+use zephr_core::flatten::flatten_batch;
 
 fn flatten(c: &mut Criterion) {
     let data = common::export();

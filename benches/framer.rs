@@ -9,7 +9,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use zephr_etl::source::framer::{Framer, FramerOptions, RawBatch};
+use zephr_core::source::framer::{Framer, FramerOptions, RawBatch};
 
 fn framer(c: &mut Criterion) {
     let data = common::export();

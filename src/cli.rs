@@ -92,7 +92,7 @@ pub struct OutputArgs {
     pub overwrite: bool,
     /// With an object-store -o: how long one failing store request (5xx, throttling, a
     /// timeout, a dropped connection) is retried, with backoff, before the run fails.
-    #[arg(long, value_name = "SECS", default_value_t = zephr_etl::cloud::store::DEFAULT_RETRY_SECS)]
+    #[arg(long, value_name = "SECS", default_value_t = zephr_store::store::DEFAULT_RETRY_SECS)]
     pub store_retry_secs: u64,
     /// What to do with a bad item.
     #[arg(long, value_enum, default_value = "fail")]
@@ -108,7 +108,7 @@ pub struct OutputArgs {
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Items per batch handed to a worker.
-    #[arg(long, value_name = "N", default_value_t = zephr_etl::source::framer::DEFAULT_BATCH_ITEMS as u32,
+    #[arg(long, value_name = "N", default_value_t = zephr_core::source::framer::DEFAULT_BATCH_ITEMS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
     /// Bytes read from the input at a time.
@@ -134,12 +134,12 @@ pub struct OutputArgs {
     #[arg(long, value_enum, default_value = "plain", value_name = "DIALECT")]
     pub csv_dialect: CsvDialectArg,
     /// Rows per worksheet with --csv-dialect excel, header included (Excel's limit).
-    #[arg(long, value_name = "N", default_value_t = zephr_etl::sink::csv::EXCEL_MAX_DATA_ROWS + 1, hide = true,
+    #[arg(long, value_name = "N", default_value_t = zephr_sink::csv::EXCEL_MAX_DATA_ROWS + 1, hide = true,
           value_parser = clap::value_parser!(u64).range(2..))]
     pub excel_max_rows: u64,
     /// Rows per worksheet of --format xlsx, header included (Excel's limit; lower for tests).
-    #[arg(long, value_name = "N", default_value_t = zephr_etl::sink::xlsx::EXCEL_MAX_ROWS, hide = true,
-          value_parser = clap::value_parser!(u32).range(2..=zephr_etl::sink::xlsx::EXCEL_MAX_ROWS as i64))]
+    #[arg(long, value_name = "N", default_value_t = zephr_sink::xlsx::EXCEL_MAX_ROWS, hide = true,
+          value_parser = clap::value_parser!(u32).range(2..=zephr_sink::xlsx::EXCEL_MAX_ROWS as i64))]
     pub xlsx_max_rows: u32,
     /// Write each table and format as a folder of part files of at most N rows
     /// (parquet/users/part-00000.parquet, csv/users/part-00000.csv, ...).
@@ -222,7 +222,7 @@ pub struct FetchArgs {
     pub retries: u32,
     /// Longest silence in seconds while connecting, waiting for a response or between reads
     /// of its body; a request that times out is retried like a dropped connection.
-    #[arg(long, value_name = "SECS", default_value_t = zephr_etl::fetch::client::DEFAULT_TIMEOUT_SECS,
+    #[arg(long, value_name = "SECS", default_value_t = zephr_api::client::DEFAULT_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
     /// Continue an interrupted fetch into the same DIR with the same arguments.
@@ -333,10 +333,10 @@ pub struct LoadSqlArgs {
     #[arg(long, value_name = "S")]
     pub schema: Option<String>,
     /// snowflake: the stage that holds the run's folder (a name, or name/path).
-    #[arg(long, value_name = "NAME", default_value = zephr_etl::load_sql::DEFAULT_STAGE)]
+    #[arg(long, value_name = "NAME", default_value = zephr_core::load_sql::DEFAULT_STAGE)]
     pub stage: String,
     /// redshift: the IAM role COPY reads S3 with: default (the cluster's default role) or an ARN.
-    #[arg(long, value_name = "ROLE", default_value = zephr_etl::load_sql::DEFAULT_IAM_ROLE)]
+    #[arg(long, value_name = "ROLE", default_value = zephr_core::load_sql::DEFAULT_IAM_ROLE)]
     pub iam_role: String,
 }
 

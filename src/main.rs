@@ -1,7 +1,10 @@
 //! The `zephr-etl` binary: parse arguments, run one command, print one error, exit.
 
+mod allocator;
 mod cli;
 mod commands;
+mod progress;
+mod signal;
 
 use std::process::ExitCode;
 
@@ -9,7 +12,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     // Before any large buffer exists: see the module for why and what it measured.
-    zephr_etl::allocator::tune_for_batches();
+    crate::allocator::tune_for_batches();
     let args = cli::Cli::parse();
     match commands::run(args) {
         Ok(code) => code,
@@ -19,7 +22,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             // Not eprintln!: a closed stderr must not turn a failure into a panic (exit 101).
-            zephr_etl::progress::stderr_line(&format!(
+            crate::progress::stderr_line(&format!(
                 "zephr-etl: {}",
                 commands::render_error(&error)
             ));

@@ -39,28 +39,7 @@ impl ProgressMode {
     }
 }
 
-/// The size a download is heading for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Total {
-    /// Known: file sizes, or a `Content-Length`.
-    Exact(u64),
-    /// Extrapolated from the part done so far (a paginated fetch).
-    Estimate(u64),
-}
-
-impl Total {
-    /// The byte count, estimated or not.
-    pub fn bytes(self) -> u64 {
-        match self {
-            Total::Exact(n) | Total::Estimate(n) => n,
-        }
-    }
-}
-
-/// Formats a byte count as Zephr's console does: `12.3MB`.
-pub fn megabytes(bytes: u64) -> String {
-    format!("{:.1}MB", bytes as f64 / 1e6)
-}
+pub use zephr_engine::control::{Observer, Total, megabytes};
 
 /// Writes one line to stderr, ignoring failure: a closed stderr (`2>&1 | head -1`) must not
 /// stop the run, and the exit status still tells how it ended.
@@ -146,11 +125,6 @@ impl Progress {
         }
     }
 
-    /// How progress is shown.
-    pub fn mode(&self) -> ProgressMode {
-        self.mode
-    }
-
     /// Time since the run started.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
@@ -215,6 +189,17 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// The engine reports through the bar (or plain lines).
+impl Observer for Progress {
+    fn line(&self, message: &str) {
+        Progress::line(self, message);
+    }
+
+    fn downloading(&self, bytes: u64, total: Option<Total>, users: u64) {
+        Progress::downloading(self, bytes, total, users);
     }
 }
 

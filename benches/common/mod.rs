@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::Criterion;
-use zephr_etl::flatten::{FlatBatch, FlattenOptions, OnError, flatten_batch};
-use zephr_etl::generate::{GenerateSpec, write_export};
-use zephr_etl::source::framer::{Framer, FramerOptions, RawBatch};
-use zephr_etl::table::{CsvDialect, Formats};
+use zephr_core::flatten::{FlatBatch, FlattenOptions, OnError, flatten_batch};
+use zephr_core::generate::{GenerateSpec, write_export};
+use zephr_core::source::framer::{Framer, FramerOptions, RawBatch};
+use zephr_core::table::{CsvDialect, Formats};
 
 /// Users in the bench export: about 5.4 MB of JSON, large enough to span several batches of
 /// the framer's default size, small enough that the measuring of all benches stays near a

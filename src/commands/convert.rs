@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use serde_json::json;
-use zephr_etl::pipeline::RunStats;
-use zephr_etl::progress::{Progress, ProgressMode, Total};
-use zephr_etl::schema::Table;
-use zephr_etl::signal;
-use zephr_etl::source::{InputSpec, open_all};
-use zephr_etl::wide;
+use zephr_engine::pipeline::RunStats;
+use crate::progress::{Progress, ProgressMode, Total};
+use zephr_core::schema::Table;
+use crate::signal;
+use zephr_engine::input::{InputSpec, open_all};
+use zephr_engine::wide;
 
 use super::export::{failed, open, tables_summary};
 use super::state_events::finish;
@@ -39,7 +39,7 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             "state_events": args.state_events.as_ref().map(|p| p.display().to_string()),
         }),
     )?;
-    let pipeline = export.options().pipeline;
+    let pipeline = export.options().pipeline.clone();
     users.apply(&mut export, "the attribute keys of the inputs", || {
         progress.phase("Finding attribute keys (first pass)...");
         wide::discover_columns(&inputs, pipeline.framer, pipeline.threads).map_err(wide_error)

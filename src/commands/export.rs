@@ -8,18 +8,18 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use serde_json::{Value, json};
-use zephr_etl::cloud::store::StoreOptions;
-use zephr_etl::dest::DestError;
-use zephr_etl::error::ItemProblem;
-use zephr_etl::export::{Export, ExportError, ExportOptions, default_threads, summary};
-use zephr_etl::fetch::resume::ResumeError;
-use zephr_etl::flatten::{FlattenOptions, OnError};
-use zephr_etl::pipeline::{OnInterrupt, PipelineError, PipelineOptions, RunStats};
-use zephr_etl::progress::Progress;
-use zephr_etl::sink::parquet::{ParquetCompression, ParquetOptions};
-use zephr_etl::sink::xlsx::XlsxOptions;
-use zephr_etl::source::framer::FramerOptions;
-use zephr_etl::table::{CsvDialect, Formats};
+use zephr_store::store::StoreOptions;
+use zephr_dest::DestError;
+use zephr_core::error::ItemProblem;
+use zephr_engine::export::{Export, ExportError, ExportOptions, default_threads, summary};
+use zephr_engine::resume::ResumeError;
+use zephr_core::flatten::{FlattenOptions, OnError};
+use zephr_engine::pipeline::{OnInterrupt, PipelineError, PipelineOptions, RunStats};
+use crate::progress::Progress;
+use zephr_sink::parquet::{ParquetCompression, ParquetOptions};
+use zephr_sink::xlsx::XlsxOptions;
+use zephr_core::source::framer::FramerOptions;
+use zephr_core::table::{CsvDialect, Formats};
 
 use super::UsageError;
 use crate::cli::{CompressionArg, CsvDialectArg, FormatArg, OnErrorArg, OutputArgs};
@@ -75,6 +75,7 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
             first_item: 1,
             rejects_before: 0,
             on_interrupt: OnInterrupt::Fail,
+            cancel: crate::signal::token(),
         },
         max_rows_per_file: args.max_rows_per_file,
         excel_rows: (dialect == CsvDialect::Excel).then(|| args.excel_max_rows - 1),
@@ -91,7 +92,7 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
 /// A malformed or unsupported URL, or a store that cannot be configured, is a usage error.
 pub fn open(args: &OutputArgs, source: Value) -> anyhow::Result<Export> {
     let store = StoreOptions::retrying_for(args.store_retry_secs);
-    let dest = zephr_etl::dest::open(&args.output.to_string_lossy(), store).map_err(|e| {
+    let dest = zephr_dest::open(&args.output.to_string_lossy(), store).map_err(|e| {
         if e.is_usage() {
             anyhow::Error::new(UsageError(format!("-o: {e}")))
         } else {
@@ -105,7 +106,7 @@ pub fn open(args: &OutputArgs, source: Value) -> anyhow::Result<Export> {
 
 /// Refuses a side file (`flag`'s path) that would be one of the run's outputs in DIR.
 pub fn check_side_file(dir: &Path, path: &Path, flag: &str) -> anyhow::Result<()> {
-    if zephr_etl::export::is_output_path(dir, path) {
+    if zephr_engine::export::is_output_path(dir, path) {
         return Err(UsageError(format!(
             "{flag} {}: that is one of the outputs in {}; choose a file outside the dataset",
             path.display(),

@@ -2,7 +2,7 @@
 //!
 //! Every flag is checked before the first request. The engine then fetches the user export
 //! page by page (resumable) or, with `--no-paginate`, as one streamed array (see
-//! `zephr_etl::export::fetch`). Once the user tables are committed, `--state-file` is moved
+//! `zephr_engine::export::fetch`). Once the user tables are committed, `--state-file` is moved
 //! on and the state-events phase runs; its failure keeps the user tables and exits 3.
 
 use std::path::PathBuf;
@@ -12,19 +12,19 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde_json::json;
-use zephr_etl::export::fetch::{FetchPlan, ResumeNotice};
-use zephr_etl::fetch::client::ClientConfig;
-use zephr_etl::fetch::feed::SegmentLimit;
-use zephr_etl::fetch::resume::WorkDir;
-use zephr_etl::fetch::secret::SECRET_KEY_VAR;
-use zephr_etl::fetch::state_file::{self, StateFileError};
-use zephr_etl::fetch::{
+use zephr_engine::export::fetch::{FetchPlan, ResumeNotice};
+use zephr_api::client::ClientConfig;
+use zephr_engine::feed::SegmentLimit;
+use zephr_engine::resume::WorkDir;
+use zephr_api::secret::SECRET_KEY_VAR;
+use zephr_engine::state_file::{self, StateFileError};
+use zephr_api::{
     Client, CredentialError, Credentials, EventsQuery, ExportQuery, FetchError, QueryField,
     RetryPolicy, tenant_base_url,
 };
-use zephr_etl::progress::{Progress, ProgressMode};
-use zephr_etl::signal;
-use zephr_etl::wide::{self, USER_SCHEMA_PATH, WideError};
+use crate::progress::{Progress, ProgressMode};
+use crate::signal;
+use zephr_engine::wide::{self, USER_SCHEMA_PATH, WideError};
 
 use super::UsageError;
 use super::export::{check_side_file, failed, open, tables_summary};
@@ -66,7 +66,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         &args.output,
         json!({
             "tenant": fetch.tenant,
-            "base_url": zephr_etl::fetch::client::redact_url(&fetch.base_url),
+            "base_url": zephr_api::client::redact_url(&fetch.base_url),
             "query": fetch.query.to_query(None),
             "state_events": events.as_ref().map(|e| e.to_query(None)),
         }),

@@ -5,7 +5,7 @@ use std::io::{self, BufWriter};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use zephr_etl::generate::{GenerateSpec, write_export};
+use zephr_core::generate::{GenerateSpec, write_export};
 
 use crate::cli::GenerateArgs;
 

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use zephr_etl::inspect::{Inspector, render};
-use zephr_etl::progress::{Progress, ProgressMode};
-use zephr_etl::source::framer::FramerOptions;
-use zephr_etl::source::open_input;
+use zephr_core::inspect::{Inspector, render};
+use crate::progress::{Progress, ProgressMode};
+use zephr_core::source::framer::FramerOptions;
+use zephr_engine::input::open_input;
 
 use crate::cli::InspectArgs;
 

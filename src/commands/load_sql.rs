@@ -1,11 +1,11 @@
 //! `zephr-etl load-sql --dialect D [--merge [--delete-missing]] [--schema S] MANIFEST`: the
 //! statements that load a run's files into a warehouse, printed on stdout (see
-//! [`zephr_etl::load_sql`]). Nothing runs and no credential is needed; the manifest is read
+//! [`zephr_core::load_sql`]). Nothing runs and no credential is needed; the manifest is read
 //! as `schema --manifest` reads it.
 
 use std::process::ExitCode;
 
-use zephr_etl::load_sql::{self, LoadSqlError, Options, Warehouse};
+use zephr_core::load_sql::{self, LoadSqlError, Options, Warehouse};
 
 use crate::cli::{LoadSqlArgs, WarehouseArg};
 

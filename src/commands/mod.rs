@@ -14,12 +14,12 @@ mod wide;
 
 use std::process::ExitCode;
 
-use zephr_etl::error::InputError;
-use zephr_etl::export::ExportError;
-use zephr_etl::fetch::FetchError;
-use zephr_etl::pipeline::PipelineError;
-use zephr_etl::source::InputSpec;
-use zephr_etl::wide::WideError;
+use zephr_core::error::InputError;
+use zephr_engine::export::ExportError;
+use zephr_api::FetchError;
+use zephr_engine::pipeline::PipelineError;
+use zephr_engine::input::InputSpec;
+use zephr_engine::wide::WideError;
 
 use crate::cli::{Cli, Command};
 

@@ -1,17 +1,17 @@
 //! `zephr-etl schema [TABLE]`: the output tables' columns and types, from `schemas/` or from
 //! a run's manifest; with `--dialect`, load-ready definitions for a warehouse (see
-//! [`zephr_etl::describe`]).
+//! [`zephr_core::describe`]).
 
 use std::io::Read as _;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use zephr_etl::cloud::{self, Location, reader::ObjectReader};
-use zephr_etl::ddl::{Dialect, JsonAs};
-use zephr_etl::describe::{self, DescribeError, Described, TABLE_NAMES};
-use zephr_etl::load_sql::Base;
-use zephr_etl::manifest::{MANIFEST_NAME, Manifest};
+use zephr_store::{self as cloud, Location, reader::ObjectReader};
+use zephr_core::ddl::{Dialect, JsonAs};
+use zephr_core::describe::{self, DescribeError, Described, TABLE_NAMES};
+use zephr_core::load_sql::Base;
+use zephr_core::manifest::{MANIFEST_NAME, Manifest};
 
 use super::wide::{UsersPlan, read_user_schema};
 

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use zephr_etl::export::{ExportError, summary};
-use zephr_etl::progress::{Progress, stderr_line};
-use zephr_etl::state_events::{EventsStats, TABLE_NAME};
+use zephr_engine::export::{ExportError, summary};
+use crate::progress::{Progress, stderr_line};
+use zephr_engine::state_events::{EventsStats, TABLE_NAME};
 
 use super::EXIT_STATE_EVENTS_FAILED;
 

@@ -1,14 +1,14 @@
 //! The `users` extension of a run from the flags: `--hash-pii`'s key and `--wide-attributes`'
 //! columns (from `--user-schema`, the API's user schema, or a first pass over the inputs,
-//! all in `zephr_etl::wide`), with the library's errors in the flags' words.
+//! all in `zephr_engine::wide`), with the library's errors in the flags' words.
 
 use std::path::Path;
 
-use zephr_etl::export::Export;
-use zephr_etl::extension::UsersExtension;
-use zephr_etl::pii::PiiKey;
-use zephr_etl::progress::Progress;
-use zephr_etl::wide::{self, MAX_DISCOVERED_KEYS, SchemaField, WideColumns, WideError};
+use zephr_engine::export::Export;
+use zephr_core::flatten::users::UsersExtension;
+use zephr_core::pii::PiiKey;
+use crate::progress::Progress;
+use zephr_engine::wide::{self, MAX_DISCOVERED_KEYS, SchemaField, WideColumns, WideError};
 
 use super::UsageError;
 use crate::cli::OutputArgs;

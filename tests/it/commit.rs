@@ -818,10 +818,10 @@ fn side_files_that_would_be_outputs_are_refused() {
 
 #[test]
 fn the_library_runs_a_conversion_without_the_binary() {
-    use zephr_etl::dest::local::LocalDir;
-    use zephr_etl::export::{Export, ExportError, ExportOptions};
-    use zephr_etl::pipeline::{Source, Sources};
-    use zephr_etl::source::{InputSpec, open_all};
+    use zephr_dest::local::LocalDir;
+    use zephr_engine::export::{Export, ExportError, ExportOptions};
+    use zephr_engine::pipeline::{Source, Sources};
+    use zephr_engine::input::{InputSpec, open_all};
 
     let tmp = TempDir::new().unwrap();
     let dir: PathBuf = tmp.path().join("lib");
@@ -839,10 +839,10 @@ fn the_library_runs_a_conversion_without_the_binary() {
     // The lock is held for the whole export.
     assert!(matches!(
         Export::open(dest.clone(), opts.clone()),
-        Err(ExportError::Dest(zephr_etl::dest::DestError::Locked { .. }))
+        Err(ExportError::Dest(zephr_dest::DestError::Locked { .. }))
     ));
     let stats = export.run(sources(12), &mut |_| {}).unwrap();
-    assert_eq!(stats.rows[zephr_etl::schema::Table::Users], 12);
+    assert_eq!(stats.rows[zephr_core::schema::Table::Users], 12);
     let run_id = export.run_id().to_string();
     drop(export);
     let manifest = verified_manifest(&dir).unwrap();
@@ -864,7 +864,7 @@ fn the_library_runs_a_conversion_without_the_binary() {
     let stats = export
         .run(open_all(inputs, Default::default()), &mut |_| {})
         .unwrap();
-    assert_eq!(stats.rows[zephr_etl::schema::Table::Users], 3);
+    assert_eq!(stats.rows[zephr_core::schema::Table::Users], 3);
     drop(export);
     assert_clean(&dir);
     assert_eq!(files(&dir).len(), 7);

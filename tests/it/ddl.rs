@@ -116,8 +116,8 @@ fn schema_scripts_split_on_semicolons_into_statements_every_engine_parses() {
         }
     }
     // BigQuery's `schema` prints the field list; its CREATE TABLE is the library's.
-    for table in zephr_etl::schema::Table::ALL {
-        let sql = zephr_etl::ddl::create_table(table.def(), zephr_etl::ddl::Dialect::Bigquery);
+    for table in zephr_core::schema::Table::ALL {
+        let sql = zephr_core::ddl::create_table(table.def(), zephr_core::ddl::Dialect::Bigquery);
         scripts.push(("bigquery".into(), format!("library {}", table.name()), sql));
     }
     let mut parts = Vec::new();

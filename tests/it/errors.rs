@@ -1599,7 +1599,7 @@ mod secrets {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use zephr_etl::fetch::{
+    use zephr_api::{
         Client, ClientConfig, Credentials, FetchError, RetryPolicy, SecretKey, USER_EXPORT_PATH,
     };
 

@@ -18,7 +18,7 @@ use mock_zephr::{Fault, MockConfig, MockServer, RecordedRequest, StateEventsMock
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::value::RawValue;
 use tempfile::TempDir;
-use zephr_etl::generate::{GenerateSpec, write_export};
+use zephr_core::generate::{GenerateSpec, write_export};
 
 const ACCESS_KEY: &str = "AK-cli-test";
 const SECRET: &str = "S3CR3T-cli-7d1f0c9e4b2a";
@@ -642,7 +642,7 @@ fn state_file_is_written_after_success_and_used_as_since() {
         .code(1);
     assert!(!state.exists());
 
-    let before = zephr_etl::fetch::state_file::iso_utc(std::time::SystemTime::now());
+    let before = zephr_engine::state_file::iso_utc(std::time::SystemTime::now());
     fetch(&server, &tmp.path().join("a"), &["--state-file", arg])
         .assert()
         .success();

@@ -8,8 +8,8 @@ use std::io::Read;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mock_zephr::{Fault, MockConfig, MockServer, RecordedRequest, StateEventsMock};
-use zephr_etl::fetch::client::parse_retry_after;
-use zephr_etl::fetch::{
+use zephr_api::client::parse_retry_after;
+use zephr_api::{
     BodyShape, Client, ClientConfig, Credentials, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery,
     FetchError, PagesError, PagesSummary, RetryPolicy, SecretKey, USER_EXPORT_PATH, fetch_pages,
 };

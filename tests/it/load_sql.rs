@@ -313,8 +313,8 @@ fn duckdb_and_postgres_create_load_then_merge_a_second_run_into_the_current_stat
 
 /// The cloud warehouses' scripts of a run in a bucket, plain and merging, with and without a
 /// schema (the library's, for a run whose manifest names s3:// files).
-fn cloud_scripts(manifest: &zephr_etl::manifest::Manifest, base: &str) -> Vec<(String, String)> {
-    use zephr_etl::load_sql::{Base, Options, Warehouse, script};
+fn cloud_scripts(manifest: &zephr_core::manifest::Manifest, base: &str) -> Vec<(String, String)> {
+    use zephr_core::load_sql::{Base, Options, Warehouse, script};
     let mut out = Vec::new();
     for warehouse in [
         Warehouse::Bigquery,
@@ -339,7 +339,7 @@ fn bigquery_snowflake_redshift_and_databricks_scripts_parse_as_their_dialect() {
     let tmp = TempDir::new().unwrap();
     let (_, second) = two_runs(tmp.path());
     let text = std::fs::read_to_string(second.join("manifest.json")).unwrap();
-    let manifest: zephr_etl::manifest::Manifest = serde_json::from_str(&text).unwrap();
+    let manifest: zephr_core::manifest::Manifest = serde_json::from_str(&text).unwrap();
     let scripts = cloud_scripts(&manifest, "s3://nightly-bucket/zephr/2024-05-01");
     let mut parts = Vec::new();
     for (how, sql) in &scripts {

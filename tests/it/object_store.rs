@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use zephr_etl::cloud::reader::ObjectReader;
-use zephr_etl::cloud::{self, CloudError, CloudUrl, Location};
-use zephr_etl::dest::object::{ObjectDest, ObjectOptions};
-use zephr_etl::dest::{Commit, DestError, Destination, FinishedFile};
+use zephr_store::reader::ObjectReader;
+use zephr_store::{self as cloud, CloudError, CloudUrl, Location};
+use zephr_dest::object::{ObjectDest, ObjectOptions};
+use zephr_dest::{Commit, DestError, Destination, FinishedFile};
 
 use crate::support::harness::{assert_same_tables, convert_locally, untag};
 use crate::support::proxy::FaultProxy;
@@ -506,7 +506,7 @@ fn an_input_object_streams_back_compressed_or_not() {
     assert_eq!(reader.size(), gz.len() as u64);
     let name = std::sync::Arc::<str>::from("s3 input");
     let mut out = Vec::new();
-    zephr_etl::source::decompress(reader, &name)
+    zephr_core::source::decompress(reader, &name)
         .unwrap()
         .read_to_end(&mut out)
         .unwrap();

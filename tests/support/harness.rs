@@ -30,13 +30,13 @@ pub fn zephr() -> Command {
 /// A generated export (top-level array) with grants and attributes.
 pub fn generated(users: u64, seed: u64) -> Vec<u8> {
     let mut out = Vec::new();
-    let spec = zephr_etl::generate::GenerateSpec {
+    let spec = zephr_core::generate::GenerateSpec {
         users,
         seed,
         grants: true,
         attributes: true,
     };
-    zephr_etl::generate::write_export(&spec, &mut out).expect("generation into memory cannot fail");
+    zephr_core::generate::write_export(&spec, &mut out).expect("generation into memory cannot fail");
     out
 }
 
