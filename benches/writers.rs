@@ -13,13 +13,13 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use zephr_core::schema::Table;
+use zephr_core::table::CsvDialect;
 use zephr_dest::StagedFile;
 use zephr_dest::local::LocalFile;
-use zephr_core::schema::Table;
 use zephr_sink::csv::CsvWriter;
 use zephr_sink::parquet::{ParquetOptions, ParquetWriter};
 use zephr_sink::{CreateFile, TableWriter, dest_error};
-use zephr_core::table::CsvDialect;
 
 #[derive(Clone, Copy)]
 enum Format {

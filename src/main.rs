@@ -22,10 +22,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             // Not eprintln!: a closed stderr must not turn a failure into a panic (exit 101).
-            crate::progress::stderr_line(&format!(
-                "zephr-etl: {}",
-                commands::render_error(&error)
-            ));
+            crate::progress::stderr_line(&format!("zephr-etl: {}", commands::render_error(&error)));
             ExitCode::from(commands::exit_status(&error))
         }
     }

@@ -5,13 +5,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::progress::{Progress, ProgressMode, Total};
+use crate::signal;
 use anyhow::Context;
 use serde_json::json;
-use zephr_engine::pipeline::RunStats;
-use crate::progress::{Progress, ProgressMode, Total};
 use zephr_core::schema::Table;
-use crate::signal;
 use zephr_engine::input::{InputSpec, open_all};
+use zephr_engine::pipeline::RunStats;
 use zephr_engine::wide;
 
 use super::export::{failed, open, tables_summary};

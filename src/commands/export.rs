@@ -6,20 +6,20 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::progress::Progress;
 use anyhow::anyhow;
 use serde_json::{Value, json};
-use zephr_store::store::StoreOptions;
-use zephr_dest::DestError;
 use zephr_core::error::ItemProblem;
-use zephr_engine::export::{Export, ExportError, ExportOptions, default_threads, summary};
-use zephr_engine::resume::ResumeError;
 use zephr_core::flatten::{FlattenOptions, OnError};
-use zephr_engine::pipeline::{OnInterrupt, PipelineError, PipelineOptions, RunStats};
-use crate::progress::Progress;
-use zephr_sink::parquet::{ParquetCompression, ParquetOptions};
-use zephr_sink::xlsx::XlsxOptions;
 use zephr_core::source::framer::FramerOptions;
 use zephr_core::table::{CsvDialect, Formats};
+use zephr_dest::DestError;
+use zephr_engine::export::{Export, ExportError, ExportOptions, default_threads, summary};
+use zephr_engine::pipeline::{OnInterrupt, PipelineError, PipelineOptions, RunStats};
+use zephr_engine::resume::ResumeError;
+use zephr_sink::parquet::{ParquetCompression, ParquetOptions};
+use zephr_sink::xlsx::XlsxOptions;
+use zephr_store::store::StoreOptions;
 
 use super::UsageError;
 use crate::cli::{CompressionArg, CsvDialectArg, FormatArg, OnErrorArg, OutputArgs};

@@ -10,20 +10,20 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::progress::{Progress, ProgressMode};
+use crate::signal;
 use anyhow::Context;
 use serde_json::json;
-use zephr_engine::export::fetch::{FetchPlan, ResumeNotice};
 use zephr_api::client::ClientConfig;
-use zephr_engine::feed::SegmentLimit;
-use zephr_engine::resume::WorkDir;
 use zephr_api::secret::SECRET_KEY_VAR;
-use zephr_engine::state_file::{self, StateFileError};
 use zephr_api::{
     Client, CredentialError, Credentials, EventsQuery, ExportQuery, FetchError, QueryField,
     RetryPolicy, tenant_base_url,
 };
-use crate::progress::{Progress, ProgressMode};
-use crate::signal;
+use zephr_engine::export::fetch::{FetchPlan, ResumeNotice};
+use zephr_engine::feed::SegmentLimit;
+use zephr_engine::resume::WorkDir;
+use zephr_engine::state_file::{self, StateFileError};
 use zephr_engine::wide::{self, USER_SCHEMA_PATH, WideError};
 
 use super::UsageError;

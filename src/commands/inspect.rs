@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use zephr_core::inspect::{Inspector, render};
 use crate::progress::{Progress, ProgressMode};
+use zephr_core::inspect::{Inspector, render};
 use zephr_core::source::framer::FramerOptions;
 use zephr_engine::input::open_input;
 

@@ -14,11 +14,11 @@ mod wide;
 
 use std::process::ExitCode;
 
+use zephr_api::FetchError;
 use zephr_core::error::InputError;
 use zephr_engine::export::ExportError;
-use zephr_api::FetchError;
-use zephr_engine::pipeline::PipelineError;
 use zephr_engine::input::InputSpec;
+use zephr_engine::pipeline::PipelineError;
 use zephr_engine::wide::WideError;
 
 use crate::cli::{Cli, Command};

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use zephr_store::{self as cloud, Location, reader::ObjectReader};
 use zephr_core::ddl::{Dialect, JsonAs};
 use zephr_core::describe::{self, DescribeError, Described, TABLE_NAMES};
 use zephr_core::load_sql::Base;
 use zephr_core::manifest::{MANIFEST_NAME, Manifest};
+use zephr_store::{self as cloud, Location, reader::ObjectReader};
 
 use super::wide::{UsersPlan, read_user_schema};
 

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use zephr_engine::export::{ExportError, summary};
 use crate::progress::{Progress, stderr_line};
+use zephr_engine::export::{ExportError, summary};
 use zephr_engine::state_events::{EventsStats, TABLE_NAME};
 
 use super::EXIT_STATE_EVENTS_FAILED;

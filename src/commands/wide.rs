@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use zephr_engine::export::Export;
+use crate::progress::Progress;
 use zephr_core::flatten::users::UsersExtension;
 use zephr_core::pii::PiiKey;
-use crate::progress::Progress;
+use zephr_engine::export::Export;
 use zephr_engine::wide::{self, MAX_DISCOVERED_KEYS, SchemaField, WideColumns, WideError};
 
 use super::UsageError;

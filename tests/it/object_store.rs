@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use zephr_store::reader::ObjectReader;
-use zephr_store::{self as cloud, CloudError, CloudUrl, Location};
 use zephr_dest::object::{ObjectDest, ObjectOptions};
 use zephr_dest::{Commit, DestError, Destination, FinishedFile};
+use zephr_store::reader::ObjectReader;
+use zephr_store::{self as cloud, CloudError, CloudUrl, Location};
 
 use crate::support::harness::{assert_same_tables, convert_locally, untag};
 use crate::support::proxy::FaultProxy;

@@ -36,7 +36,8 @@ pub fn generated(users: u64, seed: u64) -> Vec<u8> {
         grants: true,
         attributes: true,
     };
-    zephr_core::generate::write_export(&spec, &mut out).expect("generation into memory cannot fail");
+    zephr_core::generate::write_export(&spec, &mut out)
+        .expect("generation into memory cannot fail");
     out
 }
 

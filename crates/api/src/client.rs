@@ -32,7 +32,7 @@ use super::secret::Credentials;
 use super::sign::authorization_header;
 
 /// Longest server text quoted in an error, in characters.
-pub const EXCERPT_CHARS: usize = 300;
+pub(crate) const EXCERPT_CHARS: usize = 300;
 
 /// Default longest silence, in seconds, when connecting or reading.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
@@ -349,7 +349,7 @@ impl Client {
     /// attempt connecting and then waiting for data for the whole timeouts, plus the longest
     /// backoff (a capped `Retry-After`) before each retry. A server that keeps sending,
     /// however slowly, is not silent: a large page takes as long as it takes.
-    pub fn page_wait_bound(&self) -> Duration {
+    pub(crate) fn page_wait_bound(&self) -> Duration {
         let attempts = self.retry.retries.saturating_add(1);
         let per_attempt = self.connect_timeout.saturating_add(self.read_timeout);
         per_attempt
@@ -381,7 +381,7 @@ impl Client {
 
     /// [`Client::fetch_page`] that gives up with [`FetchError::Cancelled`] when `cancel` is
     /// set before an attempt or during a backoff wait.
-    pub fn fetch_page_cancellable(
+    pub(crate) fn fetch_page_cancellable(
         &self,
         path: &str,
         query: &str,
@@ -392,7 +392,7 @@ impl Client {
     }
 
     /// [`Client::fetch_page_cancellable`] that also gives the response's `Content-Type`.
-    pub fn fetch_typed_page(
+    pub(crate) fn fetch_typed_page(
         &self,
         path: &str,
         query: &str,

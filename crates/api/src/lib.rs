@@ -8,17 +8,14 @@ pub mod query;
 pub mod secret;
 pub mod sign;
 
-pub use client::{
-    BodyStream, Client, ClientConfig, FetchError, RetryPolicy, TransientFailure, TypedBody,
-    tenant_base_url,
-};
+pub use client::{Client, ClientConfig, FetchError, RetryPolicy, tenant_base_url};
 pub use pages::{
-    BodyShape, PageError, PageInfo, PageParser, PageReading, PagesError, PagesProgress,
-    PagesSummary, fetch_pages, fetch_pages_with, parse_page_info,
+    BodyShape, PageError, PageInfo, PageReading, PagesError, PagesProgress, PagesSummary,
+    fetch_pages, fetch_pages_with, parse_page_info,
 };
-pub use query::{EventsQuery, ExportQuery, QueryError, QueryField};
+pub use query::{EventsQuery, ExportQuery, QueryField};
 pub use secret::{CredentialError, Credentials, SecretKey};
-pub use sign::{authorization_header, signature};
+pub use sign::signature;
 
 /// Path of the user export.
 pub const USER_EXPORT_PATH: &str = "/v3/user-export";

@@ -469,7 +469,7 @@ impl PagesProgress {
 }
 
 /// Reads a page's pagination facts from its body and `Content-Type`.
-pub type PageParser = dyn Fn(&[u8], Option<&str>) -> Result<PageInfo, PageError> + Sync;
+pub(crate) type PageParser = dyn Fn(&[u8], Option<&str>) -> Result<PageInfo, PageError> + Sync;
 
 /// How [`fetch_pages_with`] reads pages and reports its progress.
 #[derive(Clone, Copy)]

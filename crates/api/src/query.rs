@@ -11,7 +11,7 @@ use zephr_core::timestamp::parse_timestamp_micros;
 
 /// Highest `rpp` accepted: Zephr documents no maximum, this keeps one page's body (held in
 /// memory whole until committed) within reason.
-pub const MAX_RPP: u32 = 10_000;
+pub(crate) const MAX_RPP: u32 = 10_000;
 
 /// Parameters of `GET /v3/user-export` (SPEC section 1).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Environment variable holding the access key (the public half of the key pair).
-pub const ACCESS_KEY_VAR: &str = "ZEPHR_ACCESS_KEY";
+pub(crate) const ACCESS_KEY_VAR: &str = "ZEPHR_ACCESS_KEY";
 /// Environment variable holding the secret key.
 pub const SECRET_KEY_VAR: &str = "ZEPHR_SECRET_KEY";
 
@@ -26,7 +26,7 @@ impl SecretKey {
     }
 
     /// The secret itself. Only the request signer should need this.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -156,7 +156,7 @@ impl Credentials {
 
     /// [`Credentials::from_env_or_file`] with the environment lookup passed in, so tests need
     /// not change the process environment (which is unsafe with threads around).
-    pub fn from_sources(
+    pub(crate) fn from_sources(
         env: impl Fn(&str) -> Option<OsString>,
         secret_key_file: Option<&Path>,
     ) -> Result<Credentials, CredentialError> {
@@ -203,7 +203,7 @@ impl Credentials {
 }
 
 /// Largest secret key file read.
-pub const MAX_SECRET_FILE: u64 = 64 * 1024;
+pub(crate) const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 fn read_secret_file(path: &Path) -> Result<SecretKey, CredentialError> {
     let read_error = |source| CredentialError::ReadFile {

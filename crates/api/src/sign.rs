@@ -41,7 +41,7 @@ pub fn signature(
 
 /// The full `Authorization` header value for a request, with a fresh millisecond timestamp
 /// and a fresh random nonce every call.
-pub fn authorization_header(
+pub(crate) fn authorization_header(
     creds: &Credentials,
     body: &[u8],
     path: &str,
@@ -52,7 +52,7 @@ pub fn authorization_header(
 }
 
 /// [`authorization_header`] with the timestamp and nonce given, for reproducible tests.
-pub fn authorization_header_at(
+pub(crate) fn authorization_header_at(
     creds: &Credentials,
     body: &[u8],
     path: &str,
@@ -86,7 +86,7 @@ pub fn now_ms() -> u64 {
 
 /// A fresh nonce: 16 random bytes as 32 lowercase hex digits (unique even when the OS's
 /// generator fails, see [`zephr_core::random`]).
-pub fn new_nonce() -> String {
+pub(crate) fn new_nonce() -> String {
     zephr_core::random::unique_hex()
 }
 

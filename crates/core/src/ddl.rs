@@ -30,7 +30,7 @@ pub enum JsonAs {
 }
 
 /// What Redshift's definitions say first: its longest text is 65,535 bytes.
-pub const REDSHIFT_NOTE: &str = "\
+pub(crate) const REDSHIFT_NOTE: &str = "\
 -- Redshift: VARCHAR(65535) is its longest text, counted in bytes. A longer value (extra,
 -- attributes.value, a long attribute) makes COPY of the Parquet fail. Count such values
 -- before loading, and to load them cut, COPY that table's CSV with TRUNCATECOLUMNS
@@ -72,7 +72,7 @@ impl Dialect {
     }
 
     /// The column type of `column_type` in this engine, JSON columns as `json` says.
-    pub fn type_name_as(self, column_type: ColumnType, json: JsonAs) -> &'static str {
+    pub(crate) fn type_name_as(self, column_type: ColumnType, json: JsonAs) -> &'static str {
         match (column_type, json) {
             (ColumnType::Json, JsonAs::Text) => self.type_name(ColumnType::String),
             _ => self.type_name(column_type),
@@ -80,7 +80,7 @@ impl Dialect {
     }
 
     /// The column type of `column_type` in this engine (JSON columns in its JSON type).
-    pub fn type_name(self, column_type: ColumnType) -> &'static str {
+    pub(crate) fn type_name(self, column_type: ColumnType) -> &'static str {
         use ColumnType as T;
         use Dialect as D;
         match (self, column_type) {
@@ -137,7 +137,7 @@ impl Dialect {
     /// `name` as an identifier: double quotes where the engine would otherwise fold the case
     /// (PostgreSQL and DuckDB), backticks for Spark, as it is for Snowflake and Redshift
     /// (which match Parquet columns case-insensitively, and whose users write names bare).
-    pub fn identifier(self, name: &str) -> String {
+    pub(crate) fn identifier(self, name: &str) -> String {
         match self {
             Dialect::Postgres | Dialect::Duckdb => format!("\"{}\"", name.replace('"', "\"\"")),
             Dialect::Spark => format!("`{}`", name.replace('`', "``")),
@@ -147,14 +147,14 @@ impl Dialect {
 }
 
 /// `CREATE TABLE` for `def` in `dialect`, JSON columns in the engine's JSON type (for
-/// BigQuery, standard SQL DDL; `bq load` wants [`bigquery_schema`] instead). Ends with `;`
+/// BigQuery, standard SQL DDL; `bq load` wants [`bigquery_schema_as`] instead). Ends with `;`
 /// and a line break.
 pub fn create_table(def: &TableDef, dialect: Dialect) -> String {
     create_table_as(def, dialect, JsonAs::Native)
 }
 
 /// [`create_table`] with JSON columns typed as `json` says.
-pub fn create_table_as(def: &TableDef, dialect: Dialect, json: JsonAs) -> String {
+pub(crate) fn create_table_as(def: &TableDef, dialect: Dialect, json: JsonAs) -> String {
     create_table_with(def, dialect, json, &Create::default())
 }
 
@@ -173,7 +173,7 @@ pub struct Create {
 }
 
 /// `name` qualified by `schema` when there is one, each part an identifier of `dialect`.
-pub fn qualified(dialect: Dialect, schema: Option<&str>, name: &str) -> String {
+pub(crate) fn qualified(dialect: Dialect, schema: Option<&str>, name: &str) -> String {
     match schema {
         Some(schema) => format!(
             "{}.{}",
@@ -185,7 +185,7 @@ pub fn qualified(dialect: Dialect, schema: Option<&str>, name: &str) -> String {
 }
 
 /// `CREATE TABLE` for `def` as `create` says, JSON columns as `json` says.
-pub fn create_table_with(
+pub(crate) fn create_table_with(
     def: &TableDef,
     dialect: Dialect,
     json: JsonAs,
@@ -244,13 +244,8 @@ struct BigqueryField<'a> {
 
 /// The JSON schema `bq load --schema=FILE` takes for `def`:
 /// `[{"name": ..., "type": ..., "mode": "REQUIRED"|"NULLABLE"}, ...]`, one field a line;
-/// JSON columns are `JSON`.
-pub fn bigquery_schema(def: &TableDef) -> String {
-    bigquery_schema_as(def, JsonAs::Native)
-}
-
-/// [`bigquery_schema`] with JSON columns typed as `json` says.
-pub fn bigquery_schema_as(def: &TableDef, json: JsonAs) -> String {
+/// JSON columns typed as `json` says.
+pub(crate) fn bigquery_schema_as(def: &TableDef, json: JsonAs) -> String {
     let mut out = String::from("[\n");
     for (i, column) in def.columns.iter().enumerate() {
         let field = BigqueryField {
@@ -332,7 +327,10 @@ mod tests {
                 "STRING"
             ]
         );
-        assert!(bigquery_schema(Table::Users.def()).contains(r#""name":"extra","type":"JSON""#));
+        assert!(
+            bigquery_schema_as(Table::Users.def(), JsonAs::Native)
+                .contains(r#""name":"extra","type":"JSON""#)
+        );
         let kept = bigquery_schema_as(Table::Users.def(), JsonAs::Text);
         assert!(kept.contains(r#""name":"extra","type":"STRING""#), "{kept}");
     }
@@ -368,7 +366,7 @@ mod tests {
 
     #[test]
     fn bigquery_schema_is_the_field_list_bq_load_takes() {
-        let text = bigquery_schema(Table::Users.def());
+        let text = bigquery_schema_as(Table::Users.def(), JsonAs::Native);
         let fields: serde_json::Value = serde_json::from_str(&text).unwrap();
         let fields = fields.as_array().unwrap();
         assert_eq!(fields.len(), Table::Users.def().columns.len());

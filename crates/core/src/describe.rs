@@ -36,7 +36,7 @@ pub enum DescribeError {
 
 /// What the definitions say of `state_events`, whose columns only its source knows. (No `;`:
 /// scripts are split on it.)
-pub const STATE_EVENTS_NOTE: &str = "-- state_events: its columns are the source's own, every \
+pub(crate) const STATE_EVENTS_NOTE: &str = "-- state_events: its columns are the source's own, every \
      one a nullable string. A run's manifest.json lists them (tables.state_events.columns) \
      once the table is written, and the definitions made from that manifest include it.";
 

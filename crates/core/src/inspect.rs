@@ -24,7 +24,8 @@ use crate::source::framer::{FramerOptions, RawBatch};
 use crate::timestamp::write_timestamp;
 
 /// The value types of the attributes table, in report order.
-pub const VALUE_TYPES: [&str; 6] = ["string", "number", "boolean", "null", "object", "array"];
+pub(crate) const VALUE_TYPES: [&str; 6] =
+    ["string", "number", "boolean", "null", "object", "array"];
 
 /// One attribute key.
 #[derive(Debug, Clone, PartialEq, Serialize)]

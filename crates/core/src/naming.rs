@@ -19,13 +19,13 @@ use sha2::{Digest, Sha256};
 
 /// The longest column name, in bytes (every name is ASCII, so in characters too):
 /// PostgreSQL's identifier limit, the smallest of the engines' (BigQuery allows 300).
-pub const MAX_NAME_CHARS: usize = 63;
+pub(crate) const MAX_NAME_CHARS: usize = 63;
 
 /// Hex digits of the source name's hash that end a shortened name.
 const HASH_DIGITS: usize = 8;
 
 /// Prefixes BigQuery reserves for its own pseudo-columns (compared case-insensitively).
-pub const RESERVED_PREFIXES: [&str; 6] = [
+pub(crate) const RESERVED_PREFIXES: [&str; 6] = [
     "_table_",
     "_file_",
     "_partition",
@@ -34,8 +34,9 @@ pub const RESERVED_PREFIXES: [&str; 6] = [
     "_colidentifier",
 ];
 
+#[cfg(test)]
 /// Whether `name` is a column name BigQuery accepts as it is.
-pub fn is_warehouse_name(name: &str) -> bool {
+pub(crate) fn is_warehouse_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= MAX_NAME_CHARS
@@ -53,7 +54,7 @@ fn is_reserved(name: &str) -> bool {
 
 /// Replaces every character outside `[A-Za-z0-9_]` by `_` (one `_` per character, not per
 /// byte, so `prénom` becomes `pr_nom`).
-pub fn replace_invalid(text: &str) -> String {
+pub(crate) fn replace_invalid(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' {

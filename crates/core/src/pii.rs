@@ -16,7 +16,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// The environment variable that holds the key.
-pub const KEY_VARIABLE: &str = "ZEPHR_ETL_PII_KEY";
+pub(crate) const KEY_VARIABLE: &str = "ZEPHR_ETL_PII_KEY";
 
 /// The key could not be had.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 /// 16 bytes from the OS's generator, or unique ones when it fails.
-pub fn unique_bytes() -> [u8; 16] {
+pub(crate) fn unique_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
         bytes = fallback();

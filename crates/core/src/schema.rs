@@ -27,7 +27,7 @@ pub enum ColumnType {
 
 impl ColumnType {
     /// The Arrow type that carries this column in Parquet.
-    pub fn arrow_type(self) -> DataType {
+    pub(crate) fn arrow_type(self) -> DataType {
         match self {
             ColumnType::String | ColumnType::Json => DataType::Utf8,
             ColumnType::Boolean => DataType::Boolean,
@@ -90,7 +90,7 @@ impl TableDef {
 
     /// The Arrow schema of an item table, built once and shared, so builders can tell by
     /// pointer whether they are for the same schema.
-    pub fn arrow_schema_ref(&self) -> SchemaRef {
+    pub(crate) fn arrow_schema_ref(&self) -> SchemaRef {
         static SCHEMAS: OnceLock<Vec<(String, SchemaRef)>> = OnceLock::new();
         let schemas = SCHEMAS.get_or_init(|| {
             Table::ALL
@@ -105,7 +105,7 @@ impl TableDef {
     }
 
     /// The column types in order.
-    pub fn column_types(&self) -> Vec<ColumnType> {
+    pub(crate) fn column_types(&self) -> Vec<ColumnType> {
         self.columns.iter().map(|c| c.column_type).collect()
     }
 }
@@ -189,7 +189,7 @@ impl Table {
     }
 
     /// Looks a table up by name.
-    pub fn from_name(name: &str) -> Option<Table> {
+    pub(crate) fn from_name(name: &str) -> Option<Table> {
         Table::ALL.into_iter().find(|t| t.name() == name)
     }
 
@@ -208,10 +208,10 @@ impl Table {
 }
 
 /// The raw text of each schema file, as shipped in `schemas/`.
-pub const USERS_JSON: &str = include_str!("../../../schemas/users.json");
-pub const GRANTS_JSON: &str = include_str!("../../../schemas/grants.json");
-pub const ATTRIBUTES_JSON: &str = include_str!("../../../schemas/attributes.json");
-pub const STATE_EVENTS_JSON: &str = include_str!("../../../schemas/state_events.json");
+pub(crate) const USERS_JSON: &str = include_str!("../../../schemas/users.json");
+pub(crate) const GRANTS_JSON: &str = include_str!("../../../schemas/grants.json");
+pub(crate) const ATTRIBUTES_JSON: &str = include_str!("../../../schemas/attributes.json");
+pub(crate) const STATE_EVENTS_JSON: &str = include_str!("../../../schemas/state_events.json");
 
 #[cfg(test)]
 mod tests {

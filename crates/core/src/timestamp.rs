@@ -123,7 +123,7 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 
 /// A UTC date and time of day, to the second, in the proleptic Gregorian calendar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Civil {
+pub(crate) struct Civil {
     pub year: i64,
     /// 1 to 12.
     pub month: u32,
@@ -136,7 +136,7 @@ pub struct Civil {
 
 impl Civil {
     /// The date and time of `seconds` since the Unix epoch (negative before 1970).
-    pub fn from_unix_seconds(seconds: i64) -> Civil {
+    pub(crate) fn from_unix_seconds(seconds: i64) -> Civil {
         let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
         let of_day = seconds.rem_euclid(86_400) as u32;
         Civil {
@@ -149,8 +149,9 @@ impl Civil {
         }
     }
 
+    #[cfg(test)]
     /// Seconds since the Unix epoch.
-    pub fn unix_seconds(&self) -> i64 {
+    pub(crate) fn unix_seconds(&self) -> i64 {
         days_from_civil(self.year, self.month, self.day) * 86_400
             + i64::from(self.hour * 3600 + self.minute * 60 + self.second)
     }

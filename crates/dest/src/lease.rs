@@ -32,11 +32,11 @@ use serde::{Deserialize, Serialize};
 
 use super::upload::Shared;
 use super::{DestError, DestLock};
-use zephr_store::CloudError;
 use zephr_core::timestamp::iso_utc;
+use zephr_store::CloudError;
 
 /// The lock object's name under the prefix.
-pub const LOCK_NAME: &str = ".zephr-etl.lock";
+pub(crate) const LOCK_NAME: &str = ".zephr-etl.lock";
 
 /// What the lock object says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,7 +63,7 @@ pub struct LeaseState {
 impl LeaseState {
     /// Renews the lease now (the commit does this just before its manifest). An error means
     /// the lock is no longer this run's, or could not be confirmed to be.
-    pub fn renew(&self) -> Result<(), DestError> {
+    pub(crate) fn renew(&self) -> Result<(), DestError> {
         let mut etag = self.etag.lock().unwrap_or_else(|e| e.into_inner());
         let current = match &*etag {
             Ok(tag) => tag.clone(),

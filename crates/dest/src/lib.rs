@@ -18,7 +18,7 @@ pub mod lease;
 pub mod local;
 pub mod object;
 pub mod runs;
-pub mod sync_behind;
+pub(crate) mod sync_behind;
 pub mod upload;
 
 use std::io::{self, Write};
@@ -174,10 +174,9 @@ pub struct Commit {
     pub overwrite: bool,
 }
 
-
 /// Counts and hashes the bytes written through it, so that no output is ever read back to
 /// be described in the manifest.
-pub struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     bytes: u64,
@@ -198,13 +197,8 @@ impl<W: Write> HashingWriter<W> {
         self.bytes
     }
 
-    /// The inner writer.
-    pub fn get_ref(&self) -> &W {
-        &self.inner
-    }
-
     /// The inner writer, the byte count and the lowercase hex SHA-256.
-    pub fn into_parts(self) -> (W, u64, String) {
+    pub(crate) fn into_parts(self) -> (W, u64, String) {
         (self.inner, self.bytes, hex::encode(self.hasher.finalize()))
     }
 }
@@ -224,7 +218,7 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// Checks that `name` is a relative '/'-separated name that stays inside the destination.
-pub fn check_name(name: &str) -> Result<(), DestError> {
+pub(crate) fn check_name(name: &str) -> Result<(), DestError> {
     let bad = name.is_empty()
         || name.starts_with('/')
         || name.contains('\\')

@@ -47,20 +47,20 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use zephr_core::manifest::MANIFEST_NAME;
 use super::sync_behind::SyncBehind;
 use super::{
-    Commit, DestError, DestLock, Destination, FinishedFile, HashingWriter,
-    StagedFile, check_name, fault,
+    Commit, DestError, DestLock, Destination, FinishedFile, HashingWriter, StagedFile, check_name,
+    fault,
 };
+use zephr_core::manifest::MANIFEST_NAME;
 
 /// The lock file of older versions (this one locks the folder itself): honoured while another
 /// run holds it, removed when nobody does.
-pub const LEGACY_LOCK_NAME: &str = ".zephr-etl.lock";
+pub(crate) const LEGACY_LOCK_NAME: &str = ".zephr-etl.lock";
 /// The commit journal's name.
 pub const JOURNAL_NAME: &str = ".zephr-etl-commit.json";
 /// What staging folders (and atomic writes' temporary files) are named with.
-pub const STAGING_PREFIX: &str = ".zephr-etl-staging-";
+pub(crate) const STAGING_PREFIX: &str = ".zephr-etl-staging-";
 /// The journal layout this version writes.
 const JOURNAL_VERSION: u32 = 1;
 

@@ -34,14 +34,14 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, PutMode, UpdateVersion};
 
-use zephr_core::manifest::MANIFEST_NAME;
 use super::lease::{self, LOCK_NAME, LeaseState};
 use super::runs::{self, RunRecord};
 use super::upload::{ObjectUpload, Shared};
 use super::{Commit, DestError, DestLock, Destination, StagedFile};
+use zephr_core::manifest::MANIFEST_NAME;
+use zephr_core::timestamp::iso_utc;
 use zephr_store::store::{Store, StoreOptions};
 use zephr_store::{CloudError, CloudUrl};
-use zephr_core::timestamp::iso_utc;
 
 /// Sizes and times of an object-store destination.
 #[derive(Debug, Clone)]

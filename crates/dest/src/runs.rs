@@ -27,7 +27,7 @@ use super::DestError;
 use super::upload::Shared;
 
 /// The folder of run records under the prefix (hidden: never listed as data).
-pub const RUNS_DIR: &str = ".zephr-etl-runs";
+pub(crate) const RUNS_DIR: &str = ".zephr-etl-runs";
 
 /// What one run may have left under the prefix.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 /// Bytes written between two background syncs of one file.
-pub const SYNC_EVERY: u64 = 8 << 20;
+pub(crate) const SYNC_EVERY: u64 = 8 << 20;
 
 /// The background syncs of one output file.
-pub struct SyncBehind {
+pub(crate) struct SyncBehind {
     /// The file, shared with the sync in flight (`None` if it could not be shared: then the
     /// final fsync does all the work, as it would without this).
     file: Option<Arc<File>>,

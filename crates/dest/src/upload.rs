@@ -67,14 +67,14 @@ impl Shared {
     }
 
     /// The commit made the finished objects part of the dataset: a later discard keeps them.
-    pub fn forget_finished(&self) {
+    pub(crate) fn forget_finished(&self) {
         self.uploads().finished.clear();
     }
 
     /// A failed run: aborts every open multipart upload and deletes every finished object.
     /// Best effort: what cannot be removed now is named by the run's record, and the next
     /// run's recovery deletes it. Whether everything went.
-    pub fn discard_all(&self) -> bool {
+    pub(crate) fn discard_all(&self) -> bool {
         let (open, finished) = {
             let mut uploads = self.uploads();
             let open: Vec<_> = uploads.open.drain().map(|(_, v)| v).collect();
@@ -98,7 +98,7 @@ impl Shared {
 }
 
 /// One object being written.
-pub struct ObjectUpload {
+pub(crate) struct ObjectUpload {
     shared: Arc<Shared>,
     /// The final name relative to the destination's prefix.
     name: String,

@@ -40,10 +40,10 @@ pub type Page = (u32, Vec<u8>);
 pub struct Stopped;
 
 /// How the fetch thread ended.
-pub type FeedResult = Result<PagesSummary, PagesError<Stopped>>;
+pub(crate) type FeedResult = Result<PagesSummary, PagesError<Stopped>>;
 
 /// A running fetch whose pages come out in order.
-pub struct PageFeed {
+pub(crate) struct PageFeed {
     rx: Receiver<Page>,
     handle: Option<JoinHandle<FeedResult>>,
     cancel: Stop,
@@ -111,7 +111,7 @@ impl PageFeed {
 
     /// The next page; `None` once the fetch has ended (done or failed; [`PageFeed::finish`]
     /// says which), or on Ctrl-C.
-    pub fn next_page(&self) -> Option<Page> {
+    pub(crate) fn next_page(&self) -> Option<Page> {
         recv(&self.rx, &self.cancel)
     }
 
@@ -176,7 +176,7 @@ pub struct SegmentLimit {
 
 /// What a segment's sources handed to the pipeline.
 #[derive(Debug)]
-pub struct SegmentLog {
+pub(crate) struct SegmentLog {
     /// The first page.
     pub first_page: u32,
     /// The last page handed out.

@@ -27,14 +27,14 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 
+use crate::control::Cancel;
 use zephr_core::error::{BadItem, InputError};
 use zephr_core::flatten::{FlatBatch, FlattenError, FlattenOptions, Reject, flatten_batch};
 use zephr_core::schema::{PerTable, Table};
-use crate::control::Cancel;
-use zephr_sink::{TableWriter, WriteError, WrittenFile};
 use zephr_core::source::drive::{Batches, Driven, drive};
 use zephr_core::source::framer::{FramerOptions, RawBatch};
 use zephr_core::table::ColumnBatch;
+use zephr_sink::{TableWriter, WriteError, WrittenFile};
 
 // The inputs live with the sources, so that `fetch` (a source of pages) never imports the
 // pipeline; re-exported for the callers that build a run.
@@ -605,7 +605,7 @@ fn reorder_and_dispatch(
 ///
 /// A batch larger than the whole budget is still let through when nothing else is held, so a
 /// single item up to `max_item_bytes` (whose batch may be a little larger) never blocks.
-pub struct ByteBudget {
+pub(crate) struct ByteBudget {
     limit: u64,
     held: Mutex<u64>,
     freed: Condvar,
@@ -628,7 +628,8 @@ impl ByteBudget {
     }
 
     /// Bytes held now.
-    pub fn held(&self) -> u64 {
+    #[cfg(test)]
+    fn held(&self) -> u64 {
         *self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -16,12 +16,12 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use zephr_core::schema::PerTable;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use zephr_core::schema::PerTable;
 
 /// The work folder's name inside the output directory.
-pub const WORK_DIR_NAME: &str = ".zephr-etl-fetch";
+pub(crate) const WORK_DIR_NAME: &str = ".zephr-etl-fetch";
 /// The journal's name inside the work folder.
 pub const JOURNAL_NAME: &str = "journal.json";
 /// The journal layout this version writes and reads.
@@ -81,12 +81,12 @@ impl Journal {
     }
 
     /// The first page that is not in a closed segment.
-    pub fn next_page(&self) -> u32 {
+    pub(crate) fn next_page(&self) -> u32 {
         self.segments.last().map_or(1, |s| s.last_page + 1)
     }
 
     /// The number the next segment gets.
-    pub fn next_segment(&self) -> u32 {
+    pub(crate) fn next_segment(&self) -> u32 {
         self.segments.last().map_or(1, |s| s.number + 1)
     }
 
@@ -168,7 +168,7 @@ pub enum ResumeError {
 }
 
 /// Checks that `journal` was made with `arguments`; the error lists what differs.
-pub fn check_same(
+pub(crate) fn check_same(
     journal: &Journal,
     arguments: &BTreeMap<String, String>,
     dir: &Path,
@@ -242,7 +242,7 @@ impl WorkDir {
     }
 
     /// The folder of segment `number`.
-    pub fn segment_dir(&self, number: u32) -> PathBuf {
+    pub(crate) fn segment_dir(&self, number: u32) -> PathBuf {
         self.path.join(format!("seg-{number:05}"))
     }
 
@@ -289,7 +289,7 @@ impl WorkDir {
 
     /// Removes everything the journal does not account for: segment folders of a crash
     /// between a segment's commit and the journal's update, and temporary files.
-    pub fn remove_strays(&self, journal: &Journal) -> Result<(), ResumeError> {
+    pub(crate) fn remove_strays(&self, journal: &Journal) -> Result<(), ResumeError> {
         let keep: Vec<PathBuf> = journal
             .segments
             .iter()

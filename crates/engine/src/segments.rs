@@ -19,11 +19,11 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
-use zephr_sink::{TableWriter, WriteError};
 use zephr_core::table::ColumnBatch;
+use zephr_sink::{TableWriter, WriteError};
 
 /// Rows read back from a Parquet segment at a time.
-pub const READ_BATCH_ROWS: usize = 8192;
+pub(crate) const READ_BATCH_ROWS: usize = 8192;
 
 /// A segment could not be merged.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,7 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> MergeError + '_ {
 
 /// Appends CSV `parts` to `out`: the first whole, the others without their header line,
 /// which must equal the first's. Returns the bytes written.
-pub fn concat_csv(
+pub(crate) fn concat_csv(
     parts: &[PathBuf],
     out: &mut dyn Write,
     out_path: &Path,
@@ -94,7 +94,7 @@ pub fn concat_csv(
 /// Writes the records of CSV `parts` (each without its header line) through `writer`, in
 /// chunks that end on record boundaries, each with its record count, so that a writer that
 /// splits files can split them. Quoted line breaks do not end records. Returns the records.
-pub fn feed_csv(parts: &[PathBuf], writer: &mut dyn TableWriter) -> Result<u64, MergeError> {
+pub(crate) fn feed_csv(parts: &[PathBuf], writer: &mut dyn TableWriter) -> Result<u64, MergeError> {
     const CHUNK: usize = 1 << 20;
     let mut total = 0u64;
     for part in parts {
@@ -149,7 +149,7 @@ pub fn feed_csv(parts: &[PathBuf], writer: &mut dyn TableWriter) -> Result<u64, 
 }
 
 /// Appends `parts` to `out` byte for byte. Returns the bytes written.
-pub fn concat_bytes(
+pub(crate) fn concat_bytes(
     parts: &[PathBuf],
     out: &mut dyn Write,
     out_path: &Path,
@@ -185,7 +185,7 @@ fn copy(
 /// Reads every Parquet part in order and writes its rows through `writer`, as columns of
 /// `schema` (the table's own, so the result is typed exactly like a one-piece run). Returns
 /// the rows copied; the caller finishes the writer.
-pub fn concat_parquet(
+pub(crate) fn concat_parquet(
     parts: &[PathBuf],
     schema: &SchemaRef,
     writer: &mut dyn TableWriter,
@@ -226,7 +226,7 @@ pub fn concat_parquet(
 /// key-value metadata (the Arrow schema, so readers see `Timestamp(µs, "UTC")`) is kept.
 /// Returns the rows copied.
 /// `out` is returned flushed, for the caller to finish.
-pub fn copy_row_groups<W: Write + Send>(
+pub(crate) fn copy_row_groups<W: Write + Send>(
     parts: &[PathBuf],
     out: W,
     out_path: &Path,

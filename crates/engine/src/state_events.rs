@@ -20,16 +20,16 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::control::Cancel;
 use zephr_core::flatten::json::push_compact;
 use zephr_core::schema::ColumnType;
-use crate::control::Cancel;
-use zephr_sink::{TableWriter, WriteError, WrittenFile};
 use zephr_core::table::{CsvDialect, Formats, TableBuilder};
+use zephr_sink::{TableWriter, WriteError, WrittenFile};
 
 /// The table's file stem: `state_events.csv`, `state_events.parquet`.
 pub const TABLE_NAME: &str = "state_events";
 /// Rows per batch handed to the writers.
-pub const BATCH_ROWS: usize = 4096;
+pub(crate) const BATCH_ROWS: usize = 4096;
 
 /// How a state-events source is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,10 +104,10 @@ pub enum StateEventsError {
 }
 
 /// Opens the source afresh (JSON is read twice).
-pub type Opener<'a> = &'a dyn Fn() -> io::Result<Box<dyn Read + Send>>;
+pub(crate) type Opener<'a> = &'a dyn Fn() -> io::Result<Box<dyn Read + Send>>;
 
 /// Creates the writers of the table once its columns are known.
-pub type MakeWriters<'a> =
+pub(crate) type MakeWriters<'a> =
     &'a mut dyn FnMut(&[String], &SchemaRef) -> Result<Vec<Box<dyn TableWriter>>, WriteError>;
 
 /// The table's Arrow schema: one nullable Utf8 column per name.
@@ -166,7 +166,13 @@ pub fn export(
             }
             check_unique(&columns, input)?;
             let schema = arrow_schema(&columns);
-            let mut out = Rows::new(&schema, formats, dialect, cancel, make_writers(&columns, &schema)?);
+            let mut out = Rows::new(
+                &schema,
+                formats,
+                dialect,
+                cancel,
+                make_writers(&columns, &schema)?,
+            );
             for record in csv.records() {
                 let record = record.map_err(csv_error)?;
                 out.row(record.iter().map(|cell| (!cell.is_empty()).then_some(cell)))?;
@@ -187,7 +193,13 @@ pub fn export(
                 Ok(())
             })?;
             let schema = arrow_schema(&columns);
-            let mut out = Rows::new(&schema, formats, dialect, cancel, make_writers(&columns, &schema)?);
+            let mut out = Rows::new(
+                &schema,
+                formats,
+                dialect,
+                cancel,
+                make_writers(&columns, &schema)?,
+            );
             let second = BufReader::with_capacity(1 << 20, open().map_err(io_error)?);
             let mut cells: Vec<Option<String>> = vec![None; columns.len()];
             read_json(second, input, &mut |event| {
@@ -452,7 +464,11 @@ impl<'de> DeserializeSeed<'de> for FlatSeed {
 
 /// Appends the events of one fetched page (an envelope with `results`, flat or nested, or a
 /// top-level array) to `out` as NDJSON, one compact object per line. Returns the count.
-pub fn spool_page(body: &[u8], page: u32, out: &mut dyn Write) -> Result<u64, StateEventsError> {
+pub(crate) fn spool_page(
+    body: &[u8],
+    page: u32,
+    out: &mut dyn Write,
+) -> Result<u64, StateEventsError> {
     #[derive(Deserialize)]
     struct Envelope {
         #[serde(default)]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use zephr_core::timestamp::iso_utc;
 
 /// The state file's layout version.
-pub const STATE_FILE_VERSION: u32 = 1;
+pub(crate) const STATE_FILE_VERSION: u32 = 1;
 
 /// What the state file holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,13 +19,13 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use serde_json::Value;
 
-use zephr_core::error::InputError;
+use crate::input::{InputSpec, open_input};
 use zephr_api::{Client, FetchError};
+use zephr_core::error::InputError;
 use zephr_core::flatten::decode::decode;
 use zephr_core::flatten::item::Item;
 use zephr_core::source::drive::{Batches, Driven, Input, drive};
 use zephr_core::source::framer::{FramerOptions, RawBatch};
-use crate::input::{InputSpec, open_input};
 
 /// The columns themselves live with the flattener, which fills them.
 pub use zephr_core::flatten::wide_columns::{
@@ -176,7 +176,7 @@ fn users_base() -> Vec<&'static str> {
 /// decoder, in parallel per batch; items that fail to decode are passed over here (the second
 /// pass reports them under `--on-error`), while broken framing stops the run as it would
 /// later anyway.
-pub fn discover_keys(
+pub(crate) fn discover_keys(
     sources: Vec<(Arc<str>, Box<dyn std::io::Read + Send>)>,
     opts: FramerOptions,
 ) -> Result<Vec<String>, WideError> {

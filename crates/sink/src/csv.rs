@@ -8,9 +8,9 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use super::{CreateFile, TableWriter, WriteError, WrittenFile};
-use zephr_dest::StagedFile;
 use zephr_core::table::ColumnBatch;
 use zephr_core::table::csv_text::{CsvDialect, push_text_cell};
+use zephr_dest::StagedFile;
 
 /// Rows a worksheet holds below its header row (Excel's limit is 1,048,576 rows in all).
 pub const EXCEL_MAX_DATA_ROWS: u64 = 1_048_575;

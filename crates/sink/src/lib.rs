@@ -10,15 +10,15 @@ pub mod xlsx;
 
 use std::path::PathBuf;
 
-use zephr_dest::{DestError, StagedFile};
 use zephr_core::table::ColumnBatch;
+use zephr_dest::{DestError, StagedFile};
 
 /// The buffer in front of every table file. Writers hand over whole batches (hundreds of KiB
 /// of CSV, or a Parquet page) that `BufWriter` passes straight to the file once they are at
 /// least this large; a larger buffer would only copy every byte once more on the way (measured:
 /// with 1 MiB, those copies were about 1.7% of a conversion's instructions). Small writes, such
 /// as headers and page headers, are still gathered.
-pub const FILE_BUFFER_BYTES: usize = 64 << 10;
+pub(crate) const FILE_BUFFER_BYTES: usize = 64 << 10;
 
 /// A writer failed.
 #[derive(Debug, thiserror::Error)]

@@ -15,8 +15,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::{CreateFile, TableWriter, WriteError, WrittenFile};
-use zephr_dest::StagedFile;
 use zephr_core::table::ColumnBatch;
+use zephr_dest::StagedFile;
 
 /// Parquet compression codecs the tool offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,11 +40,11 @@ impl ParquetCompression {
 
 /// Columns of unbounded free text (an attribute's value, the JSON of unmapped fields): no
 /// min/max statistics, which would copy every huge value twice (see `properties`).
-pub const UNBOUNDED_TEXT_COLUMNS: [&str; 2] = ["value", "extra"];
+pub(crate) const UNBOUNDED_TEXT_COLUMNS: [&str; 2] = ["value", "extra"];
 
 /// The default zstd level. Parquet's own encodings already shrink the data; higher levels
 /// cost a lot of CPU for a few percent and would put the writers on the critical path.
-pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+pub(crate) const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 /// How Parquet files are laid out.
 #[derive(Debug, Clone, Copy)]

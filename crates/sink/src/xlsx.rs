@@ -36,20 +36,20 @@ use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
 
 use super::{CreateFile, TableWriter, WriteError, WrittenFile};
-use zephr_core::timestamp::write_timestamp;
 use zephr_core::table::ColumnBatch;
+use zephr_core::timestamp::write_timestamp;
 
 /// Rows of an Excel worksheet, the header row included.
 pub const EXCEL_MAX_ROWS: u32 = 1_048_576;
 
 /// The most characters Excel keeps in one cell.
-pub const EXCEL_MAX_CHARS: usize = 32_767;
+pub(crate) const EXCEL_MAX_CHARS: usize = 32_767;
 
 /// The largest integer written as a number cell: the largest of 15 digits, the significant
 /// digits a spreadsheet keeps (Excel and LibreOffice show and save a 16th digit as 0). Longer
 /// int64 values are written as text. (Every integer up to 2^53 would fit the double a cell
 /// holds; the display and a re-save would not keep it.)
-pub const MAX_NUMBER_CELL_INTEGER: i64 = 999_999_999_999_999;
+pub(crate) const MAX_NUMBER_CELL_INTEGER: i64 = 999_999_999_999_999;
 
 /// Microseconds in a day.
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -97,7 +97,7 @@ struct Formats {
 }
 
 /// One table's workbook being filled, independent of where it ends up.
-pub struct XlsxBook {
+pub(crate) struct XlsxBook {
     name: String,
     schema: SchemaRef,
     workbook: Workbook,
@@ -315,7 +315,7 @@ impl XlsxBook {
 
     /// Closes the last sheet, assembles the workbook and streams it into `out`; returns the
     /// bytes written.
-    pub fn finish_into<W: Write + Send>(mut self, out: W) -> Result<u64, XlsxError> {
+    pub(crate) fn finish_into<W: Write + Send>(mut self, out: W) -> Result<u64, XlsxError> {
         self.end_sheet()?;
         let mut counted = Counted {
             inner: out,
@@ -350,7 +350,7 @@ impl<W: Write> Write for Counted<W> {
 /// shows) to 10000-01-01 or later. Whole days and the time of day are converted apart, so
 /// the double keeps microseconds (for today's dates; near year 9999 a double's step is
 /// about 40 µs).
-pub fn excel_serial(micros: i64) -> Option<f64> {
+pub(crate) fn excel_serial(micros: i64) -> Option<f64> {
     let days = micros.div_euclid(DAY_MICROS);
     let time = micros.rem_euclid(DAY_MICROS);
     (days >= FIRST_DAY && micros < END_MICROS)

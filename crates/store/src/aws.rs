@@ -27,7 +27,7 @@ fn setting(options: &StoreOptions, key: &str, vars: &[&str]) -> Option<String> {
 }
 
 /// Refuses a plain-http endpoint unless plain http was allowed.
-pub fn check_endpoint(options: &StoreOptions, allow_http: bool) -> Result<(), String> {
+pub(crate) fn check_endpoint(options: &StoreOptions, allow_http: bool) -> Result<(), String> {
     let Some(endpoint) = setting(
         options,
         "aws_endpoint",
@@ -48,7 +48,7 @@ pub fn check_endpoint(options: &StoreOptions, allow_http: bool) -> Result<(), St
 /// Checks that some source of credentials exists: keys, a web identity, container
 /// credentials, unsigned requests, or else an instance metadata service that answers. The
 /// service is asked once, briefly, and only when nothing else is configured.
-pub fn check_credentials(options: &StoreOptions) -> Result<(), String> {
+pub(crate) fn check_credentials(options: &StoreOptions) -> Result<(), String> {
     let configured = |key: &str, vars: &[&str]| setting(options, key, vars).is_some();
     let skip_signature = setting(options, "aws_skip_signature", &["AWS_SKIP_SIGNATURE"])
         .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));

@@ -35,7 +35,7 @@ fn push_object(out: &mut String, first: &mut bool, key: &str, members: &[Member<
 }
 
 /// The users table's `extra` for `item`, or `None` when every field was mapped.
-pub fn user_extra(item: &Item<'_>) -> Option<String> {
+pub(crate) fn user_extra(item: &Item<'_>) -> Option<String> {
     let nothing_left = item
         .item_members
         .iter()
@@ -90,7 +90,7 @@ pub fn user_extra(item: &Item<'_>) -> Option<String> {
 }
 
 /// The grants table's `extra` for `grant` of an item whose user id is `user_id`.
-pub fn grant_extra(grant: &Grant<'_>, user_id: &str) -> Option<String> {
+pub(crate) fn grant_extra(grant: &Grant<'_>, user_id: &str) -> Option<String> {
     // Most grants have nothing left over: allocate only once a member is kept.
     let mut out = String::new();
     let mut first = true;

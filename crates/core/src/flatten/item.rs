@@ -141,7 +141,7 @@ impl Field {
 /// occurrence fills the column and every repeat is kept, as written, in `extra`, so nothing is
 /// dropped and no column silently takes the last value.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Seen(u32);
+pub(crate) struct Seen(u32);
 
 impl Seen {
     /// Records `field`; true the first time it is seen.

@@ -39,7 +39,7 @@ impl<'a> Leaf<'a> {
     }
 
     /// The `value_type` name used by the attributes table.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             Leaf::Null => "null",
             Leaf::Bool(_) => "boolean",
@@ -53,7 +53,7 @@ impl<'a> Leaf<'a> {
     /// The value as the text of a string cell: strings unescaped, numbers as written,
     /// `true`/`false`; `None` for null. Objects and arrays give what they are: a string column
     /// cannot hold them faithfully, so the caller reports a bad item.
-    pub fn into_text(self) -> Result<Option<Cow<'a, str>>, Found> {
+    pub(crate) fn into_text(self) -> Result<Option<Cow<'a, str>>, Found> {
         match self {
             Leaf::Null => Ok(None),
             Leaf::Bool(true) => Ok(Some(Cow::Borrowed("true"))),
@@ -204,7 +204,7 @@ pub fn compact(raw: &str) -> Cow<'_, str> {
 }
 
 /// Appends `key` as a JSON string (quoted and escaped).
-pub fn push_json_key(out: &mut String, key: &str) {
+pub(crate) fn push_json_key(out: &mut String, key: &str) {
     if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push('"');
         out.push_str(key);

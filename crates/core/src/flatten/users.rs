@@ -102,7 +102,7 @@ pub fn identifiers<'i>(
 }
 
 /// Pushes an item's wide cells (nothing without `--wide-attributes`).
-pub fn push_wide(ext: Option<&UsersExtension>, item: &Item<'_>, users: &mut TableBuilder) {
+pub(crate) fn push_wide(ext: Option<&UsersExtension>, item: &Item<'_>, users: &mut TableBuilder) {
     if let Some(wide) = ext.and_then(|e| e.wide.as_ref()) {
         wide.push_cells(&item.attributes, users);
     }

@@ -118,7 +118,7 @@ impl WideColumns {
     }
 
     /// The columns as schema entries.
-    pub fn column_defs(&self) -> Vec<ColumnDef> {
+    pub(crate) fn column_defs(&self) -> Vec<ColumnDef> {
         self.columns
             .iter()
             .map(|c| ColumnDef {
@@ -135,7 +135,7 @@ impl WideColumns {
     }
 
     /// Per column, how many values did not fit its type (left NULL), for columns with any.
-    pub fn mismatches(&self) -> Vec<(&WideColumn, u64)> {
+    pub(crate) fn mismatches(&self) -> Vec<(&WideColumn, u64)> {
         self.columns
             .iter()
             .zip(&self.mismatches)
@@ -168,7 +168,11 @@ impl WideColumns {
     }
 
     /// Pushes one cell per wide column for an item's attributes, in column order.
-    pub fn push_cells(&self, attributes: &[(Cow<'_, str>, Leaf<'_>)], out: &mut TableBuilder) {
+    pub(crate) fn push_cells(
+        &self,
+        attributes: &[(Cow<'_, str>, Leaf<'_>)],
+        out: &mut TableBuilder,
+    ) {
         thread_local! {
             /// Per column, the index of the item's attribute that fills it (reused per item).
             static SLOTS: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };

@@ -152,7 +152,7 @@ fn hand_on(batches: &mut impl Batches, batch: RawBatch) -> bool {
 
 /// [`drive`] for a caller that looks at every item and stops only on an error: `each` gets
 /// every batch; the result is the number the next item would have had.
-pub fn for_each_batch(
+pub(crate) fn for_each_batch(
     inputs: impl IntoIterator<Item = Result<Input, InputError>>,
     opts: FramerOptions,
     first_number: u64,

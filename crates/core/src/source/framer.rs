@@ -231,7 +231,7 @@ impl<R: Read> Framer<R> {
     /// [`Framer::new`] reading into `buffer`, which an earlier framer gave back with
     /// [`Framer::into_buffer`]. A fetch frames every page as its own input; a fresh zeroed
     /// megabyte for each was 2% of a fetch's CPU, page faults not counted.
-    pub fn reusing(
+    pub(crate) fn reusing(
         reader: R,
         input: Arc<str>,
         opts: FramerOptions,
@@ -263,7 +263,7 @@ impl<R: Read> Framer<R> {
 
     /// The read buffer, for the framer of the next input. One that a huge item grew is cut
     /// back to the usual size first, so that memory stays flat.
-    pub fn into_buffer(self) -> Vec<u8> {
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
         let mut buf = self.buf;
         let usual = self.opts.buffer_size.clamp(1, 1 << 24);
         if buf.len() > 4 * usual {
@@ -274,7 +274,7 @@ impl<R: Read> Framer<R> {
     }
 
     /// The number the next item will get.
-    pub fn next_number(&self) -> u64 {
+    pub(crate) fn next_number(&self) -> u64 {
         self.next_number
     }
 
@@ -393,7 +393,7 @@ impl<R: Read> Framer<R> {
     /// this input is complete first (the batch may have room left for the next input's items).
     /// A batch that fills just as the input ends gets `true`; the next call then adds nothing
     /// and returns `false`.
-    pub fn extend_batch(&mut self, batch: &mut RawBatch) -> Result<bool, InputError> {
+    pub(crate) fn extend_batch(&mut self, batch: &mut RawBatch) -> Result<bool, InputError> {
         while batch.items.len() < self.opts.batch_items && batch.data.len() < self.opts.batch_bytes
         {
             if !self.step(batch)? {

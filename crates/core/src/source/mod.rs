@@ -8,7 +8,7 @@
 pub mod drive;
 pub mod framer;
 pub mod scan;
-pub mod syntax;
+pub(crate) mod syntax;
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::Arc;
@@ -107,4 +107,3 @@ impl<R: Read> Read for Decoding<R> {
         })
     }
 }
-

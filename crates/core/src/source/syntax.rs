@@ -11,7 +11,7 @@
 
 /// The first place where a value breaks the JSON grammar.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyntaxError {
+pub(crate) struct SyntaxError {
     /// Offset of the offending byte within the checked bytes (their length when they end early).
     pub offset: usize,
     /// What is wrong there, and what was expected.
@@ -19,7 +19,7 @@ pub struct SyntaxError {
 }
 
 /// How a byte is shown in messages: printable ASCII in backticks, anything else in hex.
-pub fn describe_byte(b: u8) -> String {
+pub(crate) fn describe_byte(b: u8) -> String {
     match b {
         b'`' => "a backtick".to_string(),
         b if b.is_ascii_graphic() => format!("`{}`", b as char),

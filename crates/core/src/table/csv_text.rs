@@ -40,11 +40,11 @@ impl CsvDialect {
 }
 
 /// What the postgres dialect writes for a NUL character.
-pub const NUL_REPLACEMENT: char = '\u{FFFD}';
+pub(crate) const NUL_REPLACEMENT: char = '\u{FFFD}';
 
 /// Whether `text` is a cell the postgres dialect changes (it holds a NUL).
 #[inline]
-pub fn has_nul(text: &str) -> bool {
+pub(crate) fn has_nul(text: &str) -> bool {
     memchr::memchr(0, text.as_bytes()).is_some()
 }
 
@@ -55,7 +55,7 @@ pub fn has_nul(text: &str) -> bool {
 /// the widest size that fits. Not for bytes that were just written piece by piece (a formatted
 /// number or timestamp): reloading them with wide loads stalls until those stores complete.
 #[inline(always)]
-pub fn append_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn append_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     let n = bytes.len();
     if n > 32 {
         out.extend_from_slice(bytes);
@@ -132,7 +132,7 @@ pub fn push_text_cell(out: &mut Vec<u8>, text: &str, dialect: CsvDialect) {
 /// Whether a text cell can be written as it is: not empty, nothing to quote, nothing for the
 /// Excel guard. Flatteners check a value that repeats on many rows (the user id of every
 /// attribute row) once, then push it with [`TableBuilder::text_plain`](super::TableBuilder::text_plain).
-pub fn is_plain(text: &str, dialect: CsvDialect) -> bool {
+pub(crate) fn is_plain(text: &str, dialect: CsvDialect) -> bool {
     let bytes = text.as_bytes();
     let guarded = dialect == CsvDialect::Excel
         && matches!(
@@ -147,7 +147,7 @@ pub fn is_plain(text: &str, dialect: CsvDialect) -> bool {
 /// looks at 16 bytes per step with SSE2 (part of every x86_64 CPU), and at 8 bytes per step
 /// elsewhere. A tail shorter than a step is not walked byte by byte: one more load of the last
 /// full step overlaps bytes already seen, which cannot change the answer.
-pub fn needs_quoting(bytes: &[u8]) -> bool {
+pub(crate) fn needs_quoting(bytes: &[u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
     if bytes.len() >= 16 {
         use std::arch::x86_64::{

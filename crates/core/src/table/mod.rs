@@ -207,7 +207,7 @@ impl TableBuilder {
 
     /// Pushes a text cell that [`csv_text::is_plain`] approved: the CSV bytes are copied
     /// without looking at them again.
-    pub fn text_plain(&mut self, value: &str) {
+    pub(crate) fn text_plain(&mut self, value: &str) {
         debug_assert!(
             csv_text::is_plain(value, self.dialect),
             "{value:?} is not plain"
@@ -226,7 +226,7 @@ impl TableBuilder {
 
     /// Pushes a text cell that repeats on many rows: `plain` says whether
     /// [`csv_text::is_plain`] approved it, so it is checked once per item, not once per row.
-    pub fn text_repeated(&mut self, value: &str, plain: bool) {
+    pub(crate) fn text_repeated(&mut self, value: &str, plain: bool) {
         if plain {
             self.text_plain(value)
         } else {

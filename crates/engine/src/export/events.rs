@@ -13,15 +13,15 @@ use arrow_schema::{Field, Schema, SchemaRef};
 
 use super::layout::{Format, OutputTable};
 use super::{Export, ExportError};
+use crate::state_events::{self, EventsStats, Opener, TABLE_NAME};
 use zephr_core::manifest::{ManifestColumn, ManifestTable};
 use zephr_core::naming;
+use zephr_core::source::decompress;
+use zephr_core::table::ColumnBatch;
 use zephr_sink::csv::CsvWriter;
 use zephr_sink::parquet::ParquetWriter;
 use zephr_sink::xlsx::XlsxWriter;
 use zephr_sink::{TableWriter, WriteError, WrittenFile};
-use zephr_core::source::decompress;
-use crate::state_events::{self, EventsStats, Opener, TABLE_NAME};
-use zephr_core::table::ColumnBatch;
 
 impl Export {
     /// [`Export::state_events`] of a saved file (CSV, JSON array or NDJSON; gzip or zstd).
@@ -43,46 +43,57 @@ impl Export {
         let formats = self.opts.formats;
         let dialect = self.opts.dialect;
         let cancel = self.opts.pipeline.cancel.clone();
-        let stats = state_events::export(open, input, formats, dialect, &cancel, &mut |columns, schema| {
-            let mut writers: Vec<Box<dyn TableWriter>> = Vec::new();
-            for format in self.opts.format_list() {
-                let create = self.file_creator(OutputTable::StateEvents, format);
-                match format {
-                    Format::Csv => {
-                        // The CSV keeps the source's own names: people read it.
-                        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-                        writers.push(Box::new(CsvWriter::new(
-                            &names,
-                            dialect,
-                            self.layout.csv_rows(),
-                            create,
-                        )?));
-                    }
-                    Format::Parquet => {
-                        // Warehouses refuse most source names (`event-type`, `1st`): Parquet
-                        // gets sanitised names, the same columns in the same order. Nothing is
-                        // known of the columns, so none is assumed to repeat much.
-                        let renamed = warehouse_schema(schema);
-                        let inner =
-                            ParquetWriter::new(renamed.clone(), &[], self.opts.parquet, create)?;
-                        writers.push(Box::new(Relabel {
-                            schema: renamed,
-                            inner: Box::new(inner),
-                        }));
-                    }
-                    Format::Xlsx => {
-                        // Like the CSV, the workbook keeps the source's names: people read it.
-                        writers.push(Box::new(XlsxWriter::new(
-                            TABLE_NAME,
-                            schema.clone(),
-                            self.opts.xlsx,
-                            create,
-                        )?));
+        let stats = state_events::export(
+            open,
+            input,
+            formats,
+            dialect,
+            &cancel,
+            &mut |columns, schema| {
+                let mut writers: Vec<Box<dyn TableWriter>> = Vec::new();
+                for format in self.opts.format_list() {
+                    let create = self.file_creator(OutputTable::StateEvents, format);
+                    match format {
+                        Format::Csv => {
+                            // The CSV keeps the source's own names: people read it.
+                            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+                            writers.push(Box::new(CsvWriter::new(
+                                &names,
+                                dialect,
+                                self.layout.csv_rows(),
+                                create,
+                            )?));
+                        }
+                        Format::Parquet => {
+                            // Warehouses refuse most source names (`event-type`, `1st`): Parquet
+                            // gets sanitised names, the same columns in the same order. Nothing is
+                            // known of the columns, so none is assumed to repeat much.
+                            let renamed = warehouse_schema(schema);
+                            let inner = ParquetWriter::new(
+                                renamed.clone(),
+                                &[],
+                                self.opts.parquet,
+                                create,
+                            )?;
+                            writers.push(Box::new(Relabel {
+                                schema: renamed,
+                                inner: Box::new(inner),
+                            }));
+                        }
+                        Format::Xlsx => {
+                            // Like the CSV, the workbook keeps the source's names: people read it.
+                            writers.push(Box::new(XlsxWriter::new(
+                                TABLE_NAME,
+                                schema.clone(),
+                                self.opts.xlsx,
+                                create,
+                            )?));
+                        }
                     }
                 }
-            }
-            Ok(writers)
-        })?;
+                Ok(writers)
+            },
+        )?;
         let parquet_names: Vec<String> =
             warehouse_schema(&state_events::arrow_schema(&stats.columns))
                 .fields()
@@ -113,7 +124,7 @@ impl Export {
 
 /// The state-events schema with every name made warehouse-safe ([`naming::sanitise`], then
 /// unique case-insensitively).
-pub fn warehouse_schema(schema: &SchemaRef) -> SchemaRef {
+pub(crate) fn warehouse_schema(schema: &SchemaRef) -> SchemaRef {
     let names = schema
         .fields()
         .iter()

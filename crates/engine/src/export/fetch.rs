@@ -25,26 +25,26 @@ use std::time::SystemTime;
 
 use super::layout::{Format, OutputTable, REJECTS_NAME};
 use super::{Export, ExportError};
-use zephr_dest::StagedFile;
-use zephr_dest::local::LocalFile;
-use zephr_core::flatten::users;
-use zephr_api::client::redact_url;
+use crate::control::{Observer, Total};
 use crate::feed::{Page, PageFeed, SegmentLimit};
-use crate::segments::{concat_bytes, concat_csv, concat_parquet, copy_row_groups, feed_csv};
+use crate::pipeline::{self, OnInterrupt, RunStats, Source, Sources};
 use crate::resume::{Journal, SegmentRecord, WorkDir, check_same};
+use crate::segments::{concat_bytes, concat_csv, concat_parquet, copy_row_groups, feed_csv};
+use crate::state_events::pages::{EventsSpool, events_page_info};
+use crate::state_events::{EventsStats, StateEventsError};
+use zephr_api::client::redact_url;
 use zephr_api::{
     Client, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery, PageReading, USER_EXPORT_PATH,
     fetch_pages_with,
 };
 use zephr_core::flatten::OnError;
-use crate::pipeline::{self, OnInterrupt, RunStats, Source, Sources};
-use crate::control::{Observer, Total};
+use zephr_core::flatten::users;
 use zephr_core::schema::Table;
-use zephr_sink::{CreateFile, dest_error, finish_file};
 use zephr_core::source::decompress;
-use crate::state_events::pages::{EventsSpool, events_page_info};
-use crate::state_events::{EventsStats, StateEventsError};
 use zephr_core::timestamp::iso_utc;
+use zephr_dest::StagedFile;
+use zephr_dest::local::LocalFile;
+use zephr_sink::{CreateFile, dest_error, finish_file};
 
 /// The name of a segment's share of the raw copy.
 const RAW_PART: &str = "raw.part";

@@ -104,7 +104,7 @@ impl Layout {
     }
 
     /// The name of part `part` (0-based) of `table` in `format`.
-    pub fn part_name(&self, table: OutputTable, format: Format, part: usize) -> String {
+    pub(crate) fn part_name(&self, table: OutputTable, format: Format, part: usize) -> String {
         let (stem, ext) = (table.name(), format.name());
         if format == Format::Xlsx {
             // One workbook whatever the layout: its worksheets hold any number of rows.
@@ -122,7 +122,7 @@ impl Layout {
 /// Where `name` ranks among a dataset's files (tables in their order, then rejects, then the
 /// manifest), or `None` when it is no name a dataset file has: the files a destination
 /// holds that make it "hold a dataset", in the order a message names them.
-pub fn dataset_rank(name: &str) -> Option<usize> {
+pub(crate) fn dataset_rank(name: &str) -> Option<usize> {
     if name == REJECTS_NAME {
         return Some(100);
     }

@@ -28,23 +28,23 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use zephr_core::manifest::MANIFEST_NAME;
-use zephr_dest::{Commit, DestError, DestLock, Destination, FinishedFile};
-use zephr_core::flatten::users::{self, UsersExtension};
-use zephr_api::FetchError;
-use crate::segments::MergeError;
-use crate::resume::ResumeError;
-use zephr_core::flatten::OnError;
-use zephr_core::manifest::{self, Manifest, ManifestColumn, ManifestFile, ManifestTable};
 use crate::pipeline::{self, PipelineError, PipelineOptions, RunStats, Sources};
+use crate::resume::ResumeError;
+use crate::segments::MergeError;
+use crate::state_events::StateEventsError;
+use zephr_api::FetchError;
+use zephr_core::flatten::OnError;
+use zephr_core::flatten::users::{self, UsersExtension};
+use zephr_core::manifest::MANIFEST_NAME;
+use zephr_core::manifest::{self, Manifest, ManifestColumn, ManifestFile, ManifestTable};
 use zephr_core::schema::{Table, TableDef};
+use zephr_core::table::{CsvDialect, Formats};
+use zephr_core::timestamp::iso_utc;
+use zephr_dest::{Commit, DestError, DestLock, Destination, FinishedFile};
 use zephr_sink::csv::CsvWriter;
 use zephr_sink::parquet::{ParquetOptions, ParquetWriter};
 use zephr_sink::xlsx::{XlsxOptions, XlsxWriter};
 use zephr_sink::{CreateFile, TableWriter, WriteError, WrittenFile, dest_error};
-use crate::state_events::StateEventsError;
-use zephr_core::table::{CsvDialect, Formats};
-use zephr_core::timestamp::iso_utc;
 
 pub use layout::{Format, Layout, OutputTable, REJECTS_NAME};
 
@@ -126,7 +126,7 @@ impl ExportOptions {
 
     /// The parameters that shape the tables, for the manifest (`extra` adds to them: the
     /// caller's own, such as where wide columns came from).
-    pub fn manifest_parameters(&self) -> BTreeMap<String, Value> {
+    pub(crate) fn manifest_parameters(&self) -> BTreeMap<String, Value> {
         use serde_json::json;
         let formats: Vec<&str> = self.format_list().into_iter().map(Format::name).collect();
         let users = self.pipeline.flatten.users;
@@ -160,7 +160,7 @@ impl ExportOptions {
     }
 
     /// The formats asked for, in order.
-    pub fn format_list(&self) -> Vec<Format> {
+    pub(crate) fn format_list(&self) -> Vec<Format> {
         Format::ALL
             .into_iter()
             .filter(|f| match f {
@@ -367,11 +367,6 @@ impl Export {
         self.opts.pipeline.flatten.users
     }
 
-    /// Records where the data comes from, for the manifest.
-    pub fn set_source(&mut self, source: Value) {
-        self.opts.source = source;
-    }
-
     /// Adds a parameter to the manifest.
     pub fn set_parameter(&mut self, name: &str, value: Value) {
         self.opts.parameters.insert(name.to_string(), value);
@@ -394,7 +389,8 @@ impl Export {
         sources: Sources,
         on_progress: &mut dyn FnMut(&RunStats),
     ) -> Result<RunStats, ExportError> {
-        let (stats, rejects) = self.write_tables(sources, self.opts.pipeline.clone(), on_progress)?;
+        let (stats, rejects) =
+            self.write_tables(sources, self.opts.pipeline.clone(), on_progress)?;
         self.commit_tables(&stats, rejects)?;
         Ok(stats)
     }
@@ -462,7 +458,10 @@ impl Export {
     }
 
     /// The writers of one item table: CSV, Parquet and/or xlsx, in [`Format::ALL`] order.
-    pub fn table_writers(&self, table: Table) -> Result<Vec<Box<dyn TableWriter>>, WriteError> {
+    pub(crate) fn table_writers(
+        &self,
+        table: Table,
+    ) -> Result<Vec<Box<dyn TableWriter>>, WriteError> {
         let out = OutputTable::from(table);
         self.writers_with(table, true, &mut |format| self.file_creator(out, format))
     }
@@ -600,7 +599,7 @@ impl Drop for Export {
 }
 
 /// The manifest's entry for a table.
-pub fn table_entry(def: &TableDef, rows: u64, nul_replaced: Option<u64>) -> ManifestTable {
+pub(crate) fn table_entry(def: &TableDef, rows: u64, nul_replaced: Option<u64>) -> ManifestTable {
     ManifestTable {
         rows,
         nul_replaced,

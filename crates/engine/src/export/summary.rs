@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::layout::REJECTS_NAME;
-use crate::pipeline::RunStats;
 use crate::control::megabytes;
+use crate::pipeline::RunStats;
 use crate::state_events::{EventsStats, TABLE_NAME};
 
 /// The user tables' summary: `users: 3 rows, ..., 1.2MB in 0.50 s (2.4 MB/s)`.

@@ -18,7 +18,7 @@ use zephr_api::pages::{BodyShape, PageError, PageInfo, parse_page_info};
 
 /// How a page of state events is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PageFormat {
+pub(crate) enum PageFormat {
     /// A JSON envelope or array of flat objects.
     Json,
     /// CSV with a header row.
@@ -26,7 +26,7 @@ pub enum PageFormat {
 }
 
 /// The format of a page, from its first bytes, with the `Content-Type` as a hint.
-pub fn page_format(body: &[u8], content_type: Option<&str>) -> PageFormat {
+pub(crate) fn page_format(body: &[u8], content_type: Option<&str>) -> PageFormat {
     let said_csv = content_type.is_some_and(|t| {
         let t = t.to_ascii_lowercase();
         t.contains("csv") || t.starts_with("text/plain")
@@ -79,7 +79,7 @@ fn read_csv_page(body: &[u8]) -> Result<CsvPage, csv::Error> {
 
 /// The pagination facts of a page of state events; `rpp` is the page size asked for, when
 /// one was. JSON pages are read as the user export's are.
-pub fn events_page_info(
+pub(crate) fn events_page_info(
     body: &[u8],
     content_type: Option<&str>,
     rpp: Option<u64>,
@@ -120,7 +120,7 @@ fn empty_page() -> PageInfo {
 
 /// Joins fetched pages into one file: NDJSON for JSON pages, one CSV (the first page's
 /// header, then every page's rows as they came) for CSV pages.
-pub struct EventsSpool<W: Write> {
+pub(crate) struct EventsSpool<W: Write> {
     out: W,
     format: Option<PageFormat>,
     header: Option<Vec<String>>,
@@ -140,11 +140,13 @@ impl<W: Write> EventsSpool<W> {
         }
     }
 
+    #[cfg(test)]
     /// The format of the pages so far (`None` before the first page with content).
     pub fn format(&self) -> Option<PageFormat> {
         self.format
     }
 
+    #[cfg(test)]
     /// Events spooled so far.
     pub fn events(&self) -> u64 {
         self.events
