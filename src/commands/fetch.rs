@@ -84,7 +84,6 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         })?;
         Ok(wide::schema_columns(&fields))
     })?;
-    let ext = export.users();
     if let Some(since) = &since_from_state {
         progress.line(&format!(
             "Fetching users updated since {since} (from --state-file)"
@@ -104,7 +103,7 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
              with it will fetch from the previous time again",
         )?;
     }
-    report_mismatches(&progress, ext);
+    report_mismatches(&progress, export.users());
     let summary = tables_summary(&progress, &fetched.stats, fetched.bytes);
     let events = events.as_ref().map(|events| {
         let run = || export.fetch_state_events(fetch, events);

@@ -3,6 +3,7 @@
 //! all in `zephr_engine::wide`), with the library's errors in the flags' words.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::progress::Progress;
 use zephr_core::flatten::users::UsersExtension;
@@ -66,7 +67,7 @@ impl UsersPlan {
     }
 
     /// The extension with these wide columns (`None` when no flag asks for one).
-    pub fn build(self, found: Option<WideColumns>) -> Option<&'static UsersExtension> {
+    pub fn build(self, found: Option<WideColumns>) -> Option<Arc<UsersExtension>> {
         let wide = match (self.wide, self.schema) {
             (false, _) => None,
             (true, Some(fields)) => Some(wide::schema_columns(&fields)),
@@ -75,7 +76,7 @@ impl UsersPlan {
         if wide.is_none() && self.pii.is_none() {
             return None;
         }
-        Some(UsersExtension::new(wide, self.pii).leak())
+        Some(Arc::new(UsersExtension::new(wide, self.pii)))
     }
 }
 

@@ -504,6 +504,8 @@ fn read_batches(
         results,
     } = channels;
     let spares = Spares::new(opts.framer.batch_bytes);
+    // One copy of the flattening options for every batch's worker.
+    let flatten = Arc::new(opts.flatten.clone());
     let framed = frame_all(
         sources,
         &opts,
@@ -514,7 +516,7 @@ fn read_batches(
             let Some(held) = budget.acquire(batch.data.len() as u64, stop) else {
                 return false;
             };
-            let (results, spares, flatten) = (results.clone(), spares.clone(), opts.flatten);
+            let (results, spares, flatten) = (results.clone(), spares.clone(), flatten.clone());
             pool.spawn(move || {
                 let outcome = flatten_guarded(&batch, &flatten);
                 // The raw bytes go (or back to the spares) before the result is sent; the

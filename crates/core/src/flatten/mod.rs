@@ -16,6 +16,7 @@ pub mod users;
 pub mod wide_columns;
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use crate::error::{BadItem, InputError, ItemProblem, Location};
 use crate::schema::{PerTable, Table};
@@ -48,13 +49,14 @@ impl OnError {
 }
 
 /// How items are flattened.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FlattenOptions {
     pub formats: Formats,
     pub dialect: CsvDialect,
     pub on_error: OnError,
     /// Wide attribute columns and hashed identifiers in `users` (see [`users`]).
-    pub users: Option<&'static UsersExtension>,
+    /// Shared by the run's workers.
+    pub users: Option<Arc<UsersExtension>>,
 }
 
 /// A rejected item: why, and its bytes exactly as they were.
@@ -97,7 +99,7 @@ fn take_builders(opts: &FlattenOptions) -> Vec<TableBuilder> {
     let fits = cached.len() == 3
         && Table::ALL.iter().zip(&cached).all(|(t, b)| {
             b.fits(
-                &users::schema_of(*t, opts.users),
+                &users::schema_of(*t, opts.users.as_deref()),
                 opts.formats,
                 opts.dialect,
             )
@@ -108,7 +110,7 @@ fn take_builders(opts: &FlattenOptions) -> Vec<TableBuilder> {
     Table::ALL
         .iter()
         .map(|t| {
-            let (schema, types) = users::layout(*t, opts.users);
+            let (schema, types) = users::layout(*t, opts.users.as_deref());
             TableBuilder::new(schema, &types, opts.formats, opts.dialect)
         })
         .collect()
@@ -157,7 +159,7 @@ pub fn flatten_batch(batch: &RawBatch, opts: &FlattenOptions) -> Result<FlatBatc
             }
         } else {
             let Err(e) = decode::decode(item_text, &mut item) else {
-                emit(&item, opts.users, users, grants, attributes);
+                emit(&item, opts.users.as_deref(), users, grants, attributes);
                 continue;
             };
             // Decoding stops at the first problem, which may come before broken JSON further

@@ -53,12 +53,6 @@ impl UsersExtension {
             pii,
         }
     }
-
-    /// Gives the extension the lifetime of the process. The flattening options are `Copy`
-    /// and cross threads freely; one small leak per run is the price, and a run is a process.
-    pub fn leak(self) -> &'static UsersExtension {
-        Box::leak(Box::new(self))
-    }
 }
 
 /// The schema and column types a table is built with in a run with `ext`.

@@ -129,7 +129,7 @@ impl ExportOptions {
     pub(crate) fn manifest_parameters(&self) -> BTreeMap<String, Value> {
         use serde_json::json;
         let formats: Vec<&str> = self.format_list().into_iter().map(Format::name).collect();
-        let users = self.pipeline.flatten.users;
+        let users = self.pipeline.flatten.users.as_deref();
         let mut map = BTreeMap::new();
         map.insert("format".into(), json!(formats));
         map.insert("csv_dialect".into(), json!(self.dialect.name()));
@@ -358,13 +358,13 @@ impl Export {
     }
 
     /// Uses `ext` for the users table (wide columns, hashed identifiers).
-    pub fn set_users(&mut self, ext: &'static UsersExtension) {
+    pub fn set_users(&mut self, ext: Arc<UsersExtension>) {
         self.opts.pipeline.flatten.users = Some(ext);
     }
 
     /// The users extension of this run, if any.
-    pub fn users(&self) -> Option<&'static UsersExtension> {
-        self.opts.pipeline.flatten.users
+    pub fn users(&self) -> Option<&UsersExtension> {
+        self.opts.pipeline.flatten.users.as_deref()
     }
 
     /// Adds a parameter to the manifest.
