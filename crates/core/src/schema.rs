@@ -26,6 +26,21 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// The type's name as `schemas/` and the manifest write it (`string`, `int64`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Json => "json",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Int64 => "int64",
+            ColumnType::Float64 => "float64",
+            ColumnType::Date => "date",
+            ColumnType::Timestamp => "timestamp",
+        }
+    }
+}
+
+impl ColumnType {
     /// The Arrow type that carries this column in Parquet.
     pub(crate) fn arrow_type(self) -> DataType {
         match self {
@@ -216,6 +231,29 @@ pub(crate) const STATE_EVENTS_JSON: &str = include_str!("../../../schemas/state_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn column_type_names_are_their_serialised_forms() {
+        use ColumnType as T;
+        for t in [
+            T::String,
+            T::Json,
+            T::Boolean,
+            T::Int64,
+            T::Float64,
+            T::Date,
+            T::Timestamp,
+        ] {
+            assert_eq!(
+                serde_json::to_value(t).unwrap(),
+                serde_json::json!(t.name())
+            );
+            assert_eq!(
+                serde_json::from_value::<T>(serde_json::json!(t.name())).unwrap(),
+                t
+            );
+        }
+    }
 
     #[test]
     fn per_table_is_indexed_by_table_and_serialised_as_an_array() {

@@ -485,16 +485,9 @@ impl Export {
     /// credentials, no tuning such as concurrency or retries).
     fn resume_arguments(&self, plan: &FetchPlan) -> BTreeMap<String, String> {
         let opts = &self.opts;
-        // Named as the flags' values were in the journals of earlier versions.
-        let formats: Vec<&str> = opts
-            .format_list()
-            .into_iter()
-            .map(|f| match f {
-                Format::Csv => "Csv",
-                Format::Parquet => "Parquet",
-                Format::Xlsx => "Xlsx",
-            })
-            .collect();
+        // Every value by its stable name (the flag's value, as the manifest has it), never
+        // by `Debug`: renaming a variant must not make a saved fetch unresumable.
+        let formats: Vec<&str> = opts.format_list().into_iter().map(Format::name).collect();
         let mut map = BTreeMap::new();
         let mut put = |key: &str, value: String| {
             map.insert(key.to_string(), value);
@@ -504,8 +497,11 @@ impl Export {
         put("base-url", redact_url(&plan.base_url));
         put("query", plan.query.to_query(None));
         put("format", formats.join(","));
-        put("on-error", format!("{:?}", opts.pipeline.flatten.on_error));
-        put("compression", format!("{:?}", opts.parquet.compression));
+        put(
+            "on-error",
+            opts.pipeline.flatten.on_error.name().to_string(),
+        );
+        put("compression", opts.parquet.compression.name().to_string());
         put("row-group-size", opts.parquet.row_group_rows.to_string());
         put("save-raw", plan.save_raw.is_some().to_string());
         // What the segments' cells depend on beyond the query: a resume must not mix them.
@@ -518,7 +514,7 @@ impl Export {
                 let columns: Vec<String> = wide
                     .columns
                     .iter()
-                    .map(|c| format!("{}:{:?}", c.name, c.column_type))
+                    .map(|c| format!("{}:{}", c.name, c.column_type.name()))
                     .collect();
                 put("wide-columns", columns.join(","));
             }
