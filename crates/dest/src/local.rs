@@ -184,6 +184,29 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
+/// Replaces `path` with `bytes`, atomically and durably: a temporary file beside it, named
+/// `prefix` and random characters, created exclusively (so never through a symlink) and
+/// readable like the data files, then fsynced, renamed over `path` (a symlink there is
+/// replaced, not followed), and the folder synced. A crash leaves the old file or the new one,
+/// whole; a failure removes the temporary file. The tool's one atomic write: the manifest and
+/// journal of a folder, the fetch's resume journal and its state file.
+pub fn write_atomic(path: &Path, bytes: &[u8], prefix: &str) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    // 0644 rather than tempfile's 0600: loaders may run as another user.
+    let mut temp = tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir);
+    Ok(())
+}
+
 fn exists_no_follow(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
@@ -390,18 +413,7 @@ impl LocalDir {
     /// folder, so recovery sweeps it), fsync, rename, fsync of DIR.
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), DestError> {
         let target = self.root.join(name);
-        // Readable like the data files (tempfile's own default is 0600), for loaders that
-        // run as another user.
-        let mut temp = tempfile::Builder::new()
-            .prefix(STAGING_PREFIX)
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .tempfile_in(&self.root)
-            .map_err(io_at(&self.root))?;
-        temp.write_all(bytes).map_err(io_at(temp.path()))?;
-        temp.as_file().sync_all().map_err(io_at(&target))?;
-        temp.persist(&target).map_err(|e| io_at(&target)(e.error))?;
-        sync_dir(&self.root);
-        Ok(())
+        write_atomic(&target, bytes, STAGING_PREFIX).map_err(io_at(&target))
     }
 
     /// Removes a previous dataset's file `name` (step f): never through a symlink on the

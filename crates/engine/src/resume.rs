@@ -12,8 +12,8 @@
 //! filters, page sizes or formats cannot be stitched together.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -270,21 +270,15 @@ impl WorkDir {
     /// Replaces the journal atomically: a crash leaves the old one or the new one, whole.
     pub fn save(&self, journal: &Journal) -> Result<(), ResumeError> {
         let path = self.path.join(JOURNAL_NAME);
-        let temp = self.path.join(format!(".{JOURNAL_NAME}.tmp"));
         let text = serde_json::to_vec_pretty(journal).map_err(|e| ResumeError::Corrupt {
             path: path.clone(),
             problem: e.to_string(),
         })?;
-        let write = || -> io::Result<()> {
-            let mut file = File::create(&temp)?;
-            file.write_all(&text)?;
-            file.write_all(b"\n")?;
-            file.sync_all()?;
-            fs::rename(&temp, &path)?;
-            zephr_dest::local::sync_dir(&self.path);
-            Ok(())
-        };
-        write().map_err(|source| self.io(&path, source))
+        let mut text = text;
+        text.push(b'\n');
+        // The temporary file is a stray to `remove_strays` if a crash leaves it.
+        zephr_dest::local::write_atomic(&path, &text, &format!(".{JOURNAL_NAME}.tmp"))
+            .map_err(|source| self.io(&path, source))
     }
 
     /// Removes everything the journal does not account for: segment folders of a crash

@@ -6,8 +6,8 @@
 //! must ask again from there. It is written atomically (a temporary file in the same folder,
 //! fsync, rename) and only once the tables are in place, so a failed run never moves it on.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -126,21 +126,10 @@ pub fn write(path: &Path, state: &RunState) -> Result<(), StateFileError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "state".into());
-    let temp = parent.join(format!(".{name}.zephr-etl-tmp-{}", std::process::id()));
     let mut text = serde_json::to_string_pretty(state).unwrap_or_default();
     text.push('\n');
-    let result = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temp, path)?;
-        zephr_dest::local::sync_dir(&parent);
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result.map_err(io_error)
+    zephr_dest::local::write_atomic(path, text.as_bytes(), &format!(".{name}.zephr-etl-tmp-"))
+        .map_err(io_error)
 }
 
 #[cfg(test)]

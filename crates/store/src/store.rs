@@ -189,19 +189,14 @@ impl Store {
                 Arc::new(builder.build().map_err(config_error)?)
             }
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("zephr-etl-store")
-            .enable_all()
-            .build()
-            .map_err(|e| CloudError::Config {
-                url: url.display(),
-                detail: format!("cannot start the upload threads: {e}"),
-            })?;
+        let runtime = shared_runtime().map_err(|e| CloudError::Config {
+            url: url.display(),
+            detail: format!("cannot start the upload threads: {e}"),
+        })?;
         Ok(Store {
             client,
             url: url.clone(),
-            runtime: Arc::new(runtime),
+            runtime,
         })
     }
 
@@ -389,4 +384,21 @@ fn shorten(text: &str) -> String {
         end -= 1;
     }
     format!("{}...", &flat[..end])
+}
+
+/// The process's one runtime for every store: the output's, each input object's and the lock's
+/// clients share its two threads instead of starting a runtime each. Built on first use; the
+/// callers stay synchronous and `block_on` it from their own threads.
+fn shared_runtime() -> std::io::Result<Arc<tokio::runtime::Runtime>> {
+    static RUNTIME: std::sync::OnceLock<Arc<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(Arc::clone(runtime));
+    }
+    let built = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("zephr-etl-store")
+        .enable_all()
+        .build()?;
+    // Two threads may race to build it; one wins and the other's is dropped unused.
+    Ok(Arc::clone(RUNTIME.get_or_init(|| Arc::new(built))))
 }
