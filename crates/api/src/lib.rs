@@ -2,6 +2,8 @@
 //! client and an in-order parallel paginator. Bytes in, no tables: the engine
 //! (`zephr-engine`) feeds what it fetches to the same pipeline as a saved export.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod pages;
 pub mod query;

@@ -49,12 +49,19 @@ pub struct EventsQuery {
 /// names it by its flag instead (see [`QueryError::message_with`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryField {
+    /// `appIds` of the user export ([`ExportQuery::app_ids`]).
     AppIds,
+    /// `since` of the user export ([`ExportQuery::since`]).
     Since,
+    /// `registeredSince` of the user export ([`ExportQuery::registered_since`]).
     RegisteredSince,
+    /// `registeredBefore` of the user export ([`ExportQuery::registered_before`]).
     RegisteredBefore,
+    /// `rpp` of either export.
     Rpp,
+    /// `from` of the events export ([`EventsQuery::from`]).
     EventsFrom,
+    /// `to` of the events export ([`EventsQuery::to`]).
     EventsTo,
 }
 

@@ -40,11 +40,17 @@ pub(crate) const REDSHIFT_NOTE: &str = "\
 /// The engines `zephr-etl schema --dialect` writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
+    /// PostgreSQL.
     Postgres,
+    /// DuckDB.
     Duckdb,
+    /// Google BigQuery.
     Bigquery,
+    /// Snowflake.
     Snowflake,
+    /// Amazon Redshift.
     Redshift,
+    /// Apache Spark SQL.
     Spark,
 }
 

@@ -24,12 +24,20 @@ pub enum DescribeError {
     OneTableOnly,
     /// The manifest has no such table.
     #[error("the manifest has no table {table:?}; it lists {listed}")]
-    NotInManifest { table: String, listed: String },
+    NotInManifest {
+        /// The table asked for.
+        table: String,
+        /// The tables the manifest does list, comma-separated.
+        listed: String,
+    },
     /// A manifest column's type is none of the schema files' types.
     #[error("the manifest gives column {column:?} of {table} the unknown type {column_type:?}")]
     UnknownType {
+        /// The table the column is in.
         table: String,
+        /// The column's name.
         column: String,
+        /// The type as the manifest writes it.
         column_type: String,
     },
 }

@@ -33,14 +33,23 @@ impl fmt::Display for Location {
 /// The input cannot be read as an export at all: the run must stop.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// The input could not be opened, or its first bytes (which tell its compression) read.
     #[error("{input}: cannot read: {source}")]
     Io {
+        /// The input's name as given on the command line (`-` shows as `<stdin>`).
         input: Arc<str>,
+        /// What reading reported.
         #[source]
         source: std::io::Error,
     },
+    /// The input is not a valid export there: broken JSON, a cut-off document, invalid UTF-8.
     #[error("{location}: {problem}")]
-    Syntax { location: Location, problem: String },
+    Syntax {
+        /// The offending byte.
+        location: Location,
+        /// What was found and what was expected there.
+        problem: String,
+    },
     /// A part of the export the run cannot do without (an envelope member, not an item) is
     /// larger than the item size limit (the framer's `max_item_bytes`).
     #[error(
@@ -48,17 +57,22 @@ pub enum InputError {
          raise the limit if the export is genuine"
     )]
     TooLarge {
+        /// Where the part starts.
         location: Location,
         /// What is too large (`the envelope's "meta"`).
         what: String,
+        /// The part's size in bytes.
         size: u64,
+        /// The item size limit, in bytes.
         limit: usize,
     },
     /// Reading stopped part way: a corrupt or cut-off compressed file, a dropped connection.
     /// The location is where the data stopped.
     #[error("{location}: {source}")]
     Read {
+        /// Where the data stopped.
         location: Location,
+        /// What the reader or decompressor reported.
         #[source]
         source: std::io::Error,
     },

@@ -30,6 +30,7 @@ pub(crate) const VALUE_TYPES: [&str; 6] =
 /// One attribute key.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KeyReport {
+    /// The attribute key, exactly as in the export.
     pub key: String,
     /// Users whose attributes have the key (whatever the value, null included).
     pub users: u64,
@@ -44,13 +45,16 @@ pub struct KeyReport {
 /// One value of a grant field and how many grants have it (`value` null: grants without).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ValueCount {
+    /// The field's value; `None` counts the grants where it is absent or null.
     pub value: Option<String>,
+    /// Grants with this value.
     pub grants: u64,
 }
 
 /// A capped list of value counts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Counts {
+    /// The tracked values, most grants first (ties by value).
     pub values: Vec<ValueCount>,
     /// More distinct values than the cap: those past it are only counted in `untracked`.
     pub capped: bool,
@@ -61,7 +65,10 @@ pub struct Counts {
 /// The registration date range.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DateRange {
+    /// The earliest `user.registered`, as a UTC timestamp (`2021-02-24T15:43:28Z`); `None`
+    /// when no user has one.
     pub first: Option<String>,
+    /// The latest `user.registered`, in the same form; `None` when no user has one.
     pub last: Option<String>,
     /// Users without a registration time.
     pub missing: u64,
@@ -70,7 +77,10 @@ pub struct DateRange {
 /// Attribute keys, capped.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KeysReport {
+    /// The tracked keys, most users first (ties by key).
     pub keys: Vec<KeyReport>,
+    /// More distinct keys than the cap: values under those past it are only counted in
+    /// `untracked`.
     pub capped: bool,
     /// Attribute values under keys past the cap.
     pub untracked: u64,
@@ -79,22 +89,33 @@ pub struct KeysReport {
 /// What `inspect` reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// The inputs' names, as the caller passed them to [`Inspector::finish`].
     pub inputs: Vec<String>,
     /// Items read (users plus bad items).
     pub items: u64,
     /// Items that become a users row.
     pub users: u64,
+    /// Items `convert` would call bad (broken item JSON included).
     pub bad_items: u64,
     /// The first bad item's problem, as `convert` would report it.
     pub first_bad_item: Option<String>,
+    /// Grants of all users (rows of the grants table).
     pub grants: u64,
+    /// Attribute values of all users (rows of the attributes table).
     pub attributes: u64,
+    /// Users with at least one grant.
     pub users_with_grants: u64,
+    /// Users with at least one attribute.
     pub users_with_attributes: u64,
+    /// When the users registered.
     pub registered: DateRange,
+    /// The attribute keys and how they are filled.
     pub attribute_keys: KeysReport,
+    /// Grants per `entitlement_type`.
     pub entitlement_types: Counts,
+    /// Grants per `product_id`.
     pub products: Counts,
+    /// Grants per `expiry_state`.
     pub expiry_states: Counts,
 }
 

@@ -13,6 +13,8 @@
 //! - [`timestamp`]: the one calendar; [`error`]: where bad input is and what is wrong there;
 //! - [`inspect`] summarises an export; [`generate`] writes synthetic ones (tests, benchmarks).
 
+#![warn(missing_docs)]
+
 pub mod ddl;
 pub mod describe;
 pub mod error;

@@ -32,11 +32,17 @@ use crate::schema::{ColumnType, TableDef};
 /// The warehouses `load-sql` writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Warehouse {
+    /// Google BigQuery (`LOAD DATA` from GCS).
     Bigquery,
+    /// Snowflake (`COPY INTO` from a stage).
     Snowflake,
+    /// Amazon Redshift (`COPY` from S3).
     Redshift,
+    /// Databricks (`COPY INTO`, Spark SQL).
     Databricks,
+    /// DuckDB (reads local files or buckets).
     Duckdb,
+    /// PostgreSQL (`COPY` of the CSV files).
     Postgres,
 }
 
@@ -94,6 +100,7 @@ pub const DEFAULT_IAM_ROLE: &str = "default";
 /// What the script should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
+    /// The warehouse the script is for (`--dialect`).
     pub warehouse: Warehouse,
     /// Apply SPEC section 7 (`--merge`) instead of appending.
     pub merge: bool,
@@ -152,6 +159,7 @@ impl Base {
 /// Why no script can be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadSqlError {
+    /// The tables' definitions could not be made from the manifest.
     #[error(transparent)]
     Describe(#[from] DescribeError),
     /// The warehouse reads only from buckets and the manifest is a local folder's.
@@ -160,23 +168,35 @@ pub enum LoadSqlError {
          the run to a bucket (-o s3://..., gs://...) or upload the folder as it is and give \
          the uploaded manifest's URL"
     )]
-    LocalFiles { warehouse: &'static str },
+    LocalFiles {
+        /// The warehouse's name, as [`Warehouse::name`] gives it.
+        warehouse: &'static str,
+    },
     /// Redshift's COPY reads S3 only.
     #[error("Redshift's COPY reads Amazon S3 only, and the run's files are at {url}")]
-    NotS3 { url: String },
+    NotS3 {
+        /// The run's base URL (`gs://...`, `az://...`).
+        url: String,
+    },
     /// PostgreSQL needs CSV and the run wrote none of a table.
     #[error(
         "PostgreSQL loads the CSV files (it cannot read Parquet), and the run wrote no CSV of \
          {table}: write the run with CSV (its default formats), in the postgres CSV dialect"
     )]
-    NoCsv { table: String },
+    NoCsv {
+        /// The table without CSV files.
+        table: String,
+    },
     /// The only files of a table are excel-dialect CSV, whose values a loader would change.
     #[error(
         "the run's CSV files are in the excel dialect (BOM, formula guard), which no loader \
          reads back as written, and {table} has no Parquet: write the run with Parquet, or \
          with the postgres CSV dialect"
     )]
-    ExcelCsv { table: String },
+    ExcelCsv {
+        /// The table whose only files are excel-dialect CSV.
+        table: String,
+    },
     /// `--merge` needs the users table, whose user ids every other table's rows follow.
     #[error("a merge needs the run's users table, and the manifest lists none")]
     NoUsers,

@@ -26,7 +26,10 @@ pub const MANIFEST_NAME: &str = "manifest.json";
 /// One column of a table, as the manifest lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestColumn {
+    /// The column's name in the files.
     pub name: String,
+    /// Its type as `schemas/` spells it (`string`, `timestamp`, ...); kept as text so a
+    /// manifest with a type this version does not know still reads.
     #[serde(rename = "type")]
     pub column_type: String,
     /// The source's own name when the column was renamed for warehouses (state events).
@@ -37,11 +40,13 @@ pub struct ManifestColumn {
 /// One table: its rows and columns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestTable {
+    /// The table's rows, summed over its part files (each format holds the same rows).
     pub rows: u64,
     /// CSV cells the postgres dialect changed (a NUL replaced by U+FFFD); present with that
     /// dialect, or whenever a cell was changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nul_replaced: Option<u64>,
+    /// The columns, in the order the files hold them.
     pub columns: Vec<ManifestColumn>,
 }
 
@@ -56,6 +61,7 @@ pub struct ManifestFile {
     pub format: String,
     /// Data rows (records below the header in CSV; rejected items in rejects).
     pub rows: u64,
+    /// The file's size in bytes.
     pub bytes: u64,
     /// Lowercase hex SHA-256 of the file's bytes.
     pub sha256: String,
@@ -64,16 +70,24 @@ pub struct ManifestFile {
 /// The whole manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Always `zephr-etl`.
     pub tool: String,
+    /// The version of the tool that wrote it.
     pub version: String,
     /// The run's random id (128 bits, hex): tells two runs' datasets apart.
     #[serde(default)]
     pub run_id: String,
     /// When the manifest was written (UTC).
     pub created_at: String,
+    /// Where the data came from: the input names, or the tenant and API root of a fetch;
+    /// never credentials.
     pub source: serde_json::Value,
+    /// The options that shape the tables (formats, dialect, `max_rows_per_file`, ...), by
+    /// name.
     pub parameters: BTreeMap<String, serde_json::Value>,
+    /// The dataset's tables by name (`users`, `grants`, `attributes`, `state_events`).
     pub tables: BTreeMap<String, ManifestTable>,
+    /// Every file of the dataset; nothing else in the destination belongs to it.
     pub files: Vec<ManifestFile>,
 }
 

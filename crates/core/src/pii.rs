@@ -21,8 +21,10 @@ pub(crate) const KEY_VARIABLE: &str = "ZEPHR_ETL_PII_KEY";
 /// The key could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum PiiKeyError {
+    /// `ZEPHR_ETL_PII_KEY` is unset or empty.
     #[error("{}", missing_key("hashing PII"))]
     Missing,
+    /// `ZEPHR_ETL_PII_KEY` is set but not valid UTF-8.
     #[error("{KEY_VARIABLE} is not valid UTF-8; use a text key")]
     NotUnicode,
 }

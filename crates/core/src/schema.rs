@@ -13,11 +13,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnType {
+    /// UTF-8 text.
     String,
     /// A string that holds a JSON object.
     Json,
+    /// `true` or `false`.
     Boolean,
+    /// A 64-bit signed integer.
     Int64,
+    /// A 64-bit float.
     Float64,
     /// A calendar date (Parquet DATE / Arrow Date32).
     Date,
@@ -57,9 +61,12 @@ impl ColumnType {
 /// One column of a table.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct ColumnDef {
+    /// The column's name, in the CSV header and the Arrow schema.
     pub name: String,
+    /// The column's logical type (`type` in the file).
     #[serde(rename = "type")]
     pub column_type: ColumnType,
+    /// Whether a cell may be empty (NULL).
     pub nullable: bool,
     /// Few distinct values or long runs of one value (states, types, keys, the user id of
     /// grants and attributes): Parquet dictionary-encodes only these columns. Unique columns
@@ -73,8 +80,11 @@ pub struct ColumnDef {
 /// A table's definition as kept in `schemas/TABLE.json`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct TableDef {
+    /// The table's name (`users`), which is also its file stem.
     pub table: String,
+    /// What one row is, for people reading the schema.
     pub description: String,
+    /// The columns, in the order files hold them.
     pub columns: Vec<ColumnDef>,
 }
 
@@ -185,8 +195,11 @@ impl<T> std::ops::IndexMut<Table> for PerTable<T> {
 /// The tables an export flattens into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
+    /// One row per item (user).
     Users,
+    /// One row per grant of a user.
     Grants,
+    /// One row per attribute key of a user.
     Attributes,
 }
 

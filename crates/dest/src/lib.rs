@@ -14,6 +14,8 @@
 //! prefix ([`object`]: streamed multipart uploads in [`upload`], a leased conditional lock
 //! object in [`lease`]; URLs parsed by [`zephr_store`]).
 
+#![warn(missing_docs)]
+
 pub mod lease;
 pub mod local;
 pub mod object;

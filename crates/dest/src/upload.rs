@@ -37,6 +37,7 @@ pub struct Uploads {
 
 /// The store and the limits that every file of a run shares.
 pub struct Shared {
+    /// The connected store; its URL's key is the destination prefix every name is under.
     pub store: Store,
     /// Bytes per part: at least 5 MiB (S3's minimum for all parts but the last).
     pub part_size: usize,
@@ -46,6 +47,8 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Shares `store` among a run's files, with parts of `part_size` bytes and at most
+    /// `parts_in_flight` of them uploading at once (each at least 1).
     pub fn new(store: Store, part_size: usize, parts_in_flight: usize) -> Shared {
         Shared {
             store,

@@ -170,7 +170,9 @@ impl Drop for PageFeed {
 /// open segment.
 #[derive(Debug, Clone, Copy)]
 pub struct SegmentLimit {
+    /// Pages per segment at most (`usize::MAX`: no page limit); 0 counts as 1.
     pub pages: usize,
+    /// Bytes of page bodies per segment: the page that reaches it is the segment's last.
     pub bytes: u64,
 }
 

@@ -15,7 +15,9 @@ use zephr_store::{CloudError, CloudUrl, Location};
 /// One input as named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputSpec {
+    /// `-`: standard input.
     Stdin,
+    /// A local file.
     Path(PathBuf),
     /// An object in a bucket, read as a stream.
     Object(CloudUrl),

@@ -11,6 +11,8 @@
 //! The engine knows no terminal: it reports through an observer and stops when its
 //! cancellation token is set.
 
+#![warn(missing_docs)]
+
 pub mod control;
 pub mod export;
 pub mod feed;

@@ -45,7 +45,9 @@ pub use zephr_core::source::drive::{Source, Sources};
 pub struct PipelineOptions {
     /// Rayon worker threads.
     pub threads: usize,
+    /// How inputs are cut into batches of items (batch size, item size limit).
     pub framer: FramerOptions,
+    /// How the workers turn items into rows (formats, CSV dialect, `--on-error`, users layout).
     pub flatten: FlattenOptions,
     /// Stop a `--on-error skip` run once this many items were rejected (counting
     /// `rejects_before`).
@@ -84,9 +86,11 @@ impl PipelineOptions {
 /// Counts of a run, also passed to the progress callback as the run goes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStats {
+    /// Items read, the rejected ones included.
     pub items: u64,
     /// Rows per table.
     pub rows: PerTable<u64>,
+    /// Items this run rejected (written to `rejects.ndjson`); earlier segments' not counted.
     pub rejects: u64,
     /// CSV cells the postgres dialect changed (a NUL replaced by U+FFFD), per table.
     pub nul_replaced: PerTable<u64>,
@@ -97,13 +101,16 @@ pub struct RunStats {
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// An input could not be read or is not a valid export.
     #[error(transparent)]
     Input(#[from] InputError),
     /// A bad item stopped the run (failing on bad items was asked for).
     #[error("bad item: {0}")]
     BadItem(BadItem),
+    /// A table writer failed.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// Writing a line of `rejects.ndjson` failed.
     #[error("cannot write rejects.ndjson: {0}")]
     Rejects(std::io::Error),
     /// The limit of rejected items was reached.
@@ -111,9 +118,17 @@ pub enum PipelineError {
         "stopped after {limit} rejected items (the limit); the last was {last}\n\
          (rejects.ndjson is not kept when a run fails: raise the limit to get it)"
     )]
-    TooManyRejects { limit: u64, last: Box<BadItem> },
+    TooManyRejects {
+        /// `--max-errors`.
+        limit: u64,
+        /// The reject that reached the limit.
+        last: Box<BadItem>,
+    },
+    /// The run was cancelled (with [`OnInterrupt::Fail`]).
     #[error("interrupted (Ctrl-C or SIGTERM); no output file of this run was kept")]
     Interrupted,
+    /// A thread could not be started, or panicked or stopped early: a bug or the system's
+    /// limits, not the input's fault.
     #[error("internal error: {0}")]
     Internal(String),
 }

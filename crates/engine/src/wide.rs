@@ -42,13 +42,21 @@ pub const MAX_DISCOVERED_KEYS: usize = 2000;
 /// The user schema or the first pass could not give the columns.
 #[derive(Debug, thiserror::Error)]
 pub enum WideError {
+    /// The user schema is not the JSON that `GET /v3/schema/users` returns.
     #[error("user schema {name}: {problem}")]
-    Schema { name: String, problem: String },
+    Schema {
+        /// The schema's file name, or `GET /v3/schema/users` when downloaded.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The first pass found more than [`MAX_DISCOVERED_KEYS`] keys.
     #[error(
         "more than {MAX_DISCOVERED_KEYS} distinct attribute keys in the input; give a user \
          schema to choose the columns"
     )]
     TooManyKeys,
+    /// The first pass could not read an input.
     #[error(transparent)]
     Input(#[from] InputError),
     /// The first pass reads every input twice, and this one can be read only once.
@@ -56,7 +64,10 @@ pub enum WideError {
         "finding the attribute keys reads the input twice, and {input} can be read only once; \
          save it to a file first, or give a user schema"
     )]
-    ReadOnce { input: Arc<str> },
+    ReadOnce {
+        /// The input's name in messages (`<stdin>`, a path that is not a regular file).
+        input: Arc<str>,
+    },
     /// The user schema could not be downloaded.
     #[error("cannot download the user schema (GET {USER_SCHEMA_PATH})")]
     Download(#[source] FetchError),

@@ -4,6 +4,8 @@
 //! the Parquet footer and the final flush and fsync happen in [`TableWriter::finish`], never in
 //! `Drop`, so a failed run cannot leave a file that looks complete.
 
+#![warn(missing_docs)]
+
 pub mod csv;
 pub mod parquet;
 pub mod xlsx;
@@ -23,21 +25,31 @@ pub(crate) const FILE_BUFFER_BYTES: usize = 64 << 10;
 /// A writer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    /// Writing, flushing or syncing the staged file failed (a destination's error is carried
+    /// here too, see [`dest_error`]).
     #[error("cannot write {path}: {source}")]
     Io {
+        /// The file's final name in the destination.
         path: PathBuf,
+        /// What the file system or destination reported.
         #[source]
         source: std::io::Error,
     },
+    /// The Parquet encoder refused a batch or could not write the footer.
     #[error("cannot write Parquet file {path}: {source}")]
     Parquet {
+        /// The file's final name in the destination.
         path: PathBuf,
+        /// The `parquet` crate's error.
         #[source]
         source: ::parquet::errors::ParquetError,
     },
+    /// Building or saving the workbook failed.
     #[error("cannot write Excel workbook {path}: {source}")]
     Xlsx {
+        /// The workbook's final name, or `TABLE.xlsx` before its file is opened.
         path: PathBuf,
+        /// The `rust_xlsxwriter` error (boxed: it is large).
         #[source]
         source: Box<rust_xlsxwriter::XlsxError>,
     },
@@ -48,7 +60,9 @@ pub enum WriteError {
 pub struct WrittenFile {
     /// The file's final name in the destination (`users.csv`, `csv/users/part-00000.csv`).
     pub name: String,
+    /// Data rows in the file (header rows not counted).
     pub rows: u64,
+    /// The file's size in bytes.
     pub bytes: u64,
     /// Lowercase hex SHA-256 of the bytes, computed as they were written.
     pub sha256: String,

@@ -21,9 +21,12 @@ use zephr_dest::StagedFile;
 /// Parquet compression codecs the tool offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ParquetCompression {
+    /// zstd at [`ParquetOptions::zstd_level`] (the default).
     #[default]
     Zstd,
+    /// Snappy: faster, larger files.
     Snappy,
+    /// No compression (Parquet's encodings only).
     None,
 }
 
@@ -49,6 +52,7 @@ pub(crate) const DEFAULT_ZSTD_LEVEL: i32 = 1;
 /// How Parquet files are laid out.
 #[derive(Debug, Clone, Copy)]
 pub struct ParquetOptions {
+    /// The codec of every column (`--compression`).
     pub compression: ParquetCompression,
     /// zstd level; negative levels trade a little size for a lot of speed.
     pub zstd_level: i32,

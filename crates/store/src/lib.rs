@@ -11,6 +11,8 @@
 //! [`store`] builds the `object_store` client with retries; [`reader`] reads an object as a
 //! sync stream (inputs of `convert`).
 
+#![warn(missing_docs)]
+
 mod aws;
 pub mod reader;
 pub mod store;
@@ -23,14 +25,18 @@ use url::Url;
 /// The cloud an object-store URL belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cloud {
+    /// Amazon S3 or an S3-compatible store (`s3://`, `s3a://`, `https://...amazonaws.com`).
     S3,
+    /// Google Cloud Storage (`gs://`).
     Gcs,
+    /// Azure Blob Storage or Data Lake (`az://`, `abfs://`, `https://ACCOUNT.blob.core.windows.net`).
     Azure,
 }
 
 /// An object-store location: a bucket (container) and a key or key prefix in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudUrl {
+    /// The cloud the URL's scheme (or `https` host) names.
     pub cloud: Cloud,
     /// The URL as given (checked to hold no credentials).
     url: Url,
@@ -74,7 +80,9 @@ impl CloudUrl {
 /// A location given on the command line: a local path or an object-store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
+    /// A local file or folder, as given (not made absolute).
     Local(PathBuf),
+    /// An object-store URL.
     Cloud(CloudUrl),
 }
 
@@ -83,38 +91,77 @@ pub enum Location {
 pub enum CloudError {
     /// The text is neither a local path nor a supported object-store URL.
     #[error("{text}: {problem}")]
-    BadUrl { text: String, problem: String },
+    BadUrl {
+        /// The text as given, with any credentials redacted.
+        text: String,
+        /// What is wrong with it and how to write it instead.
+        problem: String,
+    },
     /// The store could not be configured (missing account, unreadable credentials file, ...).
     #[error("cannot use {url}: {detail}")]
-    Config { url: String, detail: String },
+    Config {
+        /// The location, as [`CloudUrl::display`] gives it.
+        url: String,
+        /// The builder's or our own complaint, secrets redacted.
+        detail: String,
+    },
+    /// The bucket (container) does not exist, or these credentials cannot see it.
     #[error(
         "bucket {bucket} does not exist (or is not visible with these credentials): create it \
          or correct the URL"
     )]
-    NoSuchBucket { bucket: String },
+    NoSuchBucket {
+        /// The bucket (container) name.
+        bucket: String,
+    },
+    /// The credentials were refused or lack the permission for this request.
     #[error(
         "access denied to {target}: {detail}; check the credentials in the environment and \
          their permissions on this bucket"
     )]
-    AccessDenied { target: String, detail: String },
+    AccessDenied {
+        /// The object or prefix refused, as [`CloudUrl::target`] gives it.
+        target: String,
+        /// The store's error text, shortened and redacted.
+        detail: String,
+    },
+    /// The bucket lives in another region than the client was configured for.
     #[error(
         "bucket {bucket} is in another region than the one configured: {detail}; set the \
          bucket's region in the environment (AWS_REGION for S3)"
     )]
-    WrongRegion { bucket: String, detail: String },
+    WrongRegion {
+        /// The bucket name.
+        bucket: String,
+        /// The store's error text, shortened and redacted.
+        detail: String,
+    },
+    /// The object does not exist (the bucket does).
     #[error("{target} does not exist")]
-    NotFound { target: String },
+    NotFound {
+        /// The missing object, as [`CloudUrl::target`] gives it.
+        target: String,
+    },
     /// The run's lock was taken over (its lease had expired) or could not be renewed.
     #[error(
         "the lock {lock} is no longer this run's ({detail}); nothing of this run was \
          committed: run again"
     )]
-    LockLost { lock: String, detail: String },
+    LockLost {
+        /// The lock object, as [`CloudUrl::target`] gives it.
+        lock: String,
+        /// Why it is no longer this run's (taken over after its lease expired, or the store gave
+        /// no ETag to renew it by).
+        detail: String,
+    },
     /// Any other failure of the store, after its retries.
     #[error("cannot {action} {target}: {detail}")]
     Store {
+        /// What was being done, as a verb phrase for the message (`read`, `renew the lock`).
         action: &'static str,
+        /// The object or prefix it was done to, as [`CloudUrl::target`] gives it.
         target: String,
+        /// The store's error text, shortened and redacted.
         detail: String,
     },
 }

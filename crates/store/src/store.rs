@@ -87,8 +87,11 @@ impl Default for StoreOptions {
 
 /// A connected store: the client, the bucket and prefix it serves, and a runtime to block on.
 pub struct Store {
+    /// The `object_store` client, with the retry and timeout settings of [`StoreOptions`].
     pub client: Arc<dyn CloudStore>,
+    /// The bucket and key prefix that [`Store::path`] resolves names under.
     pub url: CloudUrl,
+    /// The Tokio runtime the blocking methods run the client's futures on.
     pub runtime: Arc<tokio::runtime::Runtime>,
 }
 

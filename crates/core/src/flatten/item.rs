@@ -32,30 +32,51 @@ pub enum Object {
 /// Every field the tables map, in one place. A key that is not here goes to `extra`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
+    /// `user` of the item.
     User,
+    /// `seq-no` of the item: its sequence number in the export.
     SeqNo,
+    /// `grants` of the item: an array of grants, or an object whose `results` is one.
     Grants,
+    /// `user.user_id`: the user's id, which every item must have.
     UserId,
+    /// `user.identifiers`: the object of `email_address` and `username`.
     Identifiers,
+    /// `user.email_verified`.
     EmailVerified,
+    /// `user.tracking_id`.
     TrackingId,
+    /// `user.registered`: when the user registered.
     Registered,
+    /// `user.registration_tenant`.
     RegistrationTenant,
+    /// `user.registration_state`.
     RegistrationState,
+    /// `user.last_login`.
     LastLogin,
+    /// `user.attributes`: the object of the user's attributes (the attributes table).
     Attributes,
+    /// `user.identifiers.email_address`.
     EmailAddress,
+    /// `user.identifiers.username`.
     Username,
     /// `grantId`, which wins over `grant_id`.
     GrantId,
     /// `grant_id`, used when there is no `grantId`.
     GrantIdSnake,
+    /// A grant's `account_id`.
     AccountId,
+    /// A grant's `expiry_state`.
     ExpiryState,
+    /// A grant's `entitlement_type`.
     EntitlementType,
+    /// A grant's `entitlement_id`.
     EntitlementId,
+    /// A grant's `product_id`.
     ProductId,
+    /// A grant's `startTime`.
     StartTime,
+    /// A grant's `endTime`.
     EndTime,
     /// `createdAt`, which wins over `created_at`.
     CreatedAt,
@@ -157,27 +178,40 @@ impl Seen {
 /// A grant, decoded.
 #[derive(Debug, Default, PartialEq)]
 pub struct Grant<'a> {
+    /// `grantId`, else `grant_id`; `None` when absent or null.
     pub grant_id: Option<Cow<'a, str>>,
+    /// `account_id`; `None` when absent or null.
     pub account_id: Option<Cow<'a, str>>,
+    /// `expiry_state`; `None` when absent or null.
     pub expiry_state: Option<Cow<'a, str>>,
+    /// `entitlement_type`; `None` when absent or null.
     pub entitlement_type: Option<Cow<'a, str>>,
+    /// `entitlement_id`; `None` when absent or null.
     pub entitlement_id: Option<Cow<'a, str>>,
+    /// `product_id`; `None` when absent or null.
     pub product_id: Option<Cow<'a, str>>,
+    /// `startTime`, in microseconds since the epoch (UTC); `None` when absent or null.
     pub start_time: Option<i64>,
+    /// `endTime`, in microseconds since the epoch (UTC); `None` when absent or null.
     pub end_time: Option<i64>,
+    /// `createdAt`, else `created_at`, in microseconds since the epoch (UTC); `None` when
+    /// absent or null.
     pub created_at: Option<i64>,
     /// The grant's own `user_id`, kept in `extra` only if it differs from the item's.
     pub user_id: Option<(Option<Cow<'a, str>>, &'a str)>,
     /// Every member in source order that may go to `extra`, including the snake_case spelling
     /// when the camelCase one is also present (resolved in `extra.rs`).
     pub members: Vec<GrantMember<'a>>,
+    /// `grantId` was seen: it fills `grant_id`, and a `grant_id` is kept in `extra`.
     pub has_camel_id: bool,
+    /// `createdAt` was seen: it fills `created_at`, and a `created_at` is kept in `extra`.
     pub has_camel_created: bool,
 }
 
 /// A grant member that may belong in `extra`.
 #[derive(Debug, PartialEq)]
 pub enum GrantMember<'a> {
+    /// An unmapped key, or a repeat of a mapped one: always kept.
     Other(Member<'a>),
     /// `user_id`, kept only when it differs from the item's user id.
     UserId(&'a str),
@@ -188,32 +222,57 @@ pub enum GrantMember<'a> {
 /// Where `user` and `grants` sit among the item's members, so `extra` keeps source order.
 #[derive(Debug, PartialEq)]
 pub enum ItemMember<'a> {
+    /// An unmapped member of the item, or a repeat of a mapped one.
     Other(Member<'a>),
+    /// `user`: its unmapped members are [`Item::user_members`].
     User,
+    /// `grants`: its unmapped members are [`Item::grants_members`].
     Grants,
 }
 
 /// An item, decoded and checked, borrowing from its raw bytes.
 #[derive(Debug, Default, PartialEq)]
 pub struct Item<'a> {
+    /// `user.user_id`; never `None` in an item the decoder accepted.
     pub user_id: Option<Cow<'a, str>>,
+    /// `user.identifiers.email_address`; `None` when absent or null.
     pub email_address: Option<Cow<'a, str>>,
+    /// `user.identifiers.username`; `None` when absent or null.
     pub username: Option<Cow<'a, str>>,
+    /// `user.email_verified`; `None` when absent or null.
     pub email_verified: Option<bool>,
+    /// `user.tracking_id`; `None` when absent or null.
     pub tracking_id: Option<Cow<'a, str>>,
+    /// `user.registered`, in microseconds since the epoch (UTC); `None` when absent or null.
     pub registered: Option<i64>,
+    /// `user.registration_tenant`; `None` when absent or null.
     pub registration_tenant: Option<Cow<'a, str>>,
+    /// `user.registration_state`; `None` when absent or null.
     pub registration_state: Option<Cow<'a, str>>,
+    /// `user.last_login`, in microseconds since the epoch (UTC); `None` when absent or null.
     pub last_login: Option<i64>,
+    /// `seq-no`; `None` when absent or null.
     pub seq_no: Option<i64>,
+    /// The grants, in source order (from `grants` or `grants.results`).
     pub grants: Vec<Grant<'a>>,
+    /// `user.attributes` as key and leaf value, in source order.
     pub attributes: Vec<(Cow<'a, str>, Leaf<'a>)>,
+    /// The item's own members in source order, for `extra`.
     pub item_members: Vec<ItemMember<'a>>,
+    /// The user's unmapped members (and repeats of mapped keys) in source order, for `extra`.
     pub user_members: Vec<Member<'a>>,
     /// Position of `identifiers` among the user's members, when it has unmapped keys.
     pub identifiers_at: Option<usize>,
+    /// The unmapped members of `user.identifiers` (and repeats of mapped keys) in source
+    /// order, for `extra`.
     pub identifier_members: Vec<Member<'a>>,
+    /// The members of a `grants` object other than `results`, in source order, for `extra`.
     pub grants_members: Vec<Member<'a>>,
+    /// The item had a `user` (so a missing id is [`Problem::NoUserId`], not
+    /// [`Problem::NoUser`]).
+    ///
+    /// [`Problem::NoUserId`]: super::problem::Problem::NoUserId
+    /// [`Problem::NoUser`]: super::problem::Problem::NoUser
     pub saw_user: bool,
 }
 

@@ -12,7 +12,9 @@ use super::problem::Found;
 /// A JSON value seen through its raw text, classified by its first byte.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Leaf<'a> {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
     /// The number's text exactly as written.
     Number(&'a str),
@@ -20,6 +22,7 @@ pub enum Leaf<'a> {
     String(Cow<'a, str>),
     /// The raw text of an object or array (not yet compacted).
     Object(&'a str),
+    /// The raw text of an array (not yet compacted).
     Array(&'a str),
 }
 

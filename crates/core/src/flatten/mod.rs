@@ -51,8 +51,11 @@ impl OnError {
 /// How items are flattened.
 #[derive(Debug, Clone)]
 pub struct FlattenOptions {
+    /// Which encodings the column batches carry (CSV bytes, Arrow columns).
     pub formats: Formats,
+    /// How CSV cells are written.
     pub dialect: CsvDialect,
+    /// What to do with a bad item (`--on-error`).
     pub on_error: OnError,
     /// Wide attribute columns and hashed identifiers in `users` (see [`users`]).
     /// Shared by the run's workers.
@@ -62,6 +65,7 @@ pub struct FlattenOptions {
 /// A rejected item: why, and its bytes exactly as they were.
 #[derive(Debug)]
 pub struct Reject {
+    /// Which item it was, where, and what is wrong with it.
     pub bad: BadItem,
     /// `None` when the item was larger than `--max-item-bytes` and its bytes were not kept.
     pub raw: Option<Vec<u8>>,
@@ -72,7 +76,9 @@ pub struct Reject {
 pub struct FlatBatch {
     /// One batch per table, in [`Table::ALL`] order.
     pub tables: Vec<ColumnBatch>,
+    /// The items left out with `--on-error skip`, in input order (always empty with `fail`).
     pub rejects: Vec<Reject>,
+    /// Items in the batch, the rejected ones included.
     pub items: u64,
     /// CSV cells the postgres dialect changed (a NUL replaced), per table.
     pub nul_replaced: PerTable<u64>,
@@ -81,8 +87,11 @@ pub struct FlatBatch {
 /// Why a batch could not be flattened.
 #[derive(Debug, thiserror::Error)]
 pub enum FlattenError {
+    /// The input itself is broken (invalid JSON or UTF-8): the run stops whatever
+    /// `--on-error` says.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// A bad item with `--on-error fail`.
     #[error("bad item: {0}")]
     BadItem(BadItem),
 }

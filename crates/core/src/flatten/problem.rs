@@ -19,16 +19,31 @@ pub enum DecodeError {
     Broken,
     /// JSON that serde_json, the reference for what a JSON text means, refuses although the
     /// grammar accepts it: `problem` (its wording) at byte `offset` of the item.
-    Invalid { offset: usize, problem: String },
+    Invalid {
+        /// Byte offset in the item of the refused value.
+        offset: usize,
+        /// serde_json's wording of what is wrong.
+        problem: String,
+    },
     /// Valid JSON that cannot be mapped faithfully: a bad item.
-    Bad { path: FieldPath, problem: Problem },
+    Bad {
+        /// The field the problem is in.
+        path: FieldPath,
+        /// What is wrong there.
+        problem: Problem,
+    },
 }
 
 /// What is wrong with a bad item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
     /// A value of the wrong kind.
-    WrongType { expected: Expected, found: Found },
+    WrongType {
+        /// What the field should have held.
+        expected: Expected,
+        /// What it held instead.
+        found: Found,
+    },
     /// A string that is not a timestamp (the string, unescaped).
     NotATimestamp(String),
     /// `user.user_id` is null.
@@ -39,7 +54,10 @@ pub enum Problem {
     NoUser,
     /// A key of the object at the path holds half a UTF-16 surrogate pair (`\ud800` without
     /// its other half), so it is not text: `key` as written, without quotes, cut short.
-    KeyNotUnicode { key: String },
+    KeyNotUnicode {
+        /// The key as written, without quotes, cut short.
+        key: String,
+    },
 }
 
 impl Problem {
@@ -83,15 +101,23 @@ impl fmt::Display for Problem {
 pub enum Expected {
     /// The item itself.
     Item,
+    /// `user`: an object.
     User,
+    /// `user.identifiers`: an object or null.
     Identifiers,
+    /// `user.attributes`: an object or null.
     Attributes,
+    /// `grants`: an object with `results`, an array of grants, or null.
     Grants,
+    /// `grants.results`: an array of grants or null.
     GrantsResults,
+    /// One grant: an object.
     Grant,
     /// A string cell.
     Text,
+    /// A boolean cell: `true`, `false` or null.
     Bool,
+    /// An integer (`seq-no`).
     Integer,
     /// A timestamp cell given something other than a string.
     TimestampString,
@@ -135,7 +161,12 @@ pub enum Found {
     /// A fixed description: "a string", "boolean".
     Described(&'static str),
     /// "the string \"yes\"": a kind and the value as written (cut short).
-    Written { kind: &'static str, text: String },
+    Written {
+        /// The value's kind ("string", "number", ...).
+        kind: &'static str,
+        /// The value as written (a long one cut short).
+        text: String,
+    },
     /// A value as written, with nothing before it ("1.5", for an integer field).
     Bare(String),
 }

@@ -26,8 +26,12 @@ pub struct UsersExtension {
     pub def: TableDef,
     /// `def`'s Arrow schema, built once so builders can be reused across batches.
     pub schema: SchemaRef,
+    /// `def`'s column types in order, for the table builders.
     pub types: Vec<ColumnType>,
+    /// The wide attribute columns (`--wide-attributes`); `None` without them.
     pub wide: Option<WideColumns>,
+    /// The key that hashes `email_address` and `username` (`--hash-pii`); `None` keeps them
+    /// as they are.
     pub pii: Option<PiiKey>,
 }
 

@@ -23,6 +23,7 @@ pub const PREFIX: &str = "attr_";
 /// One field of Zephr's user schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaField {
+    /// The field's key, as attribute keys in the export spell it.
     pub slug: String,
     /// `text`, `number`, `checkbox`, `date`, ... (`None` when the field has none).
     pub input_type: Option<String>,
@@ -48,6 +49,7 @@ pub struct WideColumn {
     pub key: String,
     /// The column name (`attr_...`).
     pub name: String,
+    /// The column's type; a value that does not fit it is left NULL and counted.
     pub column_type: ColumnType,
     /// The schema's input type, when the column came from a schema.
     pub input_type: Option<String>,
@@ -56,6 +58,7 @@ pub struct WideColumn {
 /// The wide columns of a run, with counters of values that did not fit.
 #[derive(Debug)]
 pub struct WideColumns {
+    /// The columns, in the order they follow the base columns of `users`.
     pub columns: Vec<WideColumn>,
     index: HashMap<String, usize>,
     mismatches: Vec<AtomicU64>,

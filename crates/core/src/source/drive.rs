@@ -16,7 +16,9 @@ use crate::error::InputError;
 
 /// One input to frame: its name in messages and its (decompressed) bytes.
 pub struct Input {
+    /// The input's name in messages and locations (`<stdin>` for `-`).
     pub name: Arc<str>,
+    /// The input's bytes, already decompressed.
     pub reader: Box<dyn Read + Send>,
 }
 
@@ -53,7 +55,10 @@ pub trait Batches {
 #[derive(Debug)]
 pub enum Driven {
     /// Every input was framed; the next item would have had this number.
-    Finished { next_number: u64 },
+    Finished {
+        /// One past the last item's number.
+        next_number: u64,
+    },
     /// An input could not be opened or framed (after its earlier items were handed on).
     Failed(InputError),
     /// [`Batches`] said stop.

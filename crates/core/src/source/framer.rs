@@ -24,13 +24,17 @@ use crate::error::{InputError, Location};
 pub struct ItemSpan {
     /// The input's name for messages (a batch may hold the items of several inputs).
     pub input: Arc<str>,
+    /// Where the item's bytes start in [`RawBatch::data`].
     pub start: usize,
+    /// One past the item's last byte in [`RawBatch::data`].
     pub end: usize,
     /// 1-based number of the item in the whole export.
     pub number: u64,
     /// Byte offset of the item's first byte in its input.
     pub offset: u64,
+    /// 1-based line of the item's first byte in its input.
     pub line: u64,
+    /// 1-based column of the item's first byte, in bytes.
     pub column: u64,
     /// The item's size when it exceeded `max_item_bytes`: it was read past without being
     /// kept, so its range in [`RawBatch::data`] is empty.
@@ -40,7 +44,9 @@ pub struct ItemSpan {
 /// A batch of raw items, their bytes stored back to back.
 #[derive(Debug, Default)]
 pub struct RawBatch {
+    /// The items' bytes, back to back (nothing between them).
     pub data: Vec<u8>,
+    /// The items in input order, each with its range in `data`.
     pub items: Vec<ItemSpan>,
 }
 

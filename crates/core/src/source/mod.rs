@@ -23,6 +23,7 @@ pub struct Counting<R> {
 }
 
 impl<R> Counting<R> {
+    /// Reads from `inner`, adding every byte read to `counter` (which it does not reset).
     pub fn new(inner: R, counter: Arc<AtomicU64>) -> Self {
         Counting { inner, counter }
     }
@@ -39,8 +40,11 @@ impl<R: Read> Read for Counting<R> {
 /// The compression of a stream, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Plain bytes.
     None,
+    /// gzip, possibly several members back to back.
     Gzip,
+    /// Zstandard.
     Zstd,
 }
 

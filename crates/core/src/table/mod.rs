@@ -25,7 +25,9 @@ use text_column::TextColumn;
 /// Which encodings a run produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Formats {
+    /// CSV files, from the CSV bytes each batch carries.
     pub csv: bool,
+    /// Parquet files, from the Arrow columns.
     pub parquet: bool,
     /// Excel workbooks, written from the same Arrow columns as Parquet.
     pub xlsx: bool,
@@ -41,6 +43,7 @@ impl Formats {
 /// One table's rows from one batch of items.
 #[derive(Debug)]
 pub struct ColumnBatch {
+    /// Rows in the batch (the same in `csv` and `arrow`).
     pub rows: usize,
     /// CSV records (no header), when CSV is written.
     pub csv: Vec<u8>,

@@ -51,6 +51,7 @@ const RAW_PART: &str = "raw.part";
 
 /// What a fetch needs besides the export's options.
 pub struct FetchPlan {
+    /// The Admin API client that fetches the pages (credentials, retries).
     pub client: Arc<Client>,
     /// The user-export query (filters, page size).
     pub query: ExportQuery,
@@ -64,6 +65,7 @@ pub struct FetchPlan {
     pub resume: bool,
     /// The tenant and the API root (without credentials), for the resume journal.
     pub tenant: String,
+    /// The API root the client talks to; the journal records it redacted.
     pub base_url: String,
     /// When this run started.
     pub started: SystemTime,
@@ -80,9 +82,17 @@ pub enum ResumeNotice {
     /// Resuming: every page was fetched by the run before, only the assembly is left.
     Complete,
     /// Resuming from `page`, with `users` already fetched.
-    From { page: u32, users: u64 },
+    From {
+        /// The first page this run fetches.
+        page: u32,
+        /// Users in the pages already fetched.
+        users: u64,
+    },
     /// Resuming was not asked for: the interrupted fetch in `work` is removed.
-    Discarding { work: PathBuf },
+    Discarding {
+        /// The work folder being emptied.
+        work: PathBuf,
+    },
     /// Resuming was asked for, but there is nothing to resume.
     Nothing,
 }
@@ -115,6 +125,8 @@ impl std::fmt::Display for ResumeNotice {
 /// What the user-export phase of a fetch did.
 #[derive(Debug)]
 pub struct Fetched {
+    /// The counts of the whole export, resumed segments included (`files` is empty for a
+    /// paginated fetch, whose files the assembly writes).
     pub stats: RunStats,
     /// Body bytes received (this run and, when resumed, the runs before).
     pub bytes: u64,

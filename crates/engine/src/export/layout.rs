@@ -16,7 +16,10 @@ pub const REJECTS_NAME: &str = "rejects.ndjson";
 /// A file format the engine writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
+    /// CSV in the run's dialect, one file per table (or per part, or per worksheet's worth
+    /// in the excel dialect).
     Csv,
+    /// Parquet, one file per table (or per part).
     Parquet,
     /// One Excel workbook per table (a long table goes on in more worksheets, never more
     /// files).
@@ -44,9 +47,13 @@ const DATASET_EXTENSIONS: [&str; 3] = ["csv", "parquet", "xlsx"];
 /// A table the engine writes: the item tables and the state events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OutputTable {
+    /// The item table [`Table::Users`].
     Users,
+    /// The item table [`Table::Grants`].
     Grants,
+    /// The item table [`Table::Attributes`].
     Attributes,
+    /// `state_events`: the export's optional second phase (fetched, or a saved file).
     StateEvents,
 }
 

@@ -53,6 +53,7 @@ pub use layout::{Format, Layout, OutputTable, REJECTS_NAME};
 pub struct ExportOptions {
     /// CSV and/or Parquet.
     pub formats: Formats,
+    /// How CSV cells are written (`--csv-dialect`).
     pub dialect: CsvDialect,
     /// Parquet's codec and row groups (its `max_rows_per_file` is set from the layout).
     pub parquet: ParquetOptions,
@@ -191,8 +192,10 @@ pub enum ExportError {
     /// The destination refused (locked, a symlink, a file that appeared...).
     #[error(transparent)]
     Dest(#[from] DestError),
+    /// The pipeline stopped: an input, a bad item, a writer, the rejects limit.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// A table writer could not be made, or failed outside the pipeline.
     #[error(transparent)]
     Write(#[from] WriteError),
     /// Assembling the fetch's segments failed.
@@ -201,6 +204,7 @@ pub enum ExportError {
     /// The fetch's work folder (resume journal) failed.
     #[error(transparent)]
     Resume(#[from] ResumeError),
+    /// A request to the Admin API failed (after its retries).
     #[error(transparent)]
     Fetch(#[from] FetchError),
     /// The pages of a fetch could not all be had.
@@ -209,22 +213,30 @@ pub enum ExportError {
     /// The state events' pages could not all be had.
     #[error(transparent)]
     EventPages(#[from] zephr_api::pages::PagesError<StateEventsError>),
+    /// The state events could not be converted into their table.
     #[error(transparent)]
     StateEvents(#[from] StateEventsError),
     /// The raw copy of the responses could not be written.
     #[error("cannot write the raw copy {}: {source}", path.display())]
     Raw {
+        /// The raw copy's file (or the segment folder that holds it).
         path: PathBuf,
+        /// What the file system reported.
         #[source]
         source: std::io::Error,
     },
     /// The raw copy's file exists and overwriting was not asked for.
     #[error("{} already exists", path.display())]
-    RawExists { path: PathBuf },
+    RawExists {
+        /// The raw copy's file (`--save-raw`).
+        path: PathBuf,
+    },
     /// The tables were committed but the raw copy could not be moved into place.
     #[error("the tables were written, but not {}: {source}", path.display())]
     RawAfterCommit {
+        /// Where the raw copy should have gone.
         path: PathBuf,
+        /// What the file system reported.
         #[source]
         source: std::io::Error,
     },
@@ -249,9 +261,13 @@ pub enum ExportError {
         last + 1
     )]
     Resumable {
+        /// The first page kept.
         first: u32,
+        /// The last page kept.
         last: u32,
+        /// The work folder that holds the pages' segments and journal.
         work: PathBuf,
+        /// Why the fetch stopped.
         #[source]
         source: Box<ExportError>,
     },
