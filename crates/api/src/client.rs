@@ -14,7 +14,7 @@
 //! Timeouts: connecting, and every read (the response's headers and each read of its body)
 //! may take at most the configured time without data. A timed-out attempt is retried like a
 //! dropped connection, so the silence a run sits through on one page is bounded by
-//! [`Client::page_wait_bound`], which the error states when the last attempt timed out.
+//! `Client::page_wait_bound`, which the error states when the last attempt timed out.
 //!
 //! No error built here holds the secret or the `Authorization` value: they are never put in
 //! a message, and server text quoted in an error is scrubbed of both.
@@ -214,7 +214,7 @@ pub enum FetchError {
         /// Time spent on the page, from the first attempt to giving up.
         waited: Duration,
         /// The most time the page could have taken in silence (see
-        /// [`Client::page_wait_bound`]).
+        /// `Client::page_wait_bound`).
         bound: Duration,
     },
     /// The request could not be made at all (bad URL, unknown host, TLS failure, ...).

@@ -93,7 +93,7 @@ pub enum PageError {
 
 /// Reads a page body's pagination facts without building its items.
 ///
-/// An envelope is read by [`quick_envelope`]; serde reads whatever that declines, and words
+/// An envelope is read by `quick_envelope`; serde reads whatever that declines, and words
 /// the error when there is one.
 pub fn parse_page_info(body: &[u8]) -> Result<PageInfo, PageError> {
     match quick_envelope(body) {

@@ -3,7 +3,7 @@
 //! SPEC section 2: keys come from the environment (`ZEPHR_ACCESS_KEY`, `ZEPHR_SECRET_KEY`) or
 //! from a file, never from a flag value, and never appear in output, logs or error messages.
 //! The secret lives in [`SecretKey`], whose `Debug` and `Display` print a mask, so a stray
-//! `{:?}` of a config struct cannot leak it; [`SecretKey::expose`] is the one way to read it.
+//! `{:?}` of a config struct cannot leak it; `SecretKey::expose` is the one way to read it.
 
 use std::ffi::OsString;
 use std::fmt;

@@ -153,7 +153,7 @@ impl Dialect {
 }
 
 /// `CREATE TABLE` for `def` in `dialect`, JSON columns in the engine's JSON type (for
-/// BigQuery, standard SQL DDL; `bq load` wants [`bigquery_schema_as`] instead). Ends with `;`
+/// BigQuery, standard SQL DDL; `bq load` wants `bigquery_schema_as` instead). Ends with `;`
 /// and a line break.
 pub fn create_table(def: &TableDef, dialect: Dialect) -> String {
     create_table_as(def, dialect, JsonAs::Native)
@@ -164,7 +164,7 @@ pub(crate) fn create_table_as(def: &TableDef, dialect: Dialect, json: JsonAs) ->
     create_table_with(def, dialect, json, &Create::default())
 }
 
-/// How [`create_table_with`] words the statement's head and tail (`load-sql` creates its
+/// How `create_table_with` words the statement's head and tail (`load-sql` creates its
 /// tables when missing, in a schema, and its staging tables as temporary ones).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Create {

@@ -1,7 +1,7 @@
 //! `manifest.json`: the commit record of a dataset, and what loaders should check.
 //!
 //! Every run writes it last, atomically, once every data file it lists is in place (see
-//! [`zephr_dest`]): a dataset is exactly the files its manifest lists. It gives the run's
+//! `zephr_dest`): a dataset is exactly the files its manifest lists. It gives the run's
 //! random id, the tool and its version, the source (input names, or the tenant and API root of
 //! a fetch; never credentials), the parameters that shape the tables, each table's columns,
 //! and every file with its table, format, rows, bytes and SHA-256 (computed as the file was

@@ -9,7 +9,7 @@
 //! The base columns in `schemas/` already follow these rules (a test checks it). Names that
 //! come from the data (attribute keys for `--wide-attributes`, the columns of a state-events
 //! source in Parquet) go through [`sanitise`] (or [`fit`]) and [`make_unique`]. A name longer
-//! than [`MAX_NAME_CHARS`] keeps its first 54 bytes and ends in `_` plus 8 hex digits of the
+//! than `MAX_NAME_CHARS` keeps its first 54 bytes and ends in `_` plus 8 hex digits of the
 //! SHA-256 of the whole source name, so long keys that share a beginning still differ, and a
 //! key always gets the same name whatever else the export holds.
 
@@ -82,7 +82,7 @@ pub fn sanitise(name: &str) -> String {
     fit(out, name)
 }
 
-/// `name` (ASCII) within [`MAX_NAME_CHARS`]: as it is when it fits, else its first bytes,
+/// `name` (ASCII) within `MAX_NAME_CHARS`: as it is when it fits, else its first bytes,
 /// `_` and the first 8 hex digits of the SHA-256 of `source` (the name as the data gives it).
 pub fn fit(mut name: String, source: &str) -> String {
     if name.len() <= MAX_NAME_CHARS {
@@ -98,7 +98,7 @@ pub fn fit(mut name: String, source: &str) -> String {
 
 /// Makes `names` unique, case-insensitively, in order: the first keeps its name, later ones
 /// get `_2`, `_3`, ... (the first suffix that is free), cut so the result stays within
-/// [`MAX_NAME_CHARS`]. `taken` holds names already in use (the base columns), lowercased.
+/// `MAX_NAME_CHARS`. `taken` holds names already in use (the base columns), lowercased.
 pub fn make_unique(names: Vec<String>, taken: &[&str]) -> Vec<String> {
     let mut used: HashSet<String> = taken.iter().map(|n| n.to_ascii_lowercase()).collect();
     let mut out = Vec::with_capacity(names.len());

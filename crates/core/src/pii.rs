@@ -2,7 +2,7 @@
 //!
 //! `email_address` and `username` become the lowercase hex HMAC-SHA256 of the value, trimmed
 //! of surrounding whitespace and lowercased (Unicode rules), keyed by the bytes of the
-//! environment variable [`KEY_VARIABLE`]. The same key gives the same hash in every run, so
+//! environment variable `KEY_VARIABLE`. The same key gives the same hash in every run, so
 //! tables still join across runs and exports; without the key the addresses cannot be
 //! recovered by hashing candidate addresses, as they could from a plain SHA-256.
 //!
@@ -68,7 +68,7 @@ impl PiiKey {
         }
     }
 
-    /// The key from [`KEY_VARIABLE`]; missing or empty is an error.
+    /// The key from `KEY_VARIABLE`; missing or empty is an error.
     pub fn from_env() -> Result<PiiKey, PiiKeyError> {
         match std::env::var(KEY_VARIABLE) {
             Ok(key) if !key.is_empty() => Ok(PiiKey::new(key.as_bytes())),

@@ -19,7 +19,7 @@ pub(crate) fn unique_bytes() -> [u8; 16] {
     bytes
 }
 
-/// [`unique_bytes`] as 32 lowercase hex digits.
+/// `unique_bytes` as 32 lowercase hex digits.
 pub fn unique_hex() -> String {
     hex::encode(unique_bytes())
 }

@@ -2,7 +2,7 @@
 //!
 //! This is the crate's one calendar: the flattener parses every timestamp cell with
 //! [`parse_timestamp_micros`], the tables print them with [`write_timestamp`], and the
-//! generator spells its synthetic times with [`Civil`]. Zephr writes user times as ISO-8601 with `Z` and grant times as `YYYY-MM-DD HH:MM:SS`
+//! generator spells its synthetic times with `Civil`. Zephr writes user times as ISO-8601 with `Z` and grant times as `YYYY-MM-DD HH:MM:SS`
 //! without a zone; exports from other tools carry offsets and fractions. Every one of them
 //! becomes microseconds since the Unix epoch in UTC, which is what Parquet stores and what the
 //! CSV prints back. A hand-written parser is used because it is exact (no float arithmetic)

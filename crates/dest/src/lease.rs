@@ -134,7 +134,7 @@ impl Drop for ObjectLock {
 }
 
 /// Takes the lock of the prefix for run `run`, or says who holds it and until when.
-pub fn acquire(
+pub(crate) fn acquire(
     shared: &Arc<Shared>,
     run: &str,
     lease: Duration,

@@ -1,10 +1,10 @@
 //! Destinations: where a run's files go, and the commit that makes them a dataset.
 //!
-//! The engine ([`zephr_engine::export`]) writes through the [`Destination`] trait and never knows
+//! The engine (`zephr_engine::export`) writes through the [`Destination`] trait and never knows
 //! whether it writes into a local folder ([`local::LocalDir`]) or an object store. A run:
 //! takes the destination's [`lock`](Destination::lock) for its whole length, lets
 //! [`recover`](Destination::recover) finish or undo a commit a crash interrupted, writes each
-//! output through a [`StagedFile`] (hashed as the bytes pass, see [`HashingWriter`]), then
+//! output through a [`StagedFile`] (hashed as the bytes pass, see `HashingWriter`), then
 //! [`commit`](Destination::commit)s them with the manifest written last, or
 //! [`discard`](Destination::discard)s them when it fails.
 //!

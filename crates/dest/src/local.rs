@@ -10,7 +10,7 @@
 //!
 //! **Staging.** Outputs are written into `DIR/.zephr-etl-staging-XXXXXX/` (mkdtemp: a random
 //! name, mode 0700), each file created with `O_CREAT|O_EXCL|O_NOFOLLOW`, synced behind the
-//! writer ([`SyncBehind`]) and hashed as it is written ([`HashingWriter`]).
+//! writer (`SyncBehind`) and hashed as it is written (`HashingWriter`).
 //!
 //! **Commit** (the steps the fault hook [`fault`] names):
 //! - a. every data file is finished (fsynced) in staging; each must still be there (a

@@ -65,7 +65,7 @@ fn record_name(run: &str) -> String {
 }
 
 /// Writes (replaces) the record of `record.run`.
-pub fn write(shared: &Shared, record: &RunRecord) -> Result<(), DestError> {
+pub(crate) fn write(shared: &Shared, record: &RunRecord) -> Result<(), DestError> {
     let name = record_name(&record.run);
     let body = serde_json::to_vec_pretty(record).unwrap_or_default();
     shared
@@ -76,7 +76,7 @@ pub fn write(shared: &Shared, record: &RunRecord) -> Result<(), DestError> {
 }
 
 /// Deletes the record of `run` (gone already is fine).
-pub fn delete(shared: &Shared, run: &str) -> Result<(), DestError> {
+pub(crate) fn delete(shared: &Shared, run: &str) -> Result<(), DestError> {
     let name = record_name(run);
     shared
         .store
@@ -85,7 +85,7 @@ pub fn delete(shared: &Shared, run: &str) -> Result<(), DestError> {
 }
 
 /// The runs that have a record under the prefix. Lists only the records' own folder.
-pub fn list(shared: &Shared) -> Result<Vec<String>, DestError> {
+pub(crate) fn list(shared: &Shared) -> Result<Vec<String>, DestError> {
     let store = &shared.store;
     let client = store.client.clone();
     let folder = store.path(RUNS_DIR);
@@ -107,7 +107,7 @@ pub fn list(shared: &Shared) -> Result<Vec<String>, DestError> {
 
 /// The record of `run`; `None` when it is gone or is not a record of this tool for that run
 /// (a stray or damaged object is never acted on).
-pub fn read(shared: &Shared, run: &str) -> Result<Option<RunRecord>, DestError> {
+pub(crate) fn read(shared: &Shared, run: &str) -> Result<Option<RunRecord>, DestError> {
     let name = record_name(run);
     let Some(found) = shared.store.get("read the run record", &name)? else {
         return Ok(None);

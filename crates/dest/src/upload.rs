@@ -9,7 +9,7 @@
 //! upload. SHA-256 and the byte count are computed as the bytes pass.
 //!
 //! Every upload in progress and every object completed but not yet committed is recorded in
-//! [`Uploads`], so a failed run can abort the ones still open and delete the finished ones.
+//! `Uploads`, so a failed run can abort the ones still open and delete the finished ones.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -29,14 +29,14 @@ use zephr_store::store::Store;
 /// What a run has under way in the store: open multipart uploads and finished objects not yet
 /// committed.
 #[derive(Default)]
-pub struct Uploads {
+pub(crate) struct Uploads {
     open: HashMap<u64, (Path, MultipartId)>,
     finished: Vec<Path>,
     next: u64,
 }
 
 /// The store and the limits that every file of a run shares.
-pub struct Shared {
+pub(crate) struct Shared {
     /// The connected store; its URL's key is the destination prefix every name is under.
     pub store: Store,
     /// Bytes per part: at least 5 MiB (S3's minimum for all parts but the last).

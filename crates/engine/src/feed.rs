@@ -1,9 +1,9 @@
 //! From the paginator to the pipeline: whole pages, in order, through a bounded channel.
 //!
-//! [`fetch_pages`] calls back with each page body in page order; the pipeline pulls its inputs
+//! `fetch_pages` calls back with each page body in page order; the pipeline pulls its inputs
 //! from an iterator. A fetch thread runs the paginator and sends the bodies over a channel of
 //! a few slots, so at most `concurrency` bodies wait in the paginator and a few more in the
-//! channel, whatever the export's size. [`PageFeed::segment`] hands out the next pages as the
+//! channel, whatever the export's size. `PageFeed::segment` hands out the next pages as the
 //! pipeline's [`Sources`], one `Source` per page named `page N`, at most a given number of
 //! pages at a time, so the caller can commit the export segment by segment.
 //!
@@ -13,7 +13,7 @@
 //! Ctrl-C and SIGTERM end the feed as a network failure does: no page is handed out after
 //! the signal, the pipeline finishes the pages it has (it runs with its
 //! `OnInterrupt::InputEnds`), and the caller commits them for `--resume`.
-//! [`PageFeed::estimated_total`] extrapolates the export's size for progress.
+//! `PageFeed::estimated_total` extrapolates the export's size for progress.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Cursor, Write};

@@ -12,7 +12,7 @@
 //! Errors travel in sequence too: the first problem in input order is the one reported.
 //!
 //! Memory is bounded by bytes as well as by batches: a batch's raw bytes are taken from a
-//! [`ByteBudget`] of `max_item_bytes` before it goes to a worker and given back only once
+//! `ByteBudget` of `max_item_bytes` before it goes to a worker and given back only once
 //! every table's writer has written it. Whatever `threads` is, the batches between the reader
 //! and the writers hold at most `max_item_bytes` of input (or one batch, when a single batch
 //! is larger), so sixteen 60 MB items cost the same memory on 8 threads as on 2.
@@ -628,7 +628,7 @@ pub(crate) struct ByteBudget {
     freed: Condvar,
 }
 
-/// A share of a [`ByteBudget`], given back when dropped.
+/// A share of a `ByteBudget`, given back when dropped.
 pub struct Held {
     budget: Arc<ByteBudget>,
     bytes: u64,

@@ -2,8 +2,8 @@
 //!
 //! CSV segments are appended byte for byte, each without its header line after the first.
 //! Parquet segments are joined by copying their encoded row groups into one file with one
-//! footer ([`copy_row_groups`]); only when the output is split into parts are they read back
-//! batch by batch and written again through the final [`TableWriter`] ([`concat_parquet`]).
+//! footer (`copy_row_groups`); only when the output is split into parts are they read back
+//! batch by batch and written again through the final [`TableWriter`] (`concat_parquet`).
 //! Other files (rejects, raw responses) are plain concatenations.
 
 use std::fs::File;

@@ -9,7 +9,7 @@
 //!
 //! JSON is read twice, first for the columns and then for the rows, so memory holds one event
 //! at a time however large the file. Fetched pages, JSON or CSV, are first spooled to a file
-//! ([`pages::EventsSpool`]) and then read the same way.
+//! (`pages::EventsSpool`) and then read the same way.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -20,7 +20,7 @@ pub(crate) const STATE_FILE_VERSION: u32 = 1;
 /// What the state file holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunState {
-    /// [`STATE_FILE_VERSION`].
+    /// `STATE_FILE_VERSION`.
     pub version: u32,
     /// The tenant the run fetched: a state file belongs to one tenant.
     pub tenant: String,

@@ -3,7 +3,7 @@
 //!
 //! The columns come from Zephr's user schema (`GET /v3/schema/users`, a JSON array of fields
 //! with a `slug` and an `input-type`), or, without one, from a first pass over the input that
-//! collects every attribute key in the order they first appear ([`discover_keys`]).
+//! collects every attribute key in the order they first appear (`discover_keys`).
 //! Types follow the schema's input types ([`column_type_for`]); discovered keys are strings.
 //! Names are `attr_` + the key with every character outside `[A-Za-z0-9_]` replaced by `_`,
 //! made unique case-insensitively with `_2`, `_3`, ... (see [`zephr_core::naming`]).
@@ -143,7 +143,7 @@ pub fn check_rereadable(inputs: &[InputSpec]) -> Result<(), WideError> {
 }
 
 /// The first pass over `inputs` on `threads` workers: a string column for every attribute
-/// key, in the order keys first appear ([`discover_keys`]).
+/// key, in the order keys first appear (`discover_keys`).
 pub fn discover_columns(
     inputs: &[InputSpec],
     framer: FramerOptions,

@@ -23,7 +23,7 @@
 //! characters (UTF-16 units) in a cell: a longer text is cut there (the CSV and Parquet keep it whole).
 //!
 //! The zip container is written at the end, streamed into any `Write + Send`
-//! ([`XlsxBook::finish_into`]): the output needs no seeking, so it can be a staged file or an
+//! (`XlsxBook::finish_into`): the output needs no seeking, so it can be a staged file or an
 //! upload as well as a local file.
 
 use std::io::{BufWriter, Write};
@@ -401,7 +401,7 @@ impl<'a> Column<'a> {
     }
 }
 
-/// Writes one table as an xlsx workbook ([`XlsxBook`]) into the file `create(0)` opens at
+/// Writes one table as an xlsx workbook (`XlsxBook`) into the file `create(0)` opens at
 /// the end.
 pub struct XlsxWriter {
     book: XlsxBook,

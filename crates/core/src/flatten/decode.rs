@@ -2,7 +2,7 @@
 //!
 //! Each byte is read once: strings are scanned 16 bytes at a time, a value the tables keep as
 //! written (`extra`, attributes) is sliced out of the input, and only the fields of
-//! [`Field`] are looked at. Through serde's visitors every leaf was read twice (once to capture
+//! `Field` are looked at. Through serde's visitors every leaf was read twice (once to capture
 //! it, once to classify it), which made that generic machinery the largest single cost of a
 //! conversion; this reader took its place and is now the only decoder.
 //!

@@ -1,9 +1,9 @@
 //! What a decoded item is, and the one table of the fields the tables map.
 //!
 //! [`Item`] borrows from the item's raw bytes: strings without escapes are slices of the input,
-//! so a typical item allocates only its small vectors. [`Field`] lists every mapped field once:
+//! so a typical item allocates only its small vectors. `Field` lists every mapped field once:
 //! its key, the object it belongs to and the name errors give it. The decoder (`decode.rs`)
-//! asks [`Field::of`] about every key and fills the item with one exhaustive match per
+//! asks `Field::of` about every key and fills the item with one exhaustive match per
 //! object, so a new field cannot be forgotten there;
 //! unmapped members are kept as raw slices in source order for the `extra` objects
 //! (`extra.rs`).
@@ -18,7 +18,7 @@ pub type Member<'a> = (Cow<'a, str>, &'a str);
 
 /// The objects of an item whose members the tables map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Object {
+pub(crate) enum Object {
     /// The item itself: `user`, `seq-no`, `grants`.
     Item,
     /// `user`.
@@ -31,7 +31,7 @@ pub enum Object {
 
 /// Every field the tables map, in one place. A key that is not here goes to `extra`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
+pub(crate) enum Field {
     /// `user` of the item.
     User,
     /// `seq-no` of the item: its sequence number in the export.
@@ -201,7 +201,7 @@ pub struct Grant<'a> {
     pub user_id: Option<(Option<Cow<'a, str>>, &'a str)>,
     /// Every member in source order that may go to `extra`, including the snake_case spelling
     /// when the camelCase one is also present (resolved in `extra.rs`).
-    pub members: Vec<GrantMember<'a>>,
+    pub(crate) members: Vec<GrantMember<'a>>,
     /// `grantId` was seen: it fills `grant_id`, and a `grant_id` is kept in `extra`.
     pub has_camel_id: bool,
     /// `createdAt` was seen: it fills `created_at`, and a `created_at` is kept in `extra`.
@@ -210,7 +210,7 @@ pub struct Grant<'a> {
 
 /// A grant member that may belong in `extra`.
 #[derive(Debug, PartialEq)]
-pub enum GrantMember<'a> {
+pub(crate) enum GrantMember<'a> {
     /// An unmapped key, or a repeat of a mapped one: always kept.
     Other(Member<'a>),
     /// `user_id`, kept only when it differs from the item's user id.
@@ -221,7 +221,7 @@ pub enum GrantMember<'a> {
 
 /// Where `user` and `grants` sit among the item's members, so `extra` keeps source order.
 #[derive(Debug, PartialEq)]
-pub enum ItemMember<'a> {
+pub(crate) enum ItemMember<'a> {
     /// An unmapped member of the item, or a repeat of a mapped one.
     Other(Member<'a>),
     /// `user`: its unmapped members are [`Item::user_members`].
@@ -258,7 +258,7 @@ pub struct Item<'a> {
     /// `user.attributes` as key and leaf value, in source order.
     pub attributes: Vec<(Cow<'a, str>, Leaf<'a>)>,
     /// The item's own members in source order, for `extra`.
-    pub item_members: Vec<ItemMember<'a>>,
+    pub(crate) item_members: Vec<ItemMember<'a>>,
     /// The user's unmapped members (and repeats of mapped keys) in source order, for `extra`.
     pub user_members: Vec<Member<'a>>,
     /// Position of `identifiers` among the user's members, when it has unmapped keys.
@@ -307,7 +307,7 @@ impl Item<'_> {
 /// The field being decoded, so a failure can name it (`grants.results[2].startTime`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FieldPath {
-    /// The field's name (see [`Field::name`]), or one of the containers' own names
+    /// The field's name (see `Field::name`), or one of the containers' own names
     /// (`grants.results`); empty for the item itself or a whole grant.
     pub field: &'static str,
     /// The index of the grant the field is in.

@@ -4,7 +4,7 @@
 //! is not the fixed one of `schemas/users.json`: its [`TableDef`] (the base columns, then
 //! the wide ones) gives the Arrow schema, the CSV header and what `zephr-etl schema` prints.
 //! The flattening workers reach it through [`crate::flatten::FlattenOptions::users`] and
-//! call [`identifiers`] and [`push_wide`] from `emit`; with no extension both do what the
+//! call [`identifiers`] and `push_wide` from `emit`; with no extension both do what the
 //! fixed table does. It lives inside `flatten`, below the modules that build it
 //! (`crate::flatten::users` re-exports it), so nothing the workers use imports them back.
 

@@ -71,7 +71,7 @@ impl RawBatch {
 
 /// Items per batch unless `--batch-size` says otherwise. Smaller batches cost more hand-offs
 /// and larger ones more memory in flight; with the allocator kept from returning memory (see
-/// [`crate::allocator`]) 1,024 ran as fast as 2,048 with about 20 MiB less peak RSS.
+/// `crate::allocator`) 1,024 ran as fast as 2,048 with about 20 MiB less peak RSS.
 pub const DEFAULT_BATCH_ITEMS: usize = 1024;
 
 /// Sizes that bound the framer's memory and shape its batches.

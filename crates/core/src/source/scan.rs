@@ -6,7 +6,7 @@
 //! Inside a container they take 64 bytes at a time: SSE2 compares give one bit per byte for
 //! quotes and brackets, a prefix XOR of the quote bits marks what lies inside strings, and
 //! only the brackets outside strings are looked at one by one. A block with a backslash, and
-//! the last bytes of the buffer, go through the plain loop ([`scan_scalar`]), which skips
+//! the last bytes of the buffer, go through the plain loop (`scan_scalar`), which skips
 //! strings 16 bytes at a time and looks up the bytes between them in a table. Both only
 //! track nesting depth and whether they are inside a string; the workers' parser checks
 //! everything else.

@@ -1,7 +1,7 @@
 //! The live fetch into an [`Export`]: page by page and resumable ([`Export::fetch_paged`]),
 //! or the whole export as one streamed body ([`Export::fetch_stream`]).
 //!
-//! Pages arrive in order from a [`PageFeed`]. Every 1 GB of pages or so (the segment limit),
+//! Pages arrive in order from a `PageFeed`. Every 1 GB of pages or so (the segment limit),
 //! and when the fetch fails part way, the pipeline run over those pages is written into its
 //! own segment folder of the local work folder and recorded in the journal (see
 //! [`crate::resume`]). A page is only ever in the pipeline whole, so a retried page is

@@ -70,7 +70,7 @@ pub struct ExportOptions {
     /// For the manifest: where the data came from (never credentials).
     pub source: Value,
     /// For the manifest: parameters besides those the options give (see
-    /// [`ExportOptions::manifest_parameters`]); never secrets.
+    /// `ExportOptions::manifest_parameters`); never secrets.
     pub parameters: BTreeMap<String, Value>,
 }
 

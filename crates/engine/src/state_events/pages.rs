@@ -2,7 +2,7 @@
 //! file the table is then read from.
 //!
 //! Zephr does not document the events' format, and the console's own downloads are CSV, so a
-//! page may be a JSON envelope or array (spooled as NDJSON by [`spool_page`]) or CSV with a
+//! page may be a JSON envelope or array (spooled as NDJSON by `spool_page`) or CSV with a
 //! header row on every page. A body that starts with `[` or `{` is JSON unless the server
 //! calls it `text/csv` (a CSV header may start with a bracket); anything else is CSV. Every
 //! CSV page's header must be the first page's, since the rows are joined under one header; a
