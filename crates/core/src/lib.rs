@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+mod byte_class;
 pub mod ddl;
 pub mod describe;
 pub mod error;

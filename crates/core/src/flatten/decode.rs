@@ -21,6 +21,7 @@ use std::borrow::Cow;
 use super::item::{Field, FieldPath, Grant, GrantMember, Item, ItemMember, Object, Seen};
 use super::json::{Leaf, unescape, unescape_checked};
 use super::problem::{DecodeError, Expected, Found, Problem};
+use crate::byte_class::{ByteClass, chunk_at, mask16};
 use crate::timestamp::parse_timestamp_micros;
 
 /// Errors are boxed: the `Ok` path then carries a pointer-sized error slot through every call.
@@ -847,37 +848,18 @@ fn escape_end(bytes: &[u8], at: usize) -> Option<usize> {
 
 /// The first `"`, `\` or control character at or after `at`.
 ///
-/// Strings are most of an item's bytes, so they are scanned 16 bytes at a time with SSE2, and
+/// Strings are most of an item's bytes, so they are scanned 16 bytes at a time (the SIMD
+/// kernel of `byte_class`), and
 /// a shorter tail 8 at a time with bit tricks (see [`find_special_in_words`]).
 #[inline]
 fn find_special(bytes: &[u8], mut at: usize) -> Option<usize> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
-            _mm_or_si128, _mm_set1_epi8,
-        };
-        // SAFETY: SSE2 is in the x86_64 baseline; every load reads 16 bytes that the loop
-        // condition proves are inside `bytes`.
-        unsafe {
-            let quote = _mm_set1_epi8(b'"' as i8);
-            let backslash = _mm_set1_epi8(b'\\' as i8);
-            let last_control = _mm_set1_epi8(0x1f);
-            while at + 16 <= bytes.len() {
-                let v = _mm_loadu_si128(bytes.as_ptr().add(at).cast::<__m128i>());
-                // A byte is a control character when the unsigned minimum with 0x1f is itself.
-                let control = _mm_cmpeq_epi8(_mm_min_epu8(v, last_control), v);
-                let hits = _mm_or_si128(
-                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                    control,
-                );
-                let mask = _mm_movemask_epi8(hits);
-                if mask != 0 {
-                    return Some(at + mask.trailing_zeros() as usize);
-                }
-                at += 16;
-            }
+    const SPECIAL: ByteClass = ByteClass::of(b"\"\\").and_controls();
+    while at + 16 <= bytes.len() {
+        let mask = mask16(chunk_at(bytes, at), SPECIAL);
+        if mask != 0 {
+            return Some(at + mask.trailing_zeros() as usize);
         }
+        at += 16;
     }
     find_special_in_words(bytes, at)
 }

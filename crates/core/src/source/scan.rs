@@ -3,13 +3,15 @@
 //!
 //! Every byte of an export passes through here on the single reader thread (and, in a fetch,
 //! once more on the thread that reads page envelopes), so these loops are written for speed.
-//! Inside a container they take 64 bytes at a time: SSE2 compares give one bit per byte for
+//! Inside a container they take 64 bytes at a time: the SIMD kernel of `byte_class` gives one bit per byte for
 //! quotes and brackets, a prefix XOR of the quote bits marks what lies inside strings, and
 //! only the brackets outside strings are looked at one by one. A block with a backslash, and
 //! the last bytes of the buffer, go through the plain loop (`scan_scalar`), which skips
 //! strings 16 bytes at a time and looks up the bytes between them in a table. Both only
 //! track nesting depth and whether they are inside a string; the workers' parser checks
 //! everything else.
+
+use crate::byte_class::{ByteClass, chunk_at, mask16};
 
 /// Byte classes for [`scan_scalar`]: 0 is any byte that does not change the structure.
 const PLAIN: u8 = 0;
@@ -123,62 +125,32 @@ struct Bits {
 impl Bits {
     #[inline(always)]
     fn of(block: &[u8; 64]) -> Bits {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{
-                __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
-                _mm_set1_epi8,
-            };
-            let mut bits = Bits {
-                quote: 0,
-                backslash: 0,
-                open: 0,
-                close: 0,
-            };
-            // SAFETY: SSE2 is in the x86_64 baseline; each load reads 16 of the block's 64
-            // bytes. `{` and `[` (and `}` and `]`) differ only in bit 0x20, so one compare
-            // of `byte | 0x20` finds both.
-            unsafe {
-                let (quote, backslash) = (_mm_set1_epi8(b'"' as i8), _mm_set1_epi8(b'\\' as i8));
-                let (case, open, close) = (
-                    _mm_set1_epi8(0x20),
-                    _mm_set1_epi8(b'{' as i8),
-                    _mm_set1_epi8(b'}' as i8),
-                );
-                for part in 0..4 {
-                    let v = _mm_loadu_si128(block.as_ptr().add(16 * part).cast::<__m128i>());
-                    let folded = _mm_or_si128(v, case);
-                    let mask = |m: __m128i| u64::from(_mm_movemask_epi8(m) as u16) << (16 * part);
-                    bits.quote |= mask(_mm_cmpeq_epi8(v, quote));
-                    bits.backslash |= mask(_mm_cmpeq_epi8(v, backslash));
-                    bits.open |= mask(_mm_cmpeq_epi8(folded, open));
-                    bits.close |= mask(_mm_cmpeq_epi8(folded, close));
-                }
-            }
-            bits
+        let mut bits = Bits {
+            quote: 0,
+            backslash: 0,
+            open: 0,
+            close: 0,
+        };
+        for part in 0..4 {
+            let chunk = chunk_at(block, 16 * part);
+            let mask = |class| u64::from(mask16(chunk, class)) << (16 * part);
+            bits.quote |= mask(QUOTE_BYTES);
+            bits.backslash |= mask(BACKSLASH_BYTES);
+            bits.open |= mask(OPEN_BYTES);
+            bits.close |= mask(CLOSE_BYTES);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let mut bits = Bits {
-                quote: 0,
-                backslash: 0,
-                open: 0,
-                close: 0,
-            };
-            for (k, &b) in block.iter().enumerate() {
-                let bit = 1u64 << k;
-                match b {
-                    b'"' => bits.quote |= bit,
-                    b'\\' => bits.backslash |= bit,
-                    b'{' | b'[' => bits.open |= bit,
-                    b'}' | b']' => bits.close |= bit,
-                    _ => {}
-                }
-            }
-            bits
-        }
+        bits
     }
 }
+
+const QUOTE_BYTES: ByteClass = ByteClass::of(b"\"");
+const BACKSLASH_BYTES: ByteClass = ByteClass::of(b"\\");
+/// `{` and `[` differ only in bit 0x20: one compare of `byte | 0x20` finds both.
+const OPEN_BYTES: ByteClass = ByteClass::of(b"{").folded(0x20);
+/// `}` and `]`, as [`OPEN_BYTES`].
+const CLOSE_BYTES: ByteClass = ByteClass::of(b"}").folded(0x20);
+/// What ends a run of string bytes.
+const QUOTE_OR_BACKSLASH: ByteClass = ByteClass::of(b"\"\\");
 
 /// Bit k of the result is the XOR of bits 0..=k of `x`.
 #[inline(always)]
@@ -251,27 +223,12 @@ fn scan_scalar(
 #[inline(always)]
 pub(super) fn find_quote_or_backslash(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
-            _mm_set1_epi8,
-        };
-        // SAFETY: SSE2 is in the x86_64 baseline; every load reads 16 bytes that the loop
-        // condition proves are inside `buf`.
-        unsafe {
-            let quote = _mm_set1_epi8(b'"' as i8);
-            let backslash = _mm_set1_epi8(b'\\' as i8);
-            while i + 16 <= buf.len() {
-                let v = _mm_loadu_si128(buf.as_ptr().add(i).cast::<__m128i>());
-                let hits = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
-                let mask = _mm_movemask_epi8(hits);
-                if mask != 0 {
-                    return Some(i + mask.trailing_zeros() as usize);
-                }
-                i += 16;
-            }
+    while i + 16 <= buf.len() {
+        let mask = mask16(chunk_at(buf, i), QUOTE_OR_BACKSLASH);
+        if mask != 0 {
+            return Some(i + mask.trailing_zeros() as usize);
         }
+        i += 16;
     }
     buf[i..]
         .iter()

@@ -4,6 +4,8 @@
 //! the empty string: an unquoted empty cell is NULL, so `""` keeps the two apart for readers
 //! such as DuckDB and PostgreSQL's `COPY ... (FORMAT csv)` that make the same distinction.
 
+use crate::byte_class::{ByteClass, chunk_at, mask16};
+
 /// How CSV cells are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CsvDialect {
@@ -144,27 +146,13 @@ pub(crate) fn is_plain(text: &str, dialect: CsvDialect) -> bool {
 }
 
 /// Whether `bytes` holds `,` `"` `\n` or `\r`. Every text cell passes through here, so it
-/// looks at 16 bytes per step with SSE2 (part of every x86_64 CPU), and at 8 bytes per step
-/// elsewhere. A tail shorter than a step is not walked byte by byte: one more load of the last
+/// looks at 16 bytes per step (the SIMD kernel of `byte_class`), and a cell shorter than that
+/// 8 bytes per step. A tail shorter than a step is not walked byte by byte: one more load of the last
 /// full step overlaps bytes already seen, which cannot change the answer.
 pub(crate) fn needs_quoting(bytes: &[u8]) -> bool {
-    #[cfg(target_arch = "x86_64")]
+    const SPECIAL: ByteClass = ByteClass::of(b",\"\n\r");
     if bytes.len() >= 16 {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
-            _mm_set1_epi8,
-        };
-        // SAFETY: SSE2 is in the x86_64 baseline, and every unaligned load reads 16 bytes at
-        // an offset of at most `bytes.len() - 16`.
-        let special_at = |at: usize| unsafe {
-            let v = _mm_loadu_si128(bytes.as_ptr().add(at).cast::<__m128i>());
-            let hit = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
-            let hits = _mm_or_si128(
-                _mm_or_si128(hit(b','), hit(b'"')),
-                _mm_or_si128(hit(b'\n'), hit(b'\r')),
-            );
-            _mm_movemask_epi8(hits) != 0
-        };
+        let special_at = |at: usize| mask16(chunk_at(bytes, at), SPECIAL) != 0;
         let mut at = 0;
         while at + 16 <= bytes.len() {
             if special_at(at) {
