@@ -17,6 +17,7 @@
 pub mod lease;
 pub mod local;
 pub mod object;
+pub mod postgres;
 pub mod runs;
 pub mod sync_behind;
 pub mod upload;
