@@ -392,7 +392,7 @@ mod tests {
             w.extend_from_slice(b);
         };
         for (ord, (text, time)) in [("x", Some(5i64)), ("a\u{fffd}b", None)].iter().enumerate() {
-            want.extend_from_slice(&6i16.to_be_bytes());
+            want.extend_from_slice(&7i16.to_be_bytes());
             field(&mut want, &1i16.to_be_bytes());
             field(&mut want, &11u64.to_be_bytes());
             field(&mut want, &(ord as u64).to_be_bytes());

@@ -94,6 +94,10 @@ impl PgLoad {
             .map_err(|source| PgError::Connect {
                 dest: dest.clone(),
                 source,
+                note: warning
+                    .as_ref()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default(),
             })?;
         let defs = Table::ALL.map(|t| extension::def_of(t, opts.users).clone());
         let statements = Statements::new(&opts.target, defs);

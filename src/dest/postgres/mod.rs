@@ -45,12 +45,14 @@ pub enum PgError {
         #[source]
         source: std::io::Error,
     },
-    /// Connecting failed (refused, unknown host, authentication).
-    #[error("cannot connect to {dest}: {source}")]
+    /// Connecting failed (refused, unknown host, authentication). `note` says why no
+    /// password was given when the password file was ignored (empty otherwise).
+    #[error("cannot connect to {dest}: {source}{note}")]
     Connect {
         dest: String,
         #[source]
         source: postgres::Error,
+        note: String,
     },
     /// A statement failed; `doing` says what the run was doing.
     #[error("{dest}: {doing} failed: {source}")]
