@@ -65,6 +65,10 @@ pub struct PgLoad {
     statements: Statements,
     dest: String,
     run_id: String,
+    /// Every table was created by this run (so all are empty).
+    fresh: bool,
+    /// The keys and indexes of the tables this run created, made once they are filled.
+    deferred: Vec<String>,
     /// What the caller should show (a password file that was ignored).
     pub warning: Option<String>,
 }
@@ -107,6 +111,8 @@ impl PgLoad {
             statements,
             dest,
             run_id: manifest::new_run_id(),
+            fresh: false,
+            deferred: Vec::new(),
             warning,
         };
         load.prepare()?;
@@ -168,6 +174,7 @@ impl PgLoad {
             self.execute("creating the schema", &sql)?;
         }
         let found = self.existing_columns()?;
+        self.fresh = Table::ALL.iter().all(|t| !found.contains_key(t.name()));
         for table in Table::ALL {
             let expected: Vec<String> = self.statements.defs[sql::table_code(table) as usize]
                 .columns
@@ -176,7 +183,14 @@ impl PgLoad {
                 .collect();
             match found.get(table.name()) {
                 None => {
-                    for statement in self.statements.create_table(table) {
+                    let mut statements = self.statements.create_table(table);
+                    if self.fresh {
+                        // New tables are filled first and indexed after: building an index
+                        // from the rows is several times faster than growing it row by row
+                        // (measured: 1.8 million attributes, 10.8 s against 2.4 + 2.6 s).
+                        self.deferred.extend(statements.drain(1..));
+                    }
+                    for statement in statements {
                         self.execute(&format!("creating {}", table.name()), &statement)?;
                     }
                 }
@@ -212,6 +226,9 @@ impl PgLoad {
         }
         let stage = self.statements.create_stage();
         self.execute("creating the staging table", &stage)?;
+        for partition in self.statements.create_stage_partitions() {
+            self.execute("creating the staging table", &partition)?;
+        }
         Ok(())
     }
 
@@ -248,6 +265,8 @@ impl PgLoad {
             statements,
             dest,
             run_id,
+            fresh,
+            deferred,
             warning: _,
         } = self;
         let types: [Vec<ColumnType>; 3] = statements
@@ -296,6 +315,8 @@ impl PgLoad {
             opts,
             stats,
             run_id,
+            fresh,
+            deferred,
         })
     }
 }
@@ -309,6 +330,8 @@ pub struct PgStaged {
     opts: PgOptions,
     stats: RunStats,
     run_id: String,
+    fresh: bool,
+    deferred: Vec<String>,
 }
 
 impl PgStaged {
@@ -356,8 +379,15 @@ impl PgStaged {
             })?
             .get(0);
         let repeated = stats.rows[Table::Users].saturating_sub(distinct as u64);
+        // Tables this run created are empty: every mode fills them as a first run does (and
+        // an upsert would need the key, which comes after the rows).
+        let mode = if self.fresh {
+            TableMode::Create
+        } else {
+            opts.mode
+        };
         let mut removed_users = 0;
-        let removals = statements.removals(opts.mode);
+        let removals = statements.removals(mode);
         let last = removals.len();
         for (i, statement) in removals.iter().enumerate() {
             let n = self.execute("removing the rows the run replaces", statement)?;
@@ -373,8 +403,11 @@ impl PgStaged {
         ) {
             removed_users = 0;
         }
-        for statement in statements.inserts(opts.mode) {
+        for statement in statements.inserts(mode) {
             self.execute("inserting the run's rows", &statement)?;
+        }
+        for statement in std::mem::take(&mut self.deferred) {
+            self.execute("indexing the new tables", &statement)?;
         }
         fault("pg-applied");
         let counts = self
@@ -387,11 +420,11 @@ impl PgStaged {
             })?;
         let table_rows: [u64; 3] = [0, 1, 2].map(|i| counts.get::<_, i64>(i) as u64);
         let manifest = run_record(opts, &stats, &run_id, repeated, removed_users, &table_rows);
-        let mode = mode_name(opts.mode);
+        let mode_text = mode_name(opts.mode);
         self.client
             .execute(
                 &statements.insert_run(),
-                &[&run_id, &mode, &manifest.to_json()],
+                &[&run_id, &mode_text, &manifest.to_json()],
             )
             .map_err(|source| PgError::Sql {
                 dest: self.dest.clone(),
