@@ -629,12 +629,14 @@ fn postgres_fetch_merge_from_the_api_paginated_and_streamed() {
         item("e", "e@x", &[], &[("k", "5")]),
         item("b", "b3@x", &["g8"], &[("k", "three")]),
     ];
+    let state = tmp.path().join("nightly.state");
     for (schema, extra) in [
         ("paged", &["--rpp", "2"][..]),
         ("streamed", &["--no-paginate"][..]),
     ] {
         let url = pg.url(schema);
-        for items in [&first, &second] {
+        let _ = std::fs::remove_file(&state);
+        for (run, items) in [&first, &second].into_iter().enumerate() {
             let mut cfg = MockConfig::new("AK-pg", "SK-pg-secret", items.clone());
             cfg.lifetime = Duration::from_secs(60);
             let server = MockServer::start(cfg);
@@ -646,10 +648,22 @@ fn postgres_fetch_merge_from_the_api_paginated_and_streamed() {
                 .args(["--grants", "--attributes", "--retry-base-ms", "1"])
                 .args(["-o", &url, "--merge"])
                 .args(extra)
+                .arg("--state-file")
+                .arg(&state)
                 .output()
                 .unwrap();
             assert_eq!(out.status.code(), Some(0), "{schema}: {}", stderr(&out));
             assert!(!stderr(&out).contains("SK-pg-secret"));
+            // The state file moves on after each committed run; the second run asks for the
+            // users updated since the first started.
+            let recorded = std::fs::read_to_string(&state).unwrap();
+            assert!(recorded.contains("\"acme\""), "{recorded}");
+            let since = server
+                .requests()
+                .iter()
+                .filter(|r| r.path.ends_with("user-export"))
+                .all(|r| r.query.contains("since="));
+            assert_eq!(since, run == 1, "{schema} run {run}");
         }
         assert_eq!(
             pg.psql(&format!(

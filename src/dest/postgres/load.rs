@@ -152,6 +152,9 @@ impl PgLoad {
     fn prepare(&mut self) -> Result<(), PgError> {
         let schema = self.opts.target.schema.clone();
         self.execute("BEGIN", "BEGIN")?;
+        // The run's sorts (its users, and the rows in user_id order) in memory rather than
+        // in temporary files; for this transaction only.
+        self.execute("setting work_mem", "SET LOCAL work_mem = '64MB'")?;
         // The key is the schema's name hashed by the server: every run on this schema
         // (whatever its database user or machine) waits here for the one before.
         self.client
@@ -403,7 +406,7 @@ impl PgStaged {
         ) {
             removed_users = 0;
         }
-        for statement in statements.inserts(mode) {
+        for statement in statements.inserts(mode, !self.fresh) {
             self.execute("inserting the run's rows", &statement)?;
         }
         for statement in std::mem::take(&mut self.deferred) {
