@@ -55,6 +55,7 @@ trap cleanup EXIT
 "${AS[@]}" "$PG_BIN/initdb" -D "$WORK/data" -U postgres -A trust -E UTF8 --no-locale >/dev/null
 "${AS[@]}" "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/log" -w \
     -o "-p $PORT -k $WORK -c listen_addresses=127.0.0.1" start >/dev/null
+export PGOPTIONS="-c client_min_messages=warning"
 PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -X -q -v ON_ERROR_STOP=1)
 URL="postgresql://postgres@127.0.0.1:$PORT/postgres"
 
