@@ -742,3 +742,45 @@ fn postgres_batch_sizes_and_threads_give_the_same_tables() {
     ));
     assert_eq!(got, want);
 }
+
+#[test]
+fn postgres_refused_connections_and_foreign_tables_fail_with_exit_1_and_change_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let input = write_file(tmp.path(), "e.json", &generated(3, 4));
+    // Nothing listens on port 9 of the loopback.
+    let out = run(&[
+        "convert",
+        s(&input),
+        "-o",
+        "postgresql://etl@127.0.0.1:9/db?schema=z",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot connect to postgresql://etl@127.0.0.1:9/db?schema=z: "),
+        "{}",
+        stderr(&out)
+    );
+    let Some(pg) = cluster("postgres_foreign_tables_fail_with_exit_1") else {
+        return;
+    };
+    // A users table someone else made, with other columns: refused, left as it was.
+    pg.psql("CREATE SCHEMA mine; CREATE TABLE mine.users (user_id text, name text); INSERT INTO mine.users VALUES ('u', 'n')");
+    let out = run(&["convert", s(&input), "-o", &pg.url("mine"), "--merge"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "mine.users has the columns (user_id, name) but this run writes (user_id, \
+             email_address, username, email_verified, tracking_id, registered, \
+             registration_tenant, registration_state, last_login, seq_no, extra); drop or \
+             rename that table"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(pg.psql("SELECT * FROM mine.users"), "u|n\n");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'mine'"),
+        "1\n",
+        "the run created tables it then rolled back"
+    );
+}
