@@ -545,7 +545,10 @@ fn postgres_kill_9_during_a_load_leaves_the_previous_state_and_the_rerun_converg
     // The expected end state: v1, then v2 merged, with no fault.
     let clean = pg.url("clean");
     run_ok(&["convert", "-q", s(&v1), "-o", &clean]);
+    // How long a merge takes here, to spread the random kills below over it.
+    let started = Instant::now();
     run_ok(&["convert", "-q", s(&v2), "-o", &clean, "--merge"]);
+    let span = started.elapsed().as_micros().max(1000) as u64;
     let merged = dump(&pg, "clean");
     let url = pg.url("zephr");
     run_ok(&["convert", "-q", s(&v1), "-o", &url]);
@@ -571,10 +574,10 @@ fn postgres_kill_9_during_a_load_leaves_the_previous_state_and_the_rerun_converg
         killed_at(&args, &format!("commit:{step}"));
         assert_eq!(dump(&pg, "zephr"), before, "killed at {step}");
     }
-    // Real kills at random moments: the tables are always one state or the other.
-    let started = Instant::now();
-    run_ok(&["convert", "-q", s(&v2), "-o", &pg.url("timing"), "--merge"]);
-    let span = started.elapsed().as_micros().max(1000) as u64;
+    // Real kills at random moments: the tables are always one state or the other. A round
+    // that ends in the new state is followed by a return to the old one (an overwrite with
+    // the first export), so that every round can show a half-applied run.
+    let reset = ["convert", "-q", s(&v1), "-o", &url, "--overwrite"];
     let mut seed: u64 = 23;
     let (mut killed, mut old, mut new) = (0, 0, 0);
     for _ in 0..8 {
@@ -602,6 +605,8 @@ fn postgres_kill_9_during_a_load_leaves_the_previous_state_and_the_rerun_converg
                 "a state that is neither the old nor the new one"
             );
             new += 1;
+            run_ok(&reset);
+            assert_eq!(dump(&pg, "zephr"), before);
         }
     }
     eprintln!("kill -9: {killed} of 8 runs killed; then {old} times the old state, {new} the new");
