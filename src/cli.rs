@@ -81,15 +81,26 @@ pub enum CsvDialectArg {
 pub struct OutputArgs {
     /// Directory that receives the tables (created if missing), or an object-store prefix:
     /// s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX (credentials from the
-    /// cloud's standard environment variables).
+    /// cloud's standard environment variables), or a PostgreSQL database:
+    /// postgresql://USER@HOST:PORT/DB?schema=S (password from PGPASSWORD or ~/.pgpass).
     #[arg(short = 'o', long = "output", value_name = "DIR|URL")]
     pub output: PathBuf,
     /// Formats to write.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "csv,parquet")]
     pub format: Vec<FormatArg>,
-    /// Replace the dataset DIR holds, whole (files of it this run does not write are removed).
+    /// Replace the dataset DIR holds, whole (files of it this run does not write are removed);
+    /// with -o postgresql://..., every row of the tables.
     #[arg(long)]
     pub overwrite: bool,
+    /// Keep current-state tables (-o postgresql://...): the run's users replace the same
+    /// users' rows in every table (users upserted on user_id, their grants and attributes
+    /// replaced; the last item of a user_id repeated in the run wins); other users are kept.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub merge: bool,
+    /// With --merge, for a full export: users absent from the run are removed with their
+    /// grants and attributes (fetch: not with --since, a registration window or --state-file).
+    #[arg(long, requires = "merge")]
+    pub delete_missing: bool,
     /// With an object-store -o: how long one failing store request (5xx, throttling, a
     /// timeout, a dropped connection) is retried, with backoff, before the run fails.
     #[arg(long, value_name = "SECS", default_value_t = zephr_store::store::DEFAULT_RETRY_SECS)]

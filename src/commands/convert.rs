@@ -20,6 +20,9 @@ use super::wide::{UsersPlan, report_mismatches, wide_error};
 use crate::cli::ConvertArgs;
 
 pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    if super::postgres::is_target(&args.output) {
+        return super::postgres::convert(args, quiet);
+    }
     let inputs = super::parse_inputs(&args.inputs)?;
     let users = UsersPlan::check(&args.output)?;
     if users.needs_columns() {

@@ -14,7 +14,9 @@ use zephr_core::flatten::{FlattenOptions, OnError};
 use zephr_core::source::framer::FramerOptions;
 use zephr_core::table::{CsvDialect, Formats};
 use zephr_dest::DestError;
-use zephr_engine::export::{Export, ExportError, ExportOptions, default_threads, summary};
+use zephr_engine::export::{
+    Export, ExportError, ExportOptions, TableMode, default_threads, summary,
+};
 use zephr_engine::pipeline::{OnInterrupt, PipelineError, PipelineOptions, RunStats};
 use zephr_engine::resume::ResumeError;
 use zephr_sink::parquet::{ParquetCompression, ParquetOptions};
@@ -80,6 +82,7 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
         max_rows_per_file: args.max_rows_per_file,
         excel_rows: (dialect == CsvDialect::Excel).then(|| args.excel_max_rows - 1),
         overwrite: args.overwrite,
+        table_mode: table_mode(args),
         source: Value::Null,
         parameters: BTreeMap::from([(
             "user_schema".to_string(),
@@ -88,9 +91,28 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
     }
 }
 
+/// The table mode the flags ask for (`--overwrite`, `--merge`, `--delete-missing`).
+pub fn table_mode(args: &OutputArgs) -> TableMode {
+    match (args.merge, args.overwrite) {
+        (true, _) => TableMode::Merge {
+            delete_missing: args.delete_missing,
+        },
+        (false, true) => TableMode::Overwrite,
+        (false, false) => TableMode::Create,
+    }
+}
+
 /// Opens the `-o` folder or bucket prefix and the export into it: locked, recovered, checked.
 /// A malformed or unsupported URL, or a store that cannot be configured, is a usage error.
 pub fn open(args: &OutputArgs, source: Value) -> anyhow::Result<Export> {
+    if args.merge {
+        // Files hold one run each; current-state tables need a database.
+        return Err(UsageError(
+            "--merge and --delete-missing keep current-state tables, which a folder or bucket              of files does not hold: use -o postgresql://USER@HOST:PORT/DB?schema=S"
+                .into(),
+        )
+        .into());
+    }
     let store = StoreOptions::retrying_for(args.store_retry_secs);
     let dest = zephr_dest::open(&args.output.to_string_lossy(), store).map_err(|e| {
         if e.is_usage() {

@@ -52,6 +52,9 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         since_from_state,
     } = plan(&args)?;
     let fetch = &fetch;
+    if super::postgres::is_target(&args.output) {
+        return super::postgres::fetch(&args, fetch, users, state_path, quiet);
+    }
     // A side file that is one of the outputs would replace a table, or be replaced.
     let dir = &args.output.output;
     if let Some(raw) = &fetch.save_raw {

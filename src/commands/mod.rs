@@ -8,6 +8,7 @@ mod fetch;
 mod generate;
 mod inspect;
 mod load_sql;
+mod postgres;
 mod schema;
 mod state_events;
 mod wide;

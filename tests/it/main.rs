@@ -16,4 +16,5 @@ mod fetch_client;
 mod load_sql;
 mod loaders;
 mod object_store;
+mod postgres;
 mod warehouse;

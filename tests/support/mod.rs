@@ -4,6 +4,7 @@
 
 pub mod harness;
 pub mod mock_zephr;
+pub mod postgres;
 pub mod proxy;
 pub mod reference;
 pub mod s3;

@@ -86,7 +86,7 @@ impl Dialect {
     }
 
     /// The column type of `column_type` in this engine (JSON columns in its JSON type).
-    pub(crate) fn type_name(self, column_type: ColumnType) -> &'static str {
+    pub fn type_name(self, column_type: ColumnType) -> &'static str {
         use ColumnType as T;
         use Dialect as D;
         match (self, column_type) {
@@ -143,7 +143,7 @@ impl Dialect {
     /// `name` as an identifier: double quotes where the engine would otherwise fold the case
     /// (PostgreSQL and DuckDB), backticks for Spark, as it is for Snowflake and Redshift
     /// (which match Parquet columns case-insensitively, and whose users write names bare).
-    pub(crate) fn identifier(self, name: &str) -> String {
+    pub fn identifier(self, name: &str) -> String {
         match self {
             Dialect::Postgres | Dialect::Duckdb => format!("\"{}\"", name.replace('"', "\"\"")),
             Dialect::Spark => format!("`{}`", name.replace('`', "``")),
@@ -179,7 +179,7 @@ pub struct Create {
 }
 
 /// `name` qualified by `schema` when there is one, each part an identifier of `dialect`.
-pub(crate) fn qualified(dialect: Dialect, schema: Option<&str>, name: &str) -> String {
+pub fn qualified(dialect: Dialect, schema: Option<&str>, name: &str) -> String {
     match schema {
         Some(schema) => format!(
             "{}.{}",
@@ -191,7 +191,7 @@ pub(crate) fn qualified(dialect: Dialect, schema: Option<&str>, name: &str) -> S
 }
 
 /// `CREATE TABLE` for `def` as `create` says, JSON columns as `json` says.
-pub(crate) fn create_table_with(
+pub fn create_table_with(
     def: &TableDef,
     dialect: Dialect,
     json: JsonAs,

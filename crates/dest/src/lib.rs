@@ -242,7 +242,10 @@ pub(crate) fn check_name(name: &str) -> Result<(), DestError> {
 /// `ZEPHR_ETL_FAULT=pause:STEP:MS` it sleeps MS milliseconds there, so that a test can act
 /// in the middle of a run. The steps are the commit protocol's: `a` (every file finished),
 /// `b` (journal written), `c`, `d-mid` (one file moved), `d`, `e` (manifest written),
-/// `f-mid`, `f`, `g`. Unset, it costs one environment lookup per process.
+/// `f-mid`, `f`, `g`; a run into PostgreSQL (`zephr_engine::postgres`) has its own: `pg-locked` (the
+/// transaction and its lock taken), `pg-copy` (before each chunk of rows of the `COPY`),
+/// `pg-copied`, `pg-applied` (the mode's statements done) and `pg-commit` (just before
+/// `COMMIT`). Unset, it costs one environment lookup per process.
 ///
 /// Compiled into debug builds only (what `cargo test` drives): a release binary has no such
 /// hook, and the variable means nothing to it.

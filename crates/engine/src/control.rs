@@ -23,7 +23,7 @@ impl Cancel {
     }
 
     /// Whether the run was asked to stop.
-    pub(crate) fn is_cancelled(&self) -> bool {
+    pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }

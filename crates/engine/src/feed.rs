@@ -43,7 +43,7 @@ pub struct Stopped;
 pub(crate) type FeedResult = Result<PagesSummary, PagesError<Stopped>>;
 
 /// A running fetch whose pages come out in order.
-pub(crate) struct PageFeed {
+pub struct PageFeed {
     rx: Receiver<Page>,
     handle: Option<JoinHandle<FeedResult>>,
     cancel: Stop,
@@ -111,7 +111,7 @@ impl PageFeed {
 
     /// The next page; `None` once the fetch has ended (done or failed; [`PageFeed::finish`]
     /// says which), or on Ctrl-C.
-    pub(crate) fn next_page(&self) -> Option<Page> {
+    pub fn next_page(&self) -> Option<Page> {
         recv(&self.rx, &self.cancel)
     }
 
@@ -178,7 +178,7 @@ pub struct SegmentLimit {
 
 /// What a segment's sources handed to the pipeline.
 #[derive(Debug)]
-pub(crate) struct SegmentLog {
+pub struct SegmentLog {
     /// The first page.
     pub first_page: u32,
     /// The last page handed out.

@@ -18,6 +18,7 @@ pub mod export;
 pub mod feed;
 pub mod input;
 pub mod pipeline;
+pub mod postgres;
 pub mod resume;
 pub mod segments;
 pub mod state_events;

@@ -129,6 +129,7 @@ pub(crate) fn feed_csv(parts: &[PathBuf], writer: &mut dyn TableWriter) -> Resul
                     rows,
                     csv: std::mem::replace(&mut pending, rest),
                     arrow: None,
+                    item_ends: Vec::new(),
                 })?;
                 total += rows as u64;
                 scanned -= end;
@@ -213,6 +214,7 @@ pub(crate) fn concat_parquet(
                 rows: batch.num_rows(),
                 csv: Vec::new(),
                 arrow: Some(batch),
+                item_ends: Vec::new(),
             })?;
         }
     }

@@ -274,6 +274,9 @@ fn emit(
         attributes.text_plain(leaf.type_name());
         attributes.end_row();
     }
+    for table in [users, grants, attributes] {
+        table.end_item();
+    }
 }
 
 /// Best effort at the user id of an item that failed to decode, for the error message.

@@ -49,6 +49,11 @@ pub struct ColumnBatch {
     pub csv: Vec<u8>,
     /// The Arrow columns, when Parquet or xlsx is written.
     pub arrow: Option<RecordBatch>,
+    /// For each item of the batch that gave rows to the tables, the number of this table's
+    /// rows once its rows were pushed ([`TableBuilder::end_item`]): which item a row came
+    /// from, for the PostgreSQL merge (the last item of a repeated user wins). Empty where
+    /// nobody asks.
+    pub item_ends: Vec<u32>,
 }
 
 enum ColumnBuilder {
@@ -134,6 +139,8 @@ pub struct TableBuilder {
     rows: usize,
     /// CSV cells the postgres dialect changed (NUL replaced) since the last take.
     nul_replaced: u64,
+    /// See [`ColumnBatch::item_ends`].
+    item_ends: Vec<u32>,
 }
 
 impl TableBuilder {
@@ -156,6 +163,7 @@ impl TableBuilder {
             column: 0,
             rows: 0,
             nul_replaced: 0,
+            item_ends: Vec::new(),
         }
     }
 
@@ -359,6 +367,11 @@ impl TableBuilder {
         self.rows += 1;
     }
 
+    /// Ends the rows of one item (see [`ColumnBatch::item_ends`]).
+    pub fn end_item(&mut self) {
+        self.item_ends.push(self.rows as u32);
+    }
+
     /// Hands out the rows built so far and starts afresh, with buffers sized like this batch.
     pub fn finish(&mut self) -> ColumnBatch {
         let arrow = self.columns.as_mut().map(|columns| {
@@ -371,6 +384,12 @@ impl TableBuilder {
         let next = self.csv.len() + self.csv.len() / 8;
         let csv = std::mem::replace(&mut self.csv, Vec::with_capacity(next));
         let rows = std::mem::replace(&mut self.rows, 0);
-        ColumnBatch { rows, csv, arrow }
+        let item_ends = std::mem::take(&mut self.item_ends);
+        ColumnBatch {
+            rows,
+            csv,
+            arrow,
+            item_ends,
+        }
     }
 }

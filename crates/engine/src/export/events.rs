@@ -158,6 +158,7 @@ impl TableWriter for Relabel {
             rows: batch.rows,
             csv: Vec::new(),
             arrow: Some(arrow),
+            item_ends: Vec::new(),
         })
     }
 

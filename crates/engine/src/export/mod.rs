@@ -67,11 +67,31 @@ pub struct ExportOptions {
     pub excel_rows: Option<u64>,
     /// Replace the dataset the destination holds.
     pub overwrite: bool,
+    /// What a run does with current-state tables that hold rows (PostgreSQL; SPEC section
+    /// 7). A folder or bucket of files takes only [`TableMode::Create`] and
+    /// [`TableMode::Overwrite`] (which `overwrite` says).
+    pub table_mode: TableMode,
     /// For the manifest: where the data came from (never credentials).
     pub source: Value,
     /// For the manifest: parameters besides those the options give (see
     /// `ExportOptions::manifest_parameters`); never secrets.
     pub parameters: BTreeMap<String, Value>,
+}
+
+/// What a run does with tables that already hold rows (SPEC section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TableMode {
+    /// Fill absent or empty tables; tables that hold rows are refused.
+    #[default]
+    Create,
+    /// Replace every row.
+    Overwrite,
+    /// The run's users replace the same users' rows in every table; with `delete_missing`
+    /// the run is a full export and users absent from it are removed.
+    Merge {
+        /// Users absent from the run are removed with their rows (a full export).
+        delete_missing: bool,
+    },
 }
 
 /// Worker threads when none are asked for: one per core (2 when that cannot be known).
@@ -112,6 +132,7 @@ impl ExportOptions {
             max_rows_per_file: None,
             excel_rows: None,
             overwrite: false,
+            table_mode: TableMode::Create,
             source: Value::Null,
             parameters: BTreeMap::new(),
         }
@@ -127,7 +148,7 @@ impl ExportOptions {
 
     /// The parameters that shape the tables, for the manifest (`extra` adds to them: the
     /// caller's own, such as where wide columns came from).
-    pub(crate) fn manifest_parameters(&self) -> BTreeMap<String, Value> {
+    pub fn manifest_parameters(&self) -> BTreeMap<String, Value> {
         use serde_json::json;
         let formats: Vec<&str> = self.format_list().into_iter().map(Format::name).collect();
         let users = self.pipeline.flatten.users.as_deref();
