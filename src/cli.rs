@@ -44,6 +44,9 @@ pub enum FormatArg {
     Parquet,
     /// Excel workbooks (TABLE.xlsx): typed cells, nothing for a spreadsheet to guess.
     Xlsx,
+    /// Delta Lake tables DIR/users, DIR/grants, DIR/attributes (and DIR/state_events), kept
+    /// run after run with --merge or --overwrite (alone: not with other formats).
+    Delta,
 }
 
 /// What to do with an item that cannot be mapped faithfully.
@@ -90,6 +93,16 @@ pub struct OutputArgs {
     /// Replace the dataset DIR holds, whole (files of it this run does not write are removed).
     #[arg(long)]
     pub overwrite: bool,
+    /// With --format delta: keep current-state tables. The run's users replace the same
+    /// users' rows in every table (users upserted on user_id, their grants and attributes
+    /// replaced; the last item of a repeated user_id wins); other users keep theirs; state
+    /// events are appended.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub merge: bool,
+    /// With --merge, for a full export (a fetch without --since or a registration window):
+    /// users absent from the run are removed with their grants and attributes.
+    #[arg(long, requires = "merge")]
+    pub delete_missing: bool,
     /// With an object-store -o: how long one failing store request (5xx, throttling, a
     /// timeout, a dropped connection) is retried, with backoff, before the run fails.
     #[arg(long, value_name = "SECS", default_value_t = zephr_etl::cloud::store::DEFAULT_RETRY_SECS)]

@@ -307,6 +307,7 @@ fn sequential_worker(
                             rows: columns.rows,
                             csv: Vec::new(),
                             arrow: None,
+                            item_ends: Vec::new(),
                         };
                     }
                     Ok(flat)

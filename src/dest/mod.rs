@@ -20,6 +20,8 @@ pub mod object;
 pub mod runs;
 pub mod sync_behind;
 pub mod upload;
+// Delta Lake tables (`--format delta`, issue 22).
+pub mod delta;
 
 use std::io::{self, Write};
 use std::path::PathBuf;

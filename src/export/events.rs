@@ -146,6 +146,7 @@ impl TableWriter for Relabel {
             rows: batch.rows,
             csv: Vec::new(),
             arrow: Some(arrow),
+            item_ends: Vec::new(),
         })
     }
 

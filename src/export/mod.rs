@@ -19,6 +19,9 @@ pub mod events;
 pub mod fetch;
 pub mod layout;
 pub mod summary;
+// Delta Lake tables (issue 22): the engine's side of `--format delta`.
+mod delta;
+mod mode;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufWriter, Write};
@@ -46,6 +49,7 @@ use crate::table::{CsvDialect, Formats};
 use crate::timestamp::iso_utc;
 
 pub use layout::{Format, Layout, OutputTable, REJECTS_NAME};
+pub use mode::TableMode;
 
 /// Everything that shapes a run's tables and files, as plain values.
 #[derive(Debug, Clone)]
@@ -65,6 +69,10 @@ pub struct ExportOptions {
     pub excel_rows: Option<u64>,
     /// Replace the dataset the destination holds.
     pub overwrite: bool,
+    /// What a current-state destination (Delta tables) does to tables that hold rows.
+    pub table_mode: TableMode,
+    /// Write Delta tables there instead of files (then `formats` is Parquet alone).
+    pub delta: Option<crate::dest::delta::DeltaOptions>,
     /// For the manifest: where the data came from (never credentials).
     pub source: Value,
     /// For the manifest: parameters besides those the options give (see
@@ -109,6 +117,8 @@ impl ExportOptions {
             max_rows_per_file: None,
             excel_rows: None,
             overwrite: false,
+            table_mode: TableMode::Create,
+            delta: None,
             source: Value::Null,
             parameters: BTreeMap::new(),
         }
@@ -209,6 +219,9 @@ pub enum ExportError {
     EventPages(#[from] crate::fetch::pages::PagesError<StateEventsError>),
     #[error(transparent)]
     StateEvents(#[from] StateEventsError),
+    /// The Delta tables could not be written.
+    #[error(transparent)]
+    Delta(#[from] crate::dest::delta::DeltaError),
     /// The raw copy of the responses could not be written.
     #[error("cannot write the raw copy {}: {source}", path.display())]
     Raw {
@@ -274,6 +287,8 @@ pub struct Export {
     manifest: Option<Manifest>,
     /// Final name → table and format of every file staged so far.
     kinds: Arc<Mutex<HashMap<String, FileKind>>>,
+    /// With `--format delta`: the run's Delta tables.
+    delta: Option<crate::dest::delta::DeltaRun>,
     /// Declared last: released after the drop discarded what was staged.
     _lock: Box<dyn DestLock>,
 }
@@ -305,6 +320,11 @@ impl Export {
                 .filter(|name| layout::dataset_rank(name).is_some())
                 .collect();
             held.extend(previous.iter().cloned());
+            if opts.delta.is_some() {
+                // Delta tables: the mode decides per table (`DeltaRun::open`); nothing of an
+                // earlier dataset is removed by name.
+                return Ok(BTreeSet::new());
+            }
             if !opts.overwrite
                 && let Some(first) = held
                     .iter()
@@ -328,14 +348,27 @@ impl Export {
         opts.parquet.max_rows_per_file = opts.max_rows_per_file;
         opts.pipeline.flatten.formats = opts.formats;
         opts.pipeline.flatten.dialect = opts.dialect;
+        let mut run_id = manifest::new_run_id();
+        let delta = match delta::open(&opts, &run_id) {
+            Ok(delta) => delta,
+            Err(e) => {
+                dest.discard();
+                drop(guard);
+                return Err(e);
+            }
+        };
+        if let Some(d) = &delta {
+            run_id = d.run_id().to_string();
+        }
         Ok(Export {
             layout: opts.layout(),
             dest,
             opts,
-            run_id: manifest::new_run_id(),
+            run_id,
             previous,
             manifest: None,
             kinds: Arc::default(),
+            delta,
             _lock: guard,
         })
     }
@@ -442,6 +475,9 @@ impl Export {
 
     /// A function that opens the staged file of each part of `table` in `format`.
     fn file_creator(&self, table: OutputTable, format: Format) -> CreateFile {
+        if let Some(run) = &self.delta {
+            return delta::file_creator(run, table, self.kinds.clone());
+        }
         let dest = self.dest.clone();
         let kinds = self.kinds.clone();
         let layout = self.layout;
@@ -489,12 +525,18 @@ impl Export {
                     csv_rows,
                     create(format),
                 )?)),
-                Format::Parquet => writers.push(Box::new(ParquetWriter::new(
-                    extension::schema_of(table, self.users()),
-                    &def.dictionary_columns(),
-                    parquet,
-                    create(format),
-                )?)),
+                Format::Parquet => {
+                    let writer = Box::new(ParquetWriter::new(
+                        extension::schema_of(table, self.users()),
+                        &def.dictionary_columns(),
+                        parquet,
+                        create(format),
+                    )?);
+                    writers.push(match &self.delta {
+                        Some(run) => run.track(table, writer),
+                        None => writer,
+                    });
+                }
                 Format::Xlsx => writers.push(Box::new(XlsxWriter::new(
                     table.name(),
                     extension::schema_of(table, self.users()),
@@ -538,6 +580,9 @@ impl Export {
         files: Vec<WrittenFile>,
         tables: BTreeMap<String, ManifestTable>,
     ) -> Result<(), ExportError> {
+        if self.delta.is_some() {
+            return self.commit_delta(files, tables);
+        }
         let mut manifest = self.manifest.clone().unwrap_or_else(|| {
             Manifest::new(
                 self.run_id.clone(),
@@ -594,6 +639,9 @@ impl Drop for Export {
     fn drop(&mut self) {
         // Nothing staged after the last commit is kept; after a commit this only tidies up.
         self.dest.discard();
+        if let Some(run) = &self.delta {
+            run.discard();
+        }
     }
 }
 

@@ -266,6 +266,9 @@ fn emit(
         attributes.text_plain(leaf.type_name());
         attributes.end_row();
     }
+    users.end_item();
+    grants.end_item();
+    attributes.end_item();
 }
 
 /// Best effort at the user id of an item that failed to decode, for the error message.

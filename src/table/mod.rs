@@ -46,6 +46,10 @@ pub struct ColumnBatch {
     pub csv: Vec<u8>,
     /// The Arrow columns, when Parquet or xlsx is written.
     pub arrow: Option<RecordBatch>,
+    /// The row count at the end of each item of the batch, in item order (empty when the rows
+    /// were not built from items, as when read back from a file): which item a row came from,
+    /// for the Delta merge's "last item of a user_id wins" (`crate::dest::delta`).
+    pub item_ends: Vec<u32>,
 }
 
 enum ColumnBuilder {
@@ -129,6 +133,8 @@ pub struct TableBuilder {
     columns: Option<Vec<ColumnBuilder>>,
     column: usize,
     rows: usize,
+    /// `rows` at the end of each item since the last take (see [`ColumnBatch::item_ends`]).
+    item_ends: Vec<u32>,
     /// CSV cells the postgres dialect changed (NUL replaced) since the last take.
     nul_replaced: u64,
 }
@@ -152,6 +158,7 @@ impl TableBuilder {
             columns,
             column: 0,
             rows: 0,
+            item_ends: Vec::new(),
             nul_replaced: 0,
         }
     }
@@ -356,6 +363,11 @@ impl TableBuilder {
         self.rows += 1;
     }
 
+    /// Ends the current item: its rows (none or more) are the ones since the last item's end.
+    pub fn end_item(&mut self) {
+        self.item_ends.push(self.rows as u32);
+    }
+
     /// Hands out the rows built so far and starts afresh, with buffers sized like this batch.
     pub fn finish(&mut self) -> ColumnBatch {
         let arrow = self.columns.as_mut().map(|columns| {
@@ -368,6 +380,12 @@ impl TableBuilder {
         let next = self.csv.len() + self.csv.len() / 8;
         let csv = std::mem::replace(&mut self.csv, Vec::with_capacity(next));
         let rows = std::mem::replace(&mut self.rows, 0);
-        ColumnBatch { rows, csv, arrow }
+        let item_ends = std::mem::take(&mut self.item_ends);
+        ColumnBatch {
+            rows,
+            csv,
+            arrow,
+            item_ends,
+        }
     }
 }

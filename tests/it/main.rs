@@ -9,6 +9,7 @@ mod support;
 mod clouds;
 mod commit;
 mod convert;
+mod delta;
 mod ddl;
 mod errors;
 mod fetch_cli;
