@@ -9,11 +9,9 @@ use anyhow::anyhow;
 use serde_json::{Value, json};
 use zephr_etl::cloud::store::StoreOptions;
 use zephr_etl::dest::DestError;
-use zephr_etl::error::ItemProblem;
 use zephr_etl::dest::delta::{DeltaError, DeltaOptions};
-use zephr_etl::export::{
-    Export, ExportError, ExportOptions, TableMode, default_threads, summary,
-};
+use zephr_etl::error::ItemProblem;
+use zephr_etl::export::{Export, ExportError, ExportOptions, TableMode, default_threads, summary};
 use zephr_etl::fetch::resume::ResumeError;
 use zephr_etl::flatten::{FlattenOptions, OnError};
 use zephr_etl::pipeline::{OnInterrupt, PipelineError, PipelineOptions, RunStats};
@@ -223,20 +221,23 @@ pub fn explain(error: ExportError) -> anyhow::Error {
             "cannot write the --save-raw copy {}",
             path.display()
         )),
-        ExportError::Delta(DeltaError::HoldsRows { table }) => anyhow!(
-            "{table} is a Delta table that holds rows; pass --merge to update it with this \
-             run's users, or --overwrite to replace its rows"
-        ),
-        ExportError::Delta(DeltaError::Interrupted {
-            dest,
-            run_id,
-            committed,
-            missing,
-        }) => anyhow!(
-            "{dest} holds an interrupted run ({run_id}) that committed {committed} but not \
-             {missing}; rerun that same command to complete it (or pass --overwrite to \
-             replace every table)"
-        ),
+        ExportError::Delta(error) => match *error {
+            DeltaError::HoldsRows { table } => anyhow!(
+                "{table} is a Delta table that holds rows; pass --merge to update it with \
+                 this run's users, or --overwrite to replace its rows"
+            ),
+            DeltaError::Interrupted {
+                dest,
+                run_id,
+                committed,
+                missing,
+            } => anyhow!(
+                "{dest} holds an interrupted run ({run_id}) that committed {committed} but \
+                 not {missing}; rerun that same command to complete it (or pass --overwrite \
+                 to replace every table)"
+            ),
+            other => anyhow::Error::new(other),
+        },
         ExportError::RawExists { path } => anyhow!(
             "{} already exists; pass --overwrite to replace it, or choose another --save-raw file",
             path.display()
@@ -265,7 +266,11 @@ pub fn delta_summary(export: &Export) -> Option<String> {
         .versions()
         .iter()
         .map(|(name, v)| {
-            let note = if v.committed_now { "" } else { ", already committed" };
+            let note = if v.committed_now {
+                ""
+            } else {
+                ", already committed"
+            };
             format!("{name} v{}{note}", v.version)
         })
         .collect();

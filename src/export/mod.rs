@@ -219,9 +219,9 @@ pub enum ExportError {
     EventPages(#[from] crate::fetch::pages::PagesError<StateEventsError>),
     #[error(transparent)]
     StateEvents(#[from] StateEventsError),
-    /// The Delta tables could not be written.
+    /// The Delta tables could not be written (boxed: a rare error, kept small).
     #[error(transparent)]
-    Delta(#[from] crate::dest::delta::DeltaError),
+    Delta(Box<crate::dest::delta::DeltaError>),
     /// The raw copy of the responses could not be written.
     #[error("cannot write the raw copy {}: {source}", path.display())]
     Raw {
@@ -266,6 +266,12 @@ pub enum ExportError {
         #[source]
         source: Box<ExportError>,
     },
+}
+
+impl From<crate::dest::delta::DeltaError> for ExportError {
+    fn from(error: crate::dest::delta::DeltaError) -> Self {
+        ExportError::Delta(Box::new(error))
+    }
 }
 
 /// What to call a table file in the manifest.

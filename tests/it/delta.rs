@@ -141,7 +141,11 @@ fn merged(runs: &[&[Value]], delete_missing: bool) -> Vec<Value> {
 fn expected(python: &Path, dir: &Path, items: &[Value]) -> Value {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let input = write_file(dir, &format!("expected-{n}.json"), json!(items).to_string().as_bytes());
+    let input = write_file(
+        dir,
+        &format!("expected-{n}.json"),
+        json!(items).to_string().as_bytes(),
+    );
     let out = dir.join(format!("expected-{n}"));
     zephr()
         .args(["convert"])
@@ -207,7 +211,12 @@ fn incremental(base: &[Value]) -> Vec<Value> {
 }
 
 /// `convert INPUT -o OUT --format delta EXTRA...`: its output.
-fn delta_run(input: &Path, out: &str, extra: &[&str], env: &[(&str, String)]) -> std::process::Output {
+fn delta_run(
+    input: &Path,
+    out: &str,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> std::process::Output {
     let mut cmd = zephr();
     cmd.arg("convert")
         .arg(input)
@@ -247,7 +256,13 @@ fn delta_create_refuse_overwrite_in_a_folder() {
     assert_eq!(versions(&actual), [0, 0, 0]);
     // Column types as the Parquet output has them.
     let types = actual["users"]["types"].as_array().unwrap();
-    assert!(types[5].as_str().unwrap().starts_with("timestamp[us, tz=UTC]"), "{types:?}");
+    assert!(
+        types[5]
+            .as_str()
+            .unwrap()
+            .starts_with("timestamp[us, tz=UTC]"),
+        "{types:?}"
+    );
     assert_eq!(types[9], "int64");
     let m = manifest(&out);
     assert_eq!(m["delta"]["users"]["version"], 0);
@@ -272,7 +287,11 @@ fn delta_create_refuse_overwrite_in_a_folder() {
 
     // --overwrite: every row replaced by the run's, one new version per table.
     let other = items(7, 9);
-    let input2 = write_file(tmp.path(), "other.json", json!(other).to_string().as_bytes());
+    let input2 = write_file(
+        tmp.path(),
+        "other.json",
+        json!(other).to_string().as_bytes(),
+    );
     ok(&delta_run(&input2, out_s, &["--overwrite", "--quiet"], &[]));
     let actual = read_delta(&python, out_s, &ITEM_TABLES, &json!({}));
     assert_state(&actual, &expected(&python, tmp.path(), &other));
@@ -365,9 +384,15 @@ fn delta_usage_mistakes_exit_2() {
             vec!["--format", "delta,parquet"],
             "--format delta cannot be combined with other formats",
         ),
-        (vec!["--merge"], "--merge keeps current-state tables: it needs --format delta"),
+        (
+            vec!["--merge"],
+            "--merge keeps current-state tables: it needs --format delta",
+        ),
         (vec!["--format", "delta", "--delete-missing"], "--merge"),
-        (vec!["--format", "delta", "--merge", "--overwrite"], "--overwrite"),
+        (
+            vec!["--format", "delta", "--merge", "--overwrite"],
+            "--overwrite",
+        ),
     ] {
         let output = zephr()
             .arg("convert")
@@ -418,7 +443,8 @@ const STEPS: [&str; 6] = [
 
 #[test]
 fn delta_kill_at_each_step_then_rerun_completes_without_applying_twice() {
-    let Some(python) = reader("delta_kill_at_each_step_then_rerun_completes_without_applying_twice")
+    let Some(python) =
+        reader("delta_kill_at_each_step_then_rerun_completes_without_applying_twice")
     else {
         return;
     };
@@ -457,7 +483,10 @@ fn delta_kill_at_each_step_then_rerun_completes_without_applying_twice() {
             let other = delta_run(&input, out_s, &["--merge", "--quiet"], &[]);
             assert_eq!(other.status.code(), Some(1), "{step}");
             let stderr = String::from_utf8_lossy(&other.stderr);
-            assert!(stderr.contains("rerun that same command"), "{step}: {stderr}");
+            assert!(
+                stderr.contains("rerun that same command"),
+                "{step}: {stderr}"
+            );
         }
         // The same command again completes the tables left behind, none twice.
         let stderr = ok(&delta_run(&input2, out_s, &["--merge"], &[]));
@@ -542,7 +571,14 @@ fn delta_state_events_are_appended_by_merge() {
         let output = zephr()
             .arg("convert")
             .arg(&input)
-            .args(["-o", out_s, "--format", "delta", "--quiet", "--state-events"])
+            .args([
+                "-o",
+                out_s,
+                "--format",
+                "delta",
+                "--quiet",
+                "--state-events",
+            ])
             .arg(&events)
             .args(mode)
             .output()
@@ -550,7 +586,10 @@ fn delta_state_events_are_appended_by_merge() {
         ok(&output);
     }
     let actual = read_delta(&python, out_s, &["state_events", "users"], &json!({}));
-    assert_eq!(actual["state_events"]["columns"], json!(["user_id", "event_type", "at"]));
+    assert_eq!(
+        actual["state_events"]["columns"],
+        json!(["user_id", "event_type", "at"])
+    );
     let rows = actual["state_events"]["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4, "{rows:?}");
     assert_eq!(rows[0], json!(["u1", "login", "2024-01-01T00:00:00Z"]));
@@ -573,10 +612,8 @@ fn delta_tables_in_the_s3_test_server() {
     let bucket = moto.bucket("delta");
     let url = format!("s3://{bucket}/zephr");
     let env = moto.env();
-    let options: serde_json::Map<String, Value> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
+    let options: serde_json::Map<String, Value> =
+        env.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     let options = Value::Object(options);
     let base = items(30, 41);
     let run = incremental(&base);
@@ -590,7 +627,11 @@ fn delta_tables_in_the_s3_test_server() {
     // Killed between two table commits, then completed by the same command.
     let mut killed_env = env.clone();
     killed_env.push(("ZEPHR_ETL_FAULT", "commit:delta-users".into()));
-    assert!(!delta_run(&input2, &url, &["--merge", "--quiet"], &killed_env).status.success());
+    assert!(
+        !delta_run(&input2, &url, &["--merge", "--quiet"], &killed_env)
+            .status
+            .success()
+    );
     let half = read_delta(&python, &url, &ITEM_TABLES, &options);
     assert_eq!(versions(&half), [1, 0, 0]);
     // The killed run's lease on the bucket lock would hold for its term: let it expire now.

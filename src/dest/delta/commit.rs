@@ -98,7 +98,9 @@ fn write_record(run: &DeltaRun) -> Result<(), DeltaError> {
                 .tempfile_in(dir)
                 .map_err(io(dir.clone()))?;
             std::io::Write::write_all(&mut temp, &bytes).map_err(io(temp.path().to_path_buf()))?;
-            temp.as_file().sync_all().map_err(io(temp.path().to_path_buf()))?;
+            temp.as_file()
+                .sync_all()
+                .map_err(io(temp.path().to_path_buf()))?;
             temp.persist(dir.join(PENDING_NAME))
                 .map_err(|e| io(dir.join(PENDING_NAME))(e.error))?;
             sync_dir(dir)?;
@@ -199,7 +201,8 @@ impl DeltaRun {
             dictionary_columns: &plan.dictionary_columns,
         };
         let prefix = format!("{name}/");
-        let relative = |f: &WrittenFile| f.name.strip_prefix(&prefix).unwrap_or(&f.name).to_string();
+        let relative =
+            |f: &WrittenFile| f.name.strip_prefix(&prefix).unwrap_or(&f.name).to_string();
         // The run's own files: empty ones dropped, repeated users' earlier items removed.
         let mut new = Vec::new();
         for f in plan.files {

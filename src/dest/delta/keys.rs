@@ -158,7 +158,11 @@ mod tests {
     use arrow_schema::{DataType, Field, Schema};
 
     fn batch(ids: &[&str], item_ends: &[u32]) -> ColumnBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("user_id", DataType::Utf8, false)]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "user_id",
+            DataType::Utf8,
+            false,
+        )]));
         let array = Arc::new(StringArray::from(ids.to_vec()));
         ColumnBatch {
             rows: ids.len(),

@@ -75,8 +75,9 @@ impl FileFilter<'_> {
             path: format!("{}/{}", self.table, file.path),
             source,
         };
-        let reader = ParquetObjectReader::new(self.store.clone(), StorePath::from(file.path.as_str()))
-            .with_file_size(file.size);
+        let reader =
+            ParquetObjectReader::new(self.store.clone(), StorePath::from(file.path.as_str()))
+                .with_file_size(file.size);
         let builder = self
             .runtime
             .block_on(ParquetRecordBatchStreamBuilder::new(reader))
@@ -194,7 +195,11 @@ impl FileFilter<'_> {
 }
 
 /// The `user_id` column (the first of every item table) of `batch`.
-fn user_ids<'b>(batch: &'b RecordBatch, table: &str, path: &str) -> Result<&'b StringArray, DeltaError> {
+fn user_ids<'b>(
+    batch: &'b RecordBatch,
+    table: &str,
+    path: &str,
+) -> Result<&'b StringArray, DeltaError> {
     let column = (batch.num_columns() > 0 && batch.schema().field(0).name() == "user_id")
         .then(|| batch.column(0).as_any().downcast_ref::<StringArray>())
         .flatten()

@@ -199,11 +199,8 @@ impl DeltaRun {
                         .enable_all()
                         .build()
                         .map_err(DeltaError::Runtime)?;
-                    let base = Url::from_directory_path(&path).map_err(|()| {
-                        DestError::NotADir {
-                            path: path.clone(),
-                        }
-                    })?;
+                    let base = Url::from_directory_path(&path)
+                        .map_err(|()| DestError::NotADir { path: path.clone() })?;
                     let describe = path.display().to_string();
                     (Root::Local(path), Arc::new(runtime), None, base, describe)
                 }
@@ -217,14 +214,13 @@ impl DeltaRun {
                     } else {
                         format!("{}/", url.key)
                     };
-                    let base = Url::parse(&format!("{scheme}://{}/{key}", url.bucket)).map_err(
-                        |e| {
+                    let base =
+                        Url::parse(&format!("{scheme}://{}/{key}", url.bucket)).map_err(|e| {
                             DestError::Cloud(CloudError::Config {
                                 url: url.display(),
                                 detail: e.to_string(),
                             })
-                        },
-                    )?;
+                        })?;
                     if let Ok(scheme_url) = Url::parse(&format!("{scheme}://")) {
                         let factories = logstore_factories();
                         if !factories.contains_key(&scheme_url) {
@@ -373,7 +369,8 @@ impl DeltaRun {
     /// Table `name`, not loaded (it may not exist).
     fn handle(&self, name: &str) -> Result<DeltaTable, DeltaError> {
         let url = self.table_url(name)?;
-        let mut builder = DeltaTableBuilder::from_url(url.clone()).map_err(DeltaError::table(name))?;
+        let mut builder =
+            DeltaTableBuilder::from_url(url.clone()).map_err(DeltaError::table(name))?;
         if let Some(store) = &self.root_store {
             builder = builder.with_storage_backend(store.clone(), url);
         }
