@@ -667,3 +667,56 @@ fn delta_tables_in_the_s3_test_server() {
     .unwrap();
     assert_eq!(manifest["delta"]["users"]["version"], 2);
 }
+
+#[test]
+fn delta_fetch_creates_then_merges_page_by_page() {
+    use crate::support::mock_zephr::{MockConfig, MockServer};
+    let Some(python) = reader("delta_fetch_creates_then_merges_page_by_page") else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let base = items(25, 51);
+    let run = incremental(&base);
+    let out = tmp.path().join("tables");
+    let out_s = out.to_str().unwrap();
+    for (items, extra) in [(&base, &[][..]), (&run, &["--merge"][..])] {
+        let raw: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+        let mut cfg = MockConfig::new("ak", "sk", raw);
+        cfg.lifetime = Duration::from_secs(60);
+        let server = MockServer::start(cfg);
+        // Seven users a page, a segment every two pages: the run's user ids come from several
+        // pipeline runs, assembled at the end.
+        let output = zephr()
+            .args([
+                "fetch",
+                "--tenant",
+                "acme",
+                "--base-url",
+                &server.base_url,
+                "-o",
+            ])
+            .arg(&out)
+            .args([
+                "--grants",
+                "--attributes",
+                "--rpp",
+                "7",
+                "--segment-pages",
+                "2",
+            ])
+            .args(["--format", "delta", "--quiet"])
+            .args(extra)
+            .env("ZEPHR_ACCESS_KEY", "ak")
+            .env("ZEPHR_SECRET_KEY", "sk")
+            .output()
+            .unwrap();
+        ok(&output);
+    }
+    let actual = read_delta(&python, out_s, &ITEM_TABLES, &json!({}));
+    assert_state(
+        &actual,
+        &expected(&python, tmp.path(), &merged(&[&base, &run], false)),
+    );
+    assert_eq!(versions(&actual), [1, 1, 1]);
+    assert_eq!(manifest(&out)["delta"]["repeated_items"], 1);
+}
