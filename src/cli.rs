@@ -44,6 +44,9 @@ pub enum FormatArg {
     Parquet,
     /// Excel workbooks (TABLE.xlsx): typed cells, nothing for a spreadsheet to guess.
     Xlsx,
+    /// Delta Lake tables DIR/users, DIR/grants, DIR/attributes (and DIR/state_events), kept
+    /// run after run with --merge or --overwrite (alone: not with other formats).
+    Delta,
 }
 
 /// What to do with an item that cannot be mapped faithfully.
@@ -92,9 +95,10 @@ pub struct OutputArgs {
     /// with -o postgresql://..., every row of the tables.
     #[arg(long)]
     pub overwrite: bool,
-    /// Keep current-state tables (-o postgresql://...): the run's users replace the same
-    /// users' rows in every table (users upserted on user_id, their grants and attributes
-    /// replaced; the last item of a user_id repeated in the run wins); other users are kept.
+    /// Keep current-state tables (--format delta, or -o postgresql://...): the run's users
+    /// replace the same users' rows in every table (users upserted on user_id, their grants
+    /// and attributes replaced; the last item of a user_id repeated in the run wins); other
+    /// users keep theirs; state events are appended (Delta).
     #[arg(long, conflicts_with = "overwrite")]
     pub merge: bool,
     /// With --merge, for a full export: users absent from the run are removed with their

@@ -14,7 +14,7 @@ use zephr_engine::input::{InputSpec, open_all};
 use zephr_engine::pipeline::RunStats;
 use zephr_engine::wide;
 
-use super::export::{failed, open, tables_summary};
+use super::export::{delta_summary, failed, open, tables_summary};
 use super::state_events::finish;
 use super::wide::{UsersPlan, report_mismatches, wide_error};
 use crate::cli::ConvertArgs;
@@ -63,6 +63,9 @@ pub fn run(args: ConvertArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let stats = outcome.map_err(|e| failed(&progress, e))?;
     report_mismatches(&progress, export.users());
     let summary = tables_summary(&progress, &stats, raw_bytes.load(Ordering::Relaxed));
+    if let Some(line) = delta_summary(&export) {
+        progress.line(&line);
+    }
     let events = args.state_events.as_ref().map(|path| {
         let run = || export.state_events_file(path);
         ("Converting state events...", run)

@@ -2,7 +2,6 @@
 //! [`ExportOptions`], the opened [`Export`], the summary line, and the engine's errors with
 //! the flag that fixes them.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,6 +13,7 @@ use zephr_core::flatten::{FlattenOptions, OnError};
 use zephr_core::source::framer::FramerOptions;
 use zephr_core::table::{CsvDialect, Formats};
 use zephr_dest::DestError;
+use zephr_engine::delta::{DeltaError, DeltaOptions};
 use zephr_engine::export::{
     Export, ExportError, ExportOptions, TableMode, default_threads, summary,
 };
@@ -28,9 +28,11 @@ use crate::cli::{CompressionArg, CsvDialectArg, FormatArg, OnErrorArg, OutputArg
 
 /// The engine's options from the flags.
 pub fn options(args: &OutputArgs) -> ExportOptions {
+    let delta = args.format.contains(&FormatArg::Delta);
     let formats = Formats {
         csv: args.format.contains(&FormatArg::Csv),
-        parquet: args.format.contains(&FormatArg::Parquet),
+        // Delta tables' data files are Parquet.
+        parquet: args.format.contains(&FormatArg::Parquet) || delta,
         xlsx: args.format.contains(&FormatArg::Xlsx),
     };
     let on_error = match args.on_error {
@@ -83,11 +85,18 @@ pub fn options(args: &OutputArgs) -> ExportOptions {
         excel_rows: (dialect == CsvDialect::Excel).then(|| args.excel_max_rows - 1),
         overwrite: args.overwrite,
         table_mode: table_mode(args),
+        delta: delta.then(|| DeltaOptions {
+            location: args.output.to_string_lossy().into_owned(),
+            store: StoreOptions::retrying_for(args.store_retry_secs),
+        }),
         source: Value::Null,
-        parameters: BTreeMap::from([(
-            "user_schema".to_string(),
-            json!(args.user_schema.as_ref().map(|p| p.display().to_string())),
-        )]),
+        parameters: delta_parameters(args, delta)
+            .into_iter()
+            .chain([(
+                "user_schema".to_string(),
+                json!(args.user_schema.as_ref().map(|p| p.display().to_string())),
+            )])
+            .collect(),
     }
 }
 
@@ -102,17 +111,45 @@ pub fn table_mode(args: &OutputArgs) -> TableMode {
     }
 }
 
+/// The manifest's parameters of a Delta run: its format and mode.
+fn delta_parameters(args: &OutputArgs, delta: bool) -> Vec<(String, Value)> {
+    if !delta {
+        return Vec::new();
+    }
+    vec![
+        ("format".to_string(), json!(["delta"])),
+        ("table_mode".to_string(), json!(table_mode(args).name())),
+    ]
+}
+
+/// `--format delta` and `--merge` together make sense only in one way: refused otherwise
+/// (exit 2), before anything is opened.
+pub fn check_delta(args: &OutputArgs) -> anyhow::Result<()> {
+    let usage = |message: &str| Err(anyhow::Error::new(UsageError(message.to_string())));
+    let delta = args.format.contains(&FormatArg::Delta);
+    if delta && args.format.iter().any(|f| *f != FormatArg::Delta) {
+        return usage(
+            "--format delta cannot be combined with other formats (Delta tables are a \
+             destination of their own: write the files with another run and -o)",
+        );
+    }
+    if args.merge && !delta {
+        return usage(
+            "--merge and --delete-missing keep current-state tables, which a folder or bucket \
+             of files does not hold: add --format delta, or use -o \
+             postgresql://USER@HOST:PORT/DB?schema=S",
+        );
+    }
+    if delta && args.csv_dialect != CsvDialectArg::Plain {
+        return usage("--csv-dialect does not apply to --format delta (no CSV is written)");
+    }
+    Ok(())
+}
+
 /// Opens the `-o` folder or bucket prefix and the export into it: locked, recovered, checked.
 /// A malformed or unsupported URL, or a store that cannot be configured, is a usage error.
 pub fn open(args: &OutputArgs, source: Value) -> anyhow::Result<Export> {
-    if args.merge {
-        // Files hold one run each; current-state tables need a database.
-        return Err(UsageError(
-            "--merge and --delete-missing keep current-state tables, which a folder or bucket              of files does not hold: use -o postgresql://USER@HOST:PORT/DB?schema=S"
-                .into(),
-        )
-        .into());
-    }
+    check_delta(args)?;
     let store = StoreOptions::retrying_for(args.store_retry_secs);
     let dest = zephr_dest::open(&args.output.to_string_lossy(), store).map_err(|e| {
         if e.is_usage() {
@@ -191,6 +228,23 @@ pub fn explain(error: ExportError) -> anyhow::Error {
             "cannot write the --save-raw copy {}",
             path.display()
         )),
+        ExportError::Delta(error) => match *error {
+            DeltaError::HoldsRows { table } => anyhow!(
+                "{table} is a Delta table that holds rows; pass --merge to update it with \
+                 this run's users, or --overwrite to replace its rows"
+            ),
+            DeltaError::Interrupted {
+                dest,
+                run_id,
+                committed,
+                missing,
+            } => anyhow!(
+                "{dest} holds an interrupted run ({run_id}) that committed {committed} but \
+                 not {missing}; rerun that same command to complete it (or pass --overwrite \
+                 to replace every table)"
+            ),
+            other => anyhow::Error::new(other),
+        },
         ExportError::RawExists { path } => anyhow!(
             "{} already exists; pass --overwrite to replace it, or choose another --save-raw file",
             path.display()
@@ -209,4 +263,33 @@ pub fn failed(progress: &Progress, error: ExportError) -> anyhow::Error {
 /// The final summary: rows per table, rejects, time and throughput.
 pub fn tables_summary(progress: &Progress, stats: &RunStats, raw_bytes: u64) -> String {
     summary::tables(stats, raw_bytes, progress.elapsed())
+}
+
+/// The Delta run's line for stderr: each table's version, and the repeated user_ids whose
+/// earlier items were dropped (the last item wins). None without `--format delta`.
+pub fn delta_summary(export: &Export) -> Option<String> {
+    let run = export.delta()?;
+    let versions: Vec<String> = run
+        .versions()
+        .iter()
+        .map(|(name, v)| {
+            let note = if v.committed_now {
+                ""
+            } else {
+                ", already committed"
+            };
+            format!("{name} v{}{note}", v.version)
+        })
+        .collect();
+    let mut line = format!("Delta tables: {}", versions.join(", "));
+    if run.resumed() {
+        line.push_str(" (completed the interrupted run)");
+    }
+    let repeats = run.repeated_items();
+    if repeats > 0 {
+        line.push_str(&format!(
+            "\n{repeats} items repeated an earlier item's user_id: the last item of each user_id was kept"
+        ));
+    }
+    Some(line)
 }

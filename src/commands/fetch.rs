@@ -27,7 +27,7 @@ use zephr_engine::state_file::{self, StateFileError};
 use zephr_engine::wide::{self, USER_SCHEMA_PATH, WideError};
 
 use super::UsageError;
-use super::export::{check_side_file, failed, open, tables_summary};
+use super::export::{check_side_file, delta_summary, failed, open, tables_summary};
 use super::state_events::finish;
 use super::wide::{UsersPlan, report_mismatches, wide_error};
 use crate::cli::FetchArgs;
@@ -108,6 +108,9 @@ pub fn run(args: FetchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     report_mismatches(&progress, export.users());
     let summary = tables_summary(&progress, &fetched.stats, fetched.bytes);
+    if let Some(line) = delta_summary(&export) {
+        progress.line(&line);
+    }
     let events = events.as_ref().map(|events| {
         let run = || export.fetch_state_events(fetch, events);
         ("Downloading state events...", run)
@@ -121,6 +124,28 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
     let tenant = args.tenant.trim().to_owned();
     if tenant.is_empty() {
         return Err(usage("--tenant must not be empty".into()));
+    }
+    if args.output.delete_missing
+        && (args.since.is_some()
+            || args.registered_since.is_some()
+            || args.registered_before.is_some()
+            || args.state_file.is_some())
+    {
+        // Users outside a partial export are not gone: they were not asked for.
+        return Err(usage(
+            "--delete-missing needs a full export: drop --since, --registered-since, \
+             --registered-before and --state-file"
+                .into(),
+        ));
+    }
+    if args.resume && args.output.format.contains(&crate::cli::FormatArg::Delta) {
+        // The run's user ids are gathered as its pages are converted; those of pages an
+        // earlier process converted are not known to this one.
+        return Err(usage(
+            "--resume cannot continue a --format delta fetch; rerun the same command \
+             without --resume (a partly committed run is completed)"
+                .into(),
+        ));
     }
     if !args.no_paginate && args.output.format.contains(&crate::cli::FormatArg::Xlsx) {
         // A paginated fetch assembles its tables from resumable segments, and a workbook

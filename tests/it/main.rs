@@ -10,6 +10,7 @@ mod clouds;
 mod commit;
 mod convert;
 mod ddl;
+mod delta;
 mod errors;
 mod fetch_cli;
 mod fetch_client;

@@ -89,6 +89,10 @@ pub struct Manifest {
     pub tables: BTreeMap<String, ManifestTable>,
     /// Every file of the dataset; nothing else in the destination belongs to it.
     pub files: Vec<ManifestFile>,
+    /// With `--format delta`: each Delta table's folder and version after the run (its rows
+    /// are what the table's log says at that version: `files` lists none of them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub delta: BTreeMap<String, serde_json::Value>,
 }
 
 impl Manifest {
@@ -107,6 +111,7 @@ impl Manifest {
             parameters,
             tables: BTreeMap::new(),
             files: Vec::new(),
+            delta: BTreeMap::new(),
         }
     }
 

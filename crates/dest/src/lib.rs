@@ -178,7 +178,7 @@ pub struct Commit {
 
 /// Counts and hashes the bytes written through it, so that no output is ever read back to
 /// be described in the manifest.
-pub(crate) struct HashingWriter<W> {
+pub struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     bytes: u64,
@@ -200,7 +200,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// The inner writer, the byte count and the lowercase hex SHA-256.
-    pub(crate) fn into_parts(self) -> (W, u64, String) {
+    pub fn into_parts(self) -> (W, u64, String) {
         (self.inner, self.bytes, hex::encode(self.hasher.finalize()))
     }
 }

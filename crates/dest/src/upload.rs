@@ -36,7 +36,7 @@ pub(crate) struct Uploads {
 }
 
 /// The store and the limits that every file of a run shares.
-pub(crate) struct Shared {
+pub struct Shared {
     /// The connected store; its URL's key is the destination prefix every name is under.
     pub store: Store,
     /// Bytes per part: at least 5 MiB (S3's minimum for all parts but the last).
@@ -70,14 +70,14 @@ impl Shared {
     }
 
     /// The commit made the finished objects part of the dataset: a later discard keeps them.
-    pub(crate) fn forget_finished(&self) {
+    pub fn forget_finished(&self) {
         self.uploads().finished.clear();
     }
 
     /// A failed run: aborts every open multipart upload and deletes every finished object.
     /// Best effort: what cannot be removed now is named by the run's record, and the next
     /// run's recovery deletes it. Whether everything went.
-    pub(crate) fn discard_all(&self) -> bool {
+    pub fn discard_all(&self) -> bool {
         let (open, finished) = {
             let mut uploads = self.uploads();
             let open: Vec<_> = uploads.open.drain().map(|(_, v)| v).collect();
@@ -101,7 +101,7 @@ impl Shared {
 }
 
 /// One object being written.
-pub(crate) struct ObjectUpload {
+pub struct ObjectUpload {
     shared: Arc<Shared>,
     /// The final name relative to the destination's prefix.
     name: String,
@@ -136,6 +136,7 @@ fn join_error(e: tokio::task::JoinError) -> object_store::Error {
 }
 
 impl ObjectUpload {
+    /// An upload of `name` through `shared`'s store, not started until the first part is full.
     pub fn new(shared: Arc<Shared>, name: String) -> ObjectUpload {
         let path = shared.store.path(&name);
         ObjectUpload {

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod delta;
 pub mod export;
 pub mod feed;
 pub mod input;

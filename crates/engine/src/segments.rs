@@ -277,7 +277,8 @@ pub(crate) fn copy_row_groups<W: Write + Send>(
                 problem: "its schema differs from the first segment's".into(),
             });
         }
-        let page_index = metadata.page_index();
+        // parquet 59 (the version deltalake-core builds on) keeps the two page indexes apart.
+        let (column_indexes, offset_indexes) = (metadata.column_index(), metadata.offset_index());
         for (rg_index, row_group) in metadata.row_groups().iter().enumerate() {
             let mut rg_out = writer.next_row_group().map_err(write_error)?;
             for (col_index, column) in row_group.columns().iter().enumerate() {
@@ -286,11 +287,11 @@ pub(crate) fn copy_row_groups<W: Write + Send>(
                     rows_written: row_group.num_rows() as u64,
                     metadata: column.clone(),
                     bloom_filter: None,
-                    column_index: page_index
-                        .and_then(|p| p.column_index(rg_index, col_index))
+                    column_index: column_indexes
+                        .and_then(|p| p.get(rg_index)?.get(col_index))
                         .cloned(),
-                    offset_index: page_index
-                        .and_then(|p| p.offset_index(rg_index, col_index))
+                    offset_index: offset_indexes
+                        .and_then(|p| p.get(rg_index)?.get(col_index))
                         .cloned(),
                 };
                 rg_out.append_column(file, result).map_err(write_error)?;

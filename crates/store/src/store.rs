@@ -389,10 +389,10 @@ fn shorten(text: &str) -> String {
     format!("{}...", &flat[..end])
 }
 
-/// The process's one runtime for every store: the output's, each input object's and the lock's
-/// clients share its two threads instead of starting a runtime each. Built on first use; the
-/// callers stay synchronous and `block_on` it from their own threads.
-fn shared_runtime() -> std::io::Result<Arc<tokio::runtime::Runtime>> {
+/// The process's one runtime for every store: the output's, each input object's, the lock's
+/// and the Delta tables' clients share its two threads instead of starting a runtime each.
+/// Built on first use; the callers stay synchronous and `block_on` it from their own threads.
+pub fn shared_runtime() -> std::io::Result<Arc<tokio::runtime::Runtime>> {
     static RUNTIME: std::sync::OnceLock<Arc<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
     if let Some(runtime) = RUNTIME.get() {
         return Ok(Arc::clone(runtime));

@@ -49,10 +49,10 @@ pub struct ColumnBatch {
     pub csv: Vec<u8>,
     /// The Arrow columns, when Parquet or xlsx is written.
     pub arrow: Option<RecordBatch>,
-    /// For each item of the batch that gave rows to the tables, the number of this table's
-    /// rows once its rows were pushed ([`TableBuilder::end_item`]): which item a row came
-    /// from, for the PostgreSQL merge (the last item of a repeated user wins). Empty where
-    /// nobody asks.
+    /// For each item of the batch, the number of this table's rows once its rows were pushed
+    /// ([`TableBuilder::end_item`]), in item order: which item a row came from, for the
+    /// current-state merges (the last item of a repeated `user_id` wins). Empty when the rows
+    /// were not built from items, as when read back from a file.
     pub item_ends: Vec<u32>,
 }
 
@@ -137,10 +137,10 @@ pub struct TableBuilder {
     columns: Option<Vec<ColumnBuilder>>,
     column: usize,
     rows: usize,
+    /// `rows` at the end of each item since the last take (see [`ColumnBatch::item_ends`]).
+    item_ends: Vec<u32>,
     /// CSV cells the postgres dialect changed (NUL replaced) since the last take.
     nul_replaced: u64,
-    /// See [`ColumnBatch::item_ends`].
-    item_ends: Vec<u32>,
 }
 
 impl TableBuilder {
@@ -162,8 +162,8 @@ impl TableBuilder {
             columns,
             column: 0,
             rows: 0,
-            nul_replaced: 0,
             item_ends: Vec::new(),
+            nul_replaced: 0,
         }
     }
 
@@ -367,7 +367,8 @@ impl TableBuilder {
         self.rows += 1;
     }
 
-    /// Ends the rows of one item (see [`ColumnBatch::item_ends`]).
+    /// Ends the current item: its rows (none or more) are the ones since the last item's end
+    /// (see [`ColumnBatch::item_ends`]).
     pub fn end_item(&mut self) {
         self.item_ends.push(self.rows as u32);
     }

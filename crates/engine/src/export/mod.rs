@@ -19,6 +19,9 @@ pub mod events;
 pub mod fetch;
 pub mod layout;
 pub mod summary;
+// Delta Lake tables (issue 22): the engine's side of `--format delta`.
+mod delta;
+mod mode;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufWriter, Write};
@@ -47,6 +50,7 @@ use zephr_sink::xlsx::{XlsxOptions, XlsxWriter};
 use zephr_sink::{CreateFile, TableWriter, WriteError, WrittenFile, dest_error};
 
 pub use layout::{Format, Layout, OutputTable, REJECTS_NAME};
+pub use mode::TableMode;
 
 /// Everything that shapes a run's tables and files, as plain values.
 #[derive(Debug, Clone)]
@@ -67,31 +71,17 @@ pub struct ExportOptions {
     pub excel_rows: Option<u64>,
     /// Replace the dataset the destination holds.
     pub overwrite: bool,
-    /// What a run does with current-state tables that hold rows (PostgreSQL; SPEC section
-    /// 7). A folder or bucket of files takes only [`TableMode::Create`] and
-    /// [`TableMode::Overwrite`] (which `overwrite` says).
+    /// What a run does with current-state tables that hold rows (Delta tables and
+    /// PostgreSQL; SPEC section 7). A folder or bucket of files takes only
+    /// [`TableMode::Create`] and [`TableMode::Overwrite`] (which `overwrite` says).
     pub table_mode: TableMode,
+    /// Write Delta tables there instead of files (then `formats` is Parquet alone).
+    pub delta: Option<crate::delta::DeltaOptions>,
     /// For the manifest: where the data came from (never credentials).
     pub source: Value,
     /// For the manifest: parameters besides those the options give (see
     /// `ExportOptions::manifest_parameters`); never secrets.
     pub parameters: BTreeMap<String, Value>,
-}
-
-/// What a run does with tables that already hold rows (SPEC section 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TableMode {
-    /// Fill absent or empty tables; tables that hold rows are refused.
-    #[default]
-    Create,
-    /// Replace every row.
-    Overwrite,
-    /// The run's users replace the same users' rows in every table; with `delete_missing`
-    /// the run is a full export and users absent from it are removed.
-    Merge {
-        /// Users absent from the run are removed with their rows (a full export).
-        delete_missing: bool,
-    },
 }
 
 /// Worker threads when none are asked for: one per core (2 when that cannot be known).
@@ -133,6 +123,7 @@ impl ExportOptions {
             excel_rows: None,
             overwrite: false,
             table_mode: TableMode::Create,
+            delta: None,
             source: Value::Null,
             parameters: BTreeMap::new(),
         }
@@ -237,6 +228,9 @@ pub enum ExportError {
     /// The state events could not be converted into their table.
     #[error(transparent)]
     StateEvents(#[from] StateEventsError),
+    /// The Delta tables could not be written (boxed: a rare error, kept small).
+    #[error(transparent)]
+    Delta(Box<crate::delta::DeltaError>),
     /// The raw copy of the responses could not be written.
     #[error("cannot write the raw copy {}: {source}", path.display())]
     Raw {
@@ -294,6 +288,12 @@ pub enum ExportError {
     },
 }
 
+impl From<crate::delta::DeltaError> for ExportError {
+    fn from(error: crate::delta::DeltaError) -> Self {
+        ExportError::Delta(Box::new(error))
+    }
+}
+
 /// What to call a table file in the manifest.
 #[derive(Debug, Clone)]
 struct FileKind {
@@ -313,6 +313,8 @@ pub struct Export {
     manifest: Option<Manifest>,
     /// Final name → table and format of every file staged so far.
     kinds: Arc<Mutex<HashMap<String, FileKind>>>,
+    /// With `--format delta`: the run's Delta tables.
+    delta: Option<crate::delta::DeltaRun>,
     /// Declared last: released after the drop discarded what was staged.
     _lock: Box<dyn DestLock>,
 }
@@ -344,6 +346,11 @@ impl Export {
                 .filter(|name| layout::dataset_rank(name).is_some())
                 .collect();
             held.extend(previous.iter().cloned());
+            if opts.delta.is_some() {
+                // Delta tables: the mode decides per table (`DeltaRun::open`); nothing of an
+                // earlier dataset is removed by name.
+                return Ok(BTreeSet::new());
+            }
             if !opts.overwrite
                 && let Some(first) = held
                     .iter()
@@ -367,14 +374,27 @@ impl Export {
         opts.parquet.max_rows_per_file = opts.max_rows_per_file;
         opts.pipeline.flatten.formats = opts.formats;
         opts.pipeline.flatten.dialect = opts.dialect;
+        let mut run_id = manifest::new_run_id();
+        let delta = match delta::open(&opts, &run_id) {
+            Ok(delta) => delta,
+            Err(e) => {
+                dest.discard();
+                drop(guard);
+                return Err(e);
+            }
+        };
+        if let Some(d) = &delta {
+            run_id = d.run_id().to_string();
+        }
         Ok(Export {
             layout: opts.layout(),
             dest,
             opts,
-            run_id: manifest::new_run_id(),
+            run_id,
             previous,
             manifest: None,
             kinds: Arc::default(),
+            delta,
             _lock: guard,
         })
     }
@@ -477,6 +497,9 @@ impl Export {
 
     /// A function that opens the staged file of each part of `table` in `format`.
     fn file_creator(&self, table: OutputTable, format: Format) -> CreateFile {
+        if let Some(run) = &self.delta {
+            return delta::file_creator(run, table, self.kinds.clone());
+        }
         let dest = self.dest.clone();
         let kinds = self.kinds.clone();
         let layout = self.layout;
@@ -527,12 +550,18 @@ impl Export {
                     csv_rows,
                     create(format),
                 )?)),
-                Format::Parquet => writers.push(Box::new(ParquetWriter::new(
-                    users::schema_of(table, self.users()),
-                    &def.dictionary_columns(),
-                    parquet,
-                    create(format),
-                )?)),
+                Format::Parquet => {
+                    let writer = Box::new(ParquetWriter::new(
+                        users::schema_of(table, self.users()),
+                        &def.dictionary_columns(),
+                        parquet,
+                        create(format),
+                    )?);
+                    writers.push(match &self.delta {
+                        Some(run) => run.track(table, writer),
+                        None => writer,
+                    });
+                }
                 Format::Xlsx => writers.push(Box::new(XlsxWriter::new(
                     table.name(),
                     users::schema_of(table, self.users()),
@@ -576,6 +605,9 @@ impl Export {
         files: Vec<WrittenFile>,
         tables: BTreeMap<String, ManifestTable>,
     ) -> Result<(), ExportError> {
+        if self.delta.is_some() {
+            return self.commit_delta(files, tables);
+        }
         let mut manifest = self.manifest.clone().unwrap_or_else(|| {
             Manifest::new(
                 self.run_id.clone(),
@@ -632,6 +664,9 @@ impl Drop for Export {
     fn drop(&mut self) {
         // Nothing staged after the last commit is kept; after a commit this only tidies up.
         self.dest.discard();
+        if let Some(run) = &self.delta {
+            run.discard();
+        }
     }
 }
 
