@@ -125,18 +125,20 @@ fn plan(args: &FetchArgs) -> anyhow::Result<Plan> {
     if tenant.is_empty() {
         return Err(usage("--tenant must not be empty".into()));
     }
-    if args.output.delete_missing
-        && (args.since.is_some()
-            || args.registered_since.is_some()
-            || args.registered_before.is_some()
-            || args.state_file.is_some())
-    {
-        // Users outside a partial export are not gone: they were not asked for.
-        return Err(usage(
-            "--delete-missing needs a full export: drop --since, --registered-since, \
-             --registered-before and --state-file"
-                .into(),
-        ));
+    if args.output.delete_missing {
+        let window = [
+            (args.since.is_some(), "--since"),
+            (args.state_file.is_some(), "--state-file"),
+            (args.registered_since.is_some(), "--registered-since"),
+            (args.registered_before.is_some(), "--registered-before"),
+        ];
+        if let Some((_, flag)) = window.iter().find(|(given, _)| *given) {
+            // Users outside a partial export are not gone: they were not asked for.
+            return Err(usage(format!(
+                "--delete-missing removes every user absent from the run, so it needs a full \
+                 export; {flag} fetches only some users: drop one of them"
+            )));
+        }
     }
     if args.resume && args.output.format.contains(&crate::cli::FormatArg::Delta) {
         // The run's user ids are gathered as its pages are converted; those of pages an

@@ -21,7 +21,7 @@ use zephr_core::schema::Table;
 use zephr_core::source::decompress;
 use zephr_core::timestamp::iso_utc;
 use zephr_engine::export::fetch::FetchPlan;
-use zephr_engine::export::{ExportError, TableMode, summary};
+use zephr_engine::export::{ExportError, summary};
 use zephr_engine::feed::{PageFeed, SegmentLimit};
 use zephr_engine::input::{InputSpec, open_all};
 use zephr_engine::pipeline::{PipelineError, RunStats, Source, Sources};
@@ -223,23 +223,6 @@ pub fn fetch(
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
     let target = check(&args.output)?;
-    if let TableMode::Merge {
-        delete_missing: true,
-    } = table_mode(&args.output)
-    {
-        let window = [
-            (args.since.is_some(), "--since"),
-            (args.state_file.is_some(), "--state-file"),
-            (args.registered_since.is_some(), "--registered-since"),
-            (args.registered_before.is_some(), "--registered-before"),
-        ];
-        if let Some((_, flag)) = window.iter().find(|(given, _)| *given) {
-            return Err(usage(format!(
-                "--delete-missing removes every user absent from the run, so it needs a full \
-                 export; {flag} fetches only some users: drop one of them"
-            )));
-        }
-    }
     for (given, flag) in [
         (args.state_events, "--state-events"),
         (args.resume, "--resume"),
