@@ -3,7 +3,7 @@
 //!    one schema wait for each other), create the schema and the missing tables, check the
 //!    existing ones' columns, refuse tables that hold rows unless the mode replaces or
 //!    merges, and create the staging table: all before any input is read;
-//! 2. [`PgLoad::run`]: the pipeline streams every table's rows into the staging table through
+//! 2. `PgLoad::run`: the pipeline streams every table's rows into the staging table through
 //!    one binary `COPY` ([`super::copy`]), then the mode's statements ([`super::sql`]) apply
 //!    them, the run record goes into `zephr_etl_runs`, and `COMMIT`.
 //!
