@@ -61,7 +61,7 @@ fn now_ms() -> i64 {
 }
 
 /// The run record in DEST, if there is one.
-pub fn read_record(run: &DeltaRun) -> Result<Option<RunRecord>, DeltaError> {
+pub(crate) fn read_record(run: &DeltaRun) -> Result<Option<RunRecord>, DeltaError> {
     let bytes = match run.files.root() {
         Root::Local(dir) => match std::fs::read(dir.join(PENDING_NAME)) {
             Ok(bytes) => bytes,

@@ -98,23 +98,6 @@ impl DataFiles {
         }
     }
 
-    /// Syncs the folder of `table` so that its new files' names survive a crash before the
-    /// log names them (a no-op in a bucket).
-    pub fn sync_table(&self, table: &str) -> Result<(), DestError> {
-        if let Root::Local(dir) = &self.root {
-            let folder = dir.join(table);
-            if folder.is_dir() {
-                File::open(&folder)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|source| DestError::Io {
-                        path: folder,
-                        source,
-                    })?;
-            }
-        }
-        Ok(())
-    }
-
     /// Removes `name` (relative to DEST); one that is gone already is fine.
     pub fn remove(&self, name: &str) -> Result<(), DestError> {
         match &self.root {

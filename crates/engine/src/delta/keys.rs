@@ -1,7 +1,7 @@
 //! The run's user ids, as the pipeline writes them: which users a merge replaces, and which
 //! rows of a user_id the run holds more than once must go ("the last item wins").
 //!
-//! A [`KeyTracker`] wraps the writer of one item table. Every batch of items reaches the three
+//! A `KeyTracker` wraps the writer of one item table. Every batch of items reaches the three
 //! tables' writers in item order, and each [`ColumnBatch`] says where each item's rows end
 //! (`item_ends`), so each tracker numbers items the same way: the users tracker records each
 //! user's last item, the grants and attributes trackers the last item in which the user had
@@ -20,7 +20,7 @@ use zephr_sink::{TableWriter, WriteError, WrittenFile};
 
 /// What the run holds of one user_id.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct KeyInfo {
+pub(crate) struct KeyInfo {
     /// Items of this user in the run (users rows).
     pub items: u32,
     /// The number (from 0, run-wide) of the user's last item.
@@ -31,7 +31,7 @@ pub struct KeyInfo {
 
 /// The run's user ids, filled by the [`KeyTracker`]s.
 #[derive(Debug, Default)]
-pub struct RunKeys {
+pub(crate) struct RunKeys {
     keys: Mutex<HashMap<Box<str>, KeyInfo>>,
     /// Items seen so far by each table's tracker (the next item's number).
     items: [AtomicU64; 3],
@@ -49,13 +49,9 @@ impl RunKeys {
     }
 
     /// Distinct user ids of the run.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// Whether the run holds no user.
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
     }
 
     /// Items whose user_id an earlier item of the run already had (dropped: the last wins).
@@ -68,7 +64,7 @@ impl RunKeys {
 
     /// For every repeated user_id: how many of its rows in `table` (in the run's order) come
     /// from its last item, the rows to keep at the end of its rows. Empty when nothing repeats.
-    pub fn keep_last(&self, table: Table) -> HashMap<Box<str>, u32> {
+    pub(crate) fn keep_last(&self, table: Table) -> HashMap<Box<str>, u32> {
         self.lock()
             .iter()
             .filter(|(_, k)| k.items > 1)
@@ -127,7 +123,7 @@ fn child_index(table: Table) -> Option<usize> {
 }
 
 /// Records the user ids of one item table's batches in [`RunKeys`], then hands them on.
-pub struct KeyTracker {
+pub(crate) struct KeyTracker {
     table: Table,
     keys: Arc<RunKeys>,
     inner: Box<dyn TableWriter>,

@@ -30,7 +30,7 @@ const BATCH_ROWS: usize = 8192;
 
 /// One data file of a table, as its log or this run names it.
 #[derive(Debug, Clone)]
-pub struct DataFile {
+pub(crate) struct DataFile {
     /// Relative to the table's folder.
     pub path: String,
     /// Its size in bytes.
@@ -39,7 +39,7 @@ pub struct DataFile {
 
 /// What filtering a file came to.
 #[derive(Debug)]
-pub enum Filtered {
+pub(crate) enum Filtered {
     /// Every row stays: the file is kept as it is.
     Untouched,
     /// No row stays: the file goes.
@@ -49,7 +49,7 @@ pub enum Filtered {
 }
 
 /// Reads data files of one table (`store` is rooted at the table's folder).
-pub struct FileFilter<'a> {
+pub(crate) struct FileFilter<'a> {
     /// The runtime the store's requests run on.
     pub runtime: &'a Runtime,
     /// The table's store.
@@ -114,7 +114,7 @@ impl FileFilter<'_> {
     }
 
     /// Whether some row of `file` fails `keep` (reads the `user_id` column only).
-    pub fn drops_any(
+    pub(crate) fn drops_any(
         &self,
         file: &DataFile,
         keep: &mut dyn FnMut(&str) -> bool,

@@ -6,11 +6,11 @@
 //! folder ([`files`]), recording the run's user ids on the way ([`keys`]). [`DeltaRun::commit`]
 //! then makes each table's change ONE Delta version: create, overwrite, or a copy-on-write merge
 //! keyed by `user_id` ([`merge`]: only the files holding rows the run replaces are written
-//! again), with a `txn` action (app id [`APP_ID`], the run's sequence number as version) and
+//! again), with a `txn` action (app id `APP_ID`, the run's sequence number as version) and
 //! the run id in the commit info.
 //!
 //! Crash safety across tables: before the first table's commit the run writes its record
-//! ([`PENDING_NAME`]: run id, a fingerprint of the command, the txn version), and removes it
+//! (`PENDING_NAME`: run id, a fingerprint of the command, the txn version), and removes it
 //! once `manifest.json` lists every table's version. A table's version either exists whole or
 //! not at all (Delta's atomic log entry), so after kill -9 each table reads at its previous
 //! or its new version. A rerun of the same command finds the record, takes over its run id and
@@ -24,7 +24,6 @@ pub mod keys;
 pub mod merge;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use deltalake_core::logstore::{
@@ -37,8 +36,8 @@ use url::Url;
 
 use crate::export::TableMode;
 use zephr_core::schema::Table;
+use zephr_dest::DestError;
 use zephr_dest::upload::Shared;
-use zephr_dest::{DestError, StagedFile};
 use zephr_sink::parquet::ParquetOptions;
 use zephr_sink::{TableWriter, WriteError};
 use zephr_store::store::{Store, StoreOptions};
@@ -49,10 +48,10 @@ use files::{DataFiles, Root};
 use keys::{KeyTracker, RunKeys};
 
 /// The `txn` app id of this tool's commits; its version is the run's sequence number.
-pub const APP_ID: &str = "zephr-etl";
+pub(crate) const APP_ID: &str = "zephr-etl";
 
 /// The record of a run between its first table commit and its manifest, in DEST.
-pub const PENDING_NAME: &str = ".zephr-etl-delta-run.json";
+pub(crate) const PENDING_NAME: &str = ".zephr-etl-delta-run.json";
 
 /// The tables a Delta run may keep, in commit order.
 pub const TABLES: [&str; 4] = ["users", "grants", "attributes", "state_events"];
@@ -358,13 +357,8 @@ impl DeltaRun {
     }
 
     /// The `txn` version of this run.
-    pub fn txn_version(&self) -> i64 {
+    pub(crate) fn txn_version(&self) -> i64 {
         self.record.txn_version
-    }
-
-    /// A new data file of `table` (relative name `table/part-....parquet`).
-    pub fn create_file(&self, table: &str) -> Result<(Box<dyn StagedFile>, String), DestError> {
-        self.files.create(table)
     }
 
     /// The data files, for writers that outlive a borrow.
@@ -422,13 +416,5 @@ impl DeltaRun {
     /// Where the tables are, for messages.
     pub fn describe(&self) -> &str {
         &self.describe
-    }
-
-    /// The local folder of the tables, if they are in one.
-    pub fn local_dir(&self) -> Option<PathBuf> {
-        match self.files.root() {
-            Root::Local(dir) => Some(dir.clone()),
-            Root::Object(_) => None,
-        }
     }
 }

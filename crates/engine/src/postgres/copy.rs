@@ -1,8 +1,8 @@
 //! The rows into PostgreSQL: column batches encoded as binary `COPY` rows of the staging
-//! table ([`RowEncoder`]), and the one `COPY` they all stream into ([`CopyStream`]).
+//! table (`RowEncoder`), and the one `COPY` they all stream into (`CopyStream`).
 //!
 //! The pipeline writes the three tables from three threads; a connection runs one `COPY` at a
-//! time. So each table's writer ([`CopyWriter`]) encodes whole rows and sends them through a
+//! time. So each table's writer (`CopyWriter`) encodes whole rows and sends them through a
 //! bounded channel to the thread that owns the connection and its `COPY` (rows of different
 //! tables may interleave: each carries its table's number). The channel's bound keeps memory
 //! to a few batches whatever the run's size. The `COPY` is finished only once every writer
@@ -32,7 +32,7 @@ use zephr_sink::{TableWriter, WriteError, WrittenFile};
 /// The binary `COPY` signature, flags and header extension length.
 pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// The binary `COPY` trailer: a field count of -1.
-pub const TRAILER: [u8; 2] = (-1i16).to_be_bytes();
+pub(crate) const TRAILER: [u8; 2] = (-1i16).to_be_bytes();
 /// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's).
 const PG_EPOCH_DAYS: i32 = 10_957;
 /// Microseconds from 1970-01-01 to 2000-01-01.
@@ -49,7 +49,7 @@ enum Chunk {
 }
 
 /// Encodes one table's rows as rows of the staging table (see [`super::sql`]).
-pub struct RowEncoder {
+pub(crate) struct RowEncoder {
     table: Table,
     types: Vec<ColumnType>,
     /// NULL fields before and after this table's columns in the staging row.
@@ -65,7 +65,7 @@ pub struct RowEncoder {
 /// A batch that cannot be encoded: a programming error reported as an error, not a panic.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot encode the {table} rows for COPY: {problem}")]
-pub struct EncodeError {
+pub(crate) struct EncodeError {
     table: &'static str,
     problem: &'static str,
 }
@@ -203,7 +203,7 @@ impl RowEncoder {
 
 /// Why the `COPY` did not complete.
 #[derive(Debug, thiserror::Error)]
-pub enum CopyError {
+pub(crate) enum CopyError {
     /// The server refused or the connection broke.
     #[error("{0}")]
     Server(#[from] postgres::Error),
@@ -218,7 +218,7 @@ pub enum CopyError {
 
 /// What a completed `COPY` loaded.
 #[derive(Debug, Clone, Default)]
-pub struct Copied {
+pub(crate) struct Copied {
     /// Rows in the staging table.
     pub rows: u64,
     /// Text cells whose NUL characters were replaced, per table in [`Table::ALL`] order.
@@ -226,7 +226,7 @@ pub struct Copied {
 }
 
 /// The thread that owns the connection while the rows stream in.
-pub struct CopyStream {
+pub(crate) struct CopyStream {
     tx: Sender<Chunk>,
     handle: JoinHandle<(postgres::Client, Result<Copied, CopyError>)>,
 }
@@ -305,7 +305,7 @@ fn stream(
 }
 
 /// One table's writer into the `COPY` (a [`TableWriter`] of the pipeline that writes no file).
-pub struct CopyWriter {
+pub(crate) struct CopyWriter {
     encoder: RowEncoder,
     tx: Option<Sender<Chunk>>,
     name: PathBuf,

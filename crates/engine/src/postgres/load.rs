@@ -452,7 +452,7 @@ impl PgStaged {
 }
 
 /// The mode's name in the run record.
-pub fn mode_name(mode: TableMode) -> &'static str {
+pub(crate) fn mode_name(mode: TableMode) -> &'static str {
     match mode {
         TableMode::Create => "create",
         TableMode::Overwrite => "overwrite",

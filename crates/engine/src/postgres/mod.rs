@@ -24,7 +24,7 @@ pub use load::{PgLoad, PgOptions, PgOutcome, PgStaged};
 pub const SCHEMES: [&str; 2] = ["postgresql", "postgres"];
 
 /// The schema used when the URL names none.
-pub const DEFAULT_SCHEMA: &str = "public";
+pub(crate) const DEFAULT_SCHEMA: &str = "public";
 
 /// Whether `-o`'s text names a PostgreSQL database (it may still be malformed).
 pub fn is_postgres_url(text: &str) -> bool {

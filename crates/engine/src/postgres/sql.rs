@@ -14,23 +14,23 @@
 use std::fmt::Write as _;
 
 use zephr_core::ddl::{self, Create, Dialect, JsonAs};
-use zephr_core::schema::{ColumnType, Table, TableDef};
+use zephr_core::schema::{Table, TableDef};
 
 use super::PgTarget;
 
 /// The staging table (temporary: it goes with the session, whatever kills it).
-pub const STAGE: &str = "zephr_etl_stage";
+pub(crate) const STAGE: &str = "zephr_etl_stage";
 /// The run's users, the last item of each `user_id`.
-pub const RUN_USERS: &str = "zephr_etl_run_users";
+pub(crate) const RUN_USERS: &str = "zephr_etl_run_users";
 /// The table that records every run (its manifest), written in the run's transaction.
-pub const RUNS_TABLE: &str = "zephr_etl_runs";
+pub(crate) const RUNS_TABLE: &str = "zephr_etl_runs";
 
 /// What a run does with the tables (the `--overwrite`, `--merge`, `--delete-missing` flags).
 pub use crate::export::TableMode;
 
 /// The statements for one run's tables: the three item tables' definitions in a schema.
 #[derive(Debug, Clone)]
-pub struct Statements {
+pub(crate) struct Statements {
     /// The schema that holds the tables.
     pub schema: String,
     /// users, grants, attributes (users may have wide columns).
@@ -52,7 +52,7 @@ fn prefix(table: Table) -> char {
 }
 
 /// The staging table's number of a table.
-pub fn table_code(table: Table) -> i16 {
+pub(crate) fn table_code(table: Table) -> i16 {
     match table {
         Table::Users => 0,
         Table::Grants => 1,
@@ -107,14 +107,6 @@ impl Statements {
         format!("{}{i}", prefix(table))
     }
 
-    /// The column types of the staging table after `t`, `item` and `ord`, in order.
-    pub fn stage_types(&self) -> Vec<ColumnType> {
-        Table::ALL
-            .iter()
-            .flat_map(|&t| self.def(t).columns.iter().map(|c| c.column_type))
-            .collect()
-    }
-
     /// `CREATE TABLE` of a missing table, its primary key or index after it.
     pub fn create_table(&self, table: Table) -> Vec<String> {
         let def = self.def(table);
@@ -140,7 +132,7 @@ impl Statements {
     }
 
     /// `CREATE TABLE` of the run records, when missing.
-    pub fn create_runs_table(&self) -> String {
+    pub(crate) fn create_runs_table(&self) -> String {
         format!(
             "CREATE TABLE IF NOT EXISTS {} (\n  run_id      text PRIMARY KEY,\n  \
              finished_at timestamptz NOT NULL,\n  mode        text NOT NULL,\n  \
@@ -150,7 +142,7 @@ impl Statements {
     }
 
     /// The staging table (partitioned, its partitions dropped at the end of the transaction).
-    pub fn create_stage(&self) -> String {
+    pub(crate) fn create_stage(&self) -> String {
         let mut sql = format!(
             "CREATE TEMP TABLE {STAGE} (t smallint NOT NULL, item bigint NOT NULL, \
              ord bigint NOT NULL"
@@ -172,7 +164,7 @@ impl Statements {
     }
 
     /// The staging table's partitions, one per table.
-    pub fn create_stage_partitions(&self) -> Vec<String> {
+    pub(crate) fn create_stage_partitions(&self) -> Vec<String> {
         Table::ALL
             .iter()
             .map(|&t| {
@@ -186,12 +178,12 @@ impl Statements {
     }
 
     /// The `COPY` that fills the staging table.
-    pub fn copy_stage(&self) -> String {
+    pub(crate) fn copy_stage(&self) -> String {
         format!("COPY {STAGE} FROM STDIN (FORMAT binary)")
     }
 
     /// The run's users, the last item of each `user_id` (`zephr_etl_run_users`), indexed.
-    pub fn run_users(&self) -> Vec<String> {
+    pub(crate) fn run_users(&self) -> Vec<String> {
         let uid = self.stage_user_id(Table::Users);
         // The staging table is not analysed (2.5 s for 2 million rows, measured): the plans
         // below are a sort of the users and hash joins on the run's users, which are.
@@ -246,7 +238,7 @@ impl Statements {
     /// attributes of the items in `zephr_etl_run_users`. Into indexed tables (`indexed`) the
     /// rows go in `user_id` order, so that each index grows page by page rather than at
     /// random places (measured: 1.8 million attributes in 8.3 s instead of 10.8 s).
-    pub fn inserts(&self, mode: TableMode, indexed: bool) -> Vec<String> {
+    pub(crate) fn inserts(&self, mode: TableMode, indexed: bool) -> Vec<String> {
         let order = |uid: String| {
             if indexed {
                 format!(" ORDER BY {uid}")
@@ -297,7 +289,7 @@ impl Statements {
     }
 
     /// The run record's insert: `$1` run id, `$2` mode, `$3` the manifest's text.
-    pub fn insert_run(&self) -> String {
+    pub(crate) fn insert_run(&self) -> String {
         format!(
             "INSERT INTO {} (run_id, finished_at, mode, manifest) \
              VALUES ($1, now(), $2, $3::text::json)",
