@@ -13,10 +13,10 @@ use sha2::{Digest, Sha256};
 use super::{Export, ExportError, ExportOptions, FileKind, OutputTable, lock};
 use crate::delta::{DeltaRun, TABLES, TableFiles};
 use zephr_core::flatten::users;
-use zephr_core::manifest::{Manifest, ManifestFile, ManifestTable};
+use zephr_core::manifest::{Manifest, ManifestTable};
 use zephr_core::schema::Table;
 use zephr_core::timestamp::iso_utc;
-use zephr_dest::{Commit, DestError, FinishedFile};
+use zephr_dest::Commit;
 use zephr_sink::{CreateFile, WrittenFile, dest_error};
 
 /// The format name of Delta data files in [`FileKind`].
@@ -83,11 +83,7 @@ impl Export {
         let mut by_table: BTreeMap<&str, Vec<WrittenFile>> = BTreeMap::new();
         let mut plain = Vec::new();
         for file in files {
-            let kind = kinds.get(&file.name).cloned().ok_or_else(|| {
-                ExportError::Dest(DestError::BadName {
-                    name: file.name.clone(),
-                })
-            })?;
+            let kind = FileKind::of(&kinds, &file.name)?;
             if kind.format == DELTA {
                 by_table.entry(kind.table).or_default().push(file);
             } else {
@@ -154,20 +150,7 @@ impl Export {
             .insert("repeated_items".into(), json!(run.repeated_items()));
         let mut finished = Vec::new();
         for (kind, file) in plain {
-            manifest.files.retain(|f| f.path != file.name);
-            manifest.files.push(ManifestFile {
-                path: file.name.clone(),
-                table: kind.table.into(),
-                format: kind.format.into(),
-                rows: file.rows,
-                bytes: file.bytes,
-                sha256: file.sha256.clone(),
-            });
-            finished.push(FinishedFile {
-                name: file.name,
-                bytes: file.bytes,
-                sha256: file.sha256,
-            });
+            finished.push(kind.record(&mut manifest, file));
         }
         manifest.created_at = iso_utc(SystemTime::now());
         self.dest.commit(Commit {

@@ -301,6 +301,37 @@ struct FileKind {
     format: &'static str,
 }
 
+impl FileKind {
+    /// The kind of the committed file `name`. Every file a run commits was created through
+    /// `file_creator` or `create_rejects`, which name its kind; any other is refused.
+    fn of(kinds: &HashMap<String, FileKind>, name: &str) -> Result<FileKind, ExportError> {
+        kinds.get(name).cloned().ok_or_else(|| {
+            ExportError::Dest(DestError::BadName {
+                name: name.to_string(),
+            })
+        })
+    }
+
+    /// Lists `file` in `manifest` as this kind (in place of an entry of the same path) and
+    /// hands it on to the commit.
+    fn record(&self, manifest: &mut Manifest, file: WrittenFile) -> FinishedFile {
+        manifest.files.retain(|f| f.path != file.name);
+        manifest.files.push(ManifestFile {
+            path: file.name.clone(),
+            table: self.table.into(),
+            format: self.format.into(),
+            rows: file.rows,
+            bytes: file.bytes,
+            sha256: file.sha256.clone(),
+        });
+        FinishedFile {
+            name: file.name,
+            bytes: file.bytes,
+            sha256: file.sha256,
+        }
+    }
+}
+
 /// One run's export into one destination.
 pub struct Export {
     dest: Arc<dyn Destination>,
@@ -619,27 +650,8 @@ impl Export {
         let kinds = lock(&self.kinds).clone();
         let mut finished = Vec::with_capacity(files.len());
         for file in files {
-            // Every file a run commits was created through `file_creator` or
-            // `create_rejects`, which name its kind.
-            let kind = kinds.get(&file.name).cloned().ok_or_else(|| {
-                ExportError::Dest(DestError::BadName {
-                    name: file.name.clone(),
-                })
-            })?;
-            manifest.files.retain(|f| f.path != file.name);
-            manifest.files.push(ManifestFile {
-                path: file.name.clone(),
-                table: kind.table.into(),
-                format: kind.format.into(),
-                rows: file.rows,
-                bytes: file.bytes,
-                sha256: file.sha256.clone(),
-            });
-            finished.push(FinishedFile {
-                name: file.name,
-                bytes: file.bytes,
-                sha256: file.sha256,
-            });
+            let kind = FileKind::of(&kinds, &file.name)?;
+            finished.push(kind.record(&mut manifest, file));
         }
         manifest.files.sort_by(|a, b| a.path.cmp(&b.path));
         manifest.created_at = iso_utc(SystemTime::now());
