@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::progress::Progress;
 use anyhow::anyhow;
 use serde_json::{Value, json};
-use zephr_core::error::ItemProblem;
+use zephr_core::error::{Chain, ItemProblem};
 use zephr_core::flatten::{FlattenOptions, OnError};
 use zephr_core::source::framer::FramerOptions;
 use zephr_core::table::{CsvDialect, Formats};
@@ -153,7 +153,7 @@ pub fn open(args: &OutputArgs, source: Value) -> anyhow::Result<Export> {
     let store = StoreOptions::retrying_for(args.store_retry_secs);
     let dest = zephr_dest::open(&args.output.to_string_lossy(), store).map_err(|e| {
         if e.is_usage() {
-            anyhow::Error::new(UsageError(format!("-o: {e}")))
+            anyhow::Error::new(UsageError(format!("-o: {}", Chain(&e))))
         } else {
             explain(e.into())
         }

@@ -16,7 +16,7 @@ mod wide;
 use std::process::ExitCode;
 
 use zephr_api::FetchError;
-use zephr_core::error::InputError;
+use zephr_core::error::{Chain, InputError};
 use zephr_engine::export::ExportError;
 use zephr_engine::input::InputSpec;
 use zephr_engine::pipeline::PipelineError;
@@ -75,24 +75,13 @@ pub fn exit_status(error: &anyhow::Error) -> u8 {
     }
 }
 
-/// The error and its causes on one line, `outer: inner: ...`. A cause whose text the message
-/// before it already ends with is left out: library errors quote their source in their own
-/// message (`cannot read: {source}`), which `{:#}` would print twice.
+/// The error and its causes on one line, `outer: inner: ...` ([`Chain`]): each library error
+/// owns only its own words, the binary's context sits on top.
 ///
 /// The library words its errors without flags; the flag that answers one is added at the end
 /// ([`flag_hint`]).
 pub fn render_error(error: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if out.ends_with(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
+    let mut out = Chain(error.as_ref()).to_string();
     if let Some(hint) = flag_hint(error) {
         out.push_str(hint);
     }

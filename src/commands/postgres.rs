@@ -16,6 +16,7 @@ use crate::signal;
 use anyhow::anyhow;
 use serde_json::{Value, json};
 use zephr_api::USER_EXPORT_PATH;
+use zephr_core::error::Chain;
 use zephr_core::flatten::users::UsersExtension;
 use zephr_core::schema::Table;
 use zephr_core::source::decompress;
@@ -24,7 +25,8 @@ use zephr_engine::export::fetch::FetchPlan;
 use zephr_engine::export::{ExportError, summary};
 use zephr_engine::feed::{PageFeed, SegmentLimit};
 use zephr_engine::input::{InputSpec, open_all};
-use zephr_engine::pipeline::{PipelineError, RunStats, Source, Sources};
+use zephr_core::source::drive::{Source, Sources};
+use zephr_engine::pipeline::{PipelineError, RunStats};
 use zephr_engine::postgres::{PgError, PgLoad, PgOptions, PgOutcome, PgStaged, PgTarget};
 use zephr_engine::wide::{self, USER_SCHEMA_PATH};
 
@@ -95,7 +97,7 @@ fn pg_options(
 /// The engine's error in the flags' words: usage errors exit 2, the rest 1.
 fn explain(error: PgError) -> anyhow::Error {
     match error {
-        e if e.is_usage() => usage(format!("-o: {e}")),
+        e if e.is_usage() => usage(format!("-o: {}", Chain(&e))),
         PgError::TablesHoldRows { table } => anyhow!(
             "{table} already holds rows; pass --merge to update the users of this run, \
              --overwrite to replace every row, or choose another ?schema="

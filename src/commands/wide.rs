@@ -9,7 +9,8 @@ use crate::progress::Progress;
 use zephr_core::flatten::users::UsersExtension;
 use zephr_core::pii::PiiKey;
 use zephr_engine::export::Export;
-use zephr_engine::wide::{self, MAX_DISCOVERED_KEYS, SchemaField, WideColumns, WideError};
+use zephr_core::flatten::wide_columns::{SchemaField, WideColumns};
+use zephr_engine::wide::{self, MAX_DISCOVERED_KEYS, WideError};
 
 use super::UsageError;
 use crate::cli::OutputArgs;

@@ -642,7 +642,7 @@ fn state_file_is_written_after_success_and_used_as_since() {
         .code(1);
     assert!(!state.exists());
 
-    let before = zephr_engine::state_file::iso_utc(std::time::SystemTime::now());
+    let before = zephr_core::timestamp::iso_utc(std::time::SystemTime::now());
     fetch(&server, &tmp.path().join("a"), &["--state-file", arg])
         .assert()
         .success();

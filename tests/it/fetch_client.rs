@@ -13,6 +13,7 @@ use zephr_api::{
     BodyShape, Client, ClientConfig, Credentials, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery,
     FetchError, PagesError, PagesSummary, RetryPolicy, SecretKey, USER_EXPORT_PATH, fetch_pages,
 };
+use zephr_core::error::Chain;
 
 const ACCESS_KEY: &str = "AK-test-1";
 const SECRET: &str = "TOPSECRET-0f9e8d7c6b5a";
@@ -505,7 +506,7 @@ fn unauthorized_message() {
     let e = client
         .fetch_page(USER_EXPORT_PATH, "rpp=3&page=1")
         .unwrap_err();
-    let msg = e.to_string();
+    let msg = Chain(&e).to_string();
     assert_eq!(
         msg,
         "authentication failed (401): check ZEPHR_ACCESS_KEY and ZEPHR_SECRET_KEY \
@@ -523,7 +524,7 @@ fn wrong_secret_is_refused_by_the_signature_check() {
     let client = client_with(&server.base_url, "not-the-secret", 3);
     let q = rpp3();
     let e = collect(&client, USER_EXPORT_PATH, |p| q.to_query(Some(p)), 4).unwrap_err();
-    let msg = e.to_string();
+    let msg = Chain(&e).to_string();
     assert!(
         msg.starts_with("page 1: authentication failed (401): check ZEPHR_ACCESS_KEY"),
         "{msg}"
@@ -555,7 +556,7 @@ fn forbidden_message() {
         source.to_string(),
         "permission denied (403): the key pair needs the user-export permission for tenant acme"
     );
-    assert_no_secret(&e, &e.to_string(), &server);
+    assert_no_secret(&e, &Chain(&e).to_string(), &server);
     assert_eq!(server.requests().len(), 1);
 }
 
@@ -575,7 +576,7 @@ fn other_client_errors_are_final_and_quote_the_body() {
         .fetch_page(USER_EXPORT_PATH, "rpp=3&page=1")
         .unwrap_err();
     assert_eq!(
-        e.to_string(),
+        Chain(&e).to_string(),
         "HTTP 404 from GET /v3/user-export?rpp=3&page=1: {\"message\":\"injected fault: HTTP 404\"}"
     );
     assert_eq!(server.requests().len(), 1);
@@ -610,7 +611,7 @@ fn echoed_credentials_are_scrubbed_and_the_excerpt_is_short() {
         ),
         "{excerpt}"
     );
-    assert_no_secret(&e, &e.to_string(), &server);
+    assert_no_secret(&e, &Chain(&e).to_string(), &server);
 }
 
 #[test]
@@ -629,13 +630,13 @@ fn retries_exhausted_is_clear() {
         .fetch_page(USER_EXPORT_PATH, "rpp=3&page=1")
         .unwrap_err();
     assert_eq!(
-        e.to_string(),
+        Chain(&e).to_string(),
         "GET /v3/user-export?rpp=3&page=1 failed after 3 attempts: \
          HTTP 503: {\"message\":\"injected fault: HTTP 503\"}"
     );
     assert_eq!(e.status(), Some(503));
     assert_eq!(page_requests(&server, 1).len(), 3);
-    assert_no_secret(&e, &e.to_string(), &server);
+    assert_no_secret(&e, &Chain(&e).to_string(), &server);
     assert_all_signed(&server);
 
     // Truncation on every attempt reads as such.
@@ -647,7 +648,7 @@ fn retries_exhausted_is_clear() {
     let e = client
         .fetch_page(USER_EXPORT_PATH, "rpp=3&page=1")
         .unwrap_err();
-    let msg = e.to_string();
+    let msg = Chain(&e).to_string();
     assert!(
         msg.starts_with("GET /v3/user-export?rpp=3&page=1 failed after 2 attempts: "),
         "{msg}"
@@ -683,7 +684,7 @@ fn a_failed_page_stops_the_paginator() {
     .unwrap_err();
     assert_eq!(delivered, [1, 2]);
     assert_eq!(
-        e.to_string(),
+        Chain(&e).to_string(),
         "page 3: GET /v3/user-export?rpp=3&page=3 failed after 2 attempts: \
          HTTP 502: {\"message\":\"injected fault: HTTP 502\"}"
     );
@@ -777,7 +778,11 @@ fn state_events_pages_and_failure() {
     let server = MockServer::start(cfg);
     let client = client_with(&server.base_url, SECRET, 1);
     let e = collect(&client, EVENTS_EXPORT_PATH, |p| q.to_query(Some(p)), 1).unwrap_err();
-    assert_eq!(e.to_string().split(": ").nth(2), Some("HTTP 500"), "{e}");
+    assert_eq!(
+        Chain(&e).to_string().split(": ").nth(2),
+        Some("HTTP 500"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -811,7 +816,7 @@ fn connection_refused_is_retried_then_reported() {
         .port();
     let client = client_with(&format!("http://127.0.0.1:{port}"), SECRET, 1);
     let e = client.fetch_page(USER_EXPORT_PATH, "page=1").unwrap_err();
-    let msg = e.to_string();
+    let msg = Chain(&e).to_string();
     assert!(
         msg.starts_with("GET /v3/user-export?page=1 failed after 2 attempts: connection error: "),
         "{msg}"

@@ -218,7 +218,7 @@ pub enum FetchError {
         bound: Duration,
     },
     /// The request could not be made at all (bad URL, unknown host, TLS failure, ...).
-    #[error("GET {target}: {source}")]
+    #[error("GET {target}")]
     Request {
         /// Path and query of the request.
         target: String,

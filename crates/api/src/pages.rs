@@ -84,7 +84,7 @@ pub enum PageError {
     #[error("\"results\" is null where a page's array of items was expected")]
     NullResults,
     /// Broken JSON, or a field of the wrong type.
-    #[error("invalid JSON: {0}")]
+    #[error("invalid JSON")]
     Json(#[from] serde_json::Error),
     /// A page that is not what the pages before it were (its own words say how).
     #[error("{0}")]
@@ -396,7 +396,7 @@ pub struct PagesSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum PagesError<E> {
     /// A page could not be fetched.
-    #[error("page {page}: {source}")]
+    #[error("page {page}")]
     Fetch {
         /// The page.
         page: u32,
@@ -404,7 +404,7 @@ pub enum PagesError<E> {
         source: FetchError,
     },
     /// A page is not an export page.
-    #[error("page {page}: {source}")]
+    #[error("page {page}")]
     Page {
         /// The page.
         page: u32,

@@ -102,12 +102,13 @@ pub enum CredentialError {
     /// The secret key file could not be opened or read. The name is never repeated: it may
     /// be the secret itself, given where its file's name was expected (`dir/SECRET` fails
     /// with "not a directory", not only "no such file").
-    #[error("{}", read_file_message(source))]
+    #[error("{}", read_file_message(error))]
     ReadFile {
         /// The file named by `--secret-key-file` (for callers; never in the message).
         path: PathBuf,
-        /// The underlying error (never the file's contents).
-        source: std::io::Error,
+        /// The underlying error (never the file's contents). Not a `source`: the message
+        /// words it in the middle of its sentence, before the fix.
+        error: std::io::Error,
     },
     /// The secret key file is far larger than any key (a wrong path, or a device).
     #[error("secret key file {} is larger than {MAX_SECRET_FILE} bytes", .0.display())]
@@ -206,9 +207,9 @@ impl Credentials {
 pub(crate) const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 fn read_secret_file(path: &Path) -> Result<SecretKey, CredentialError> {
-    let read_error = |source| CredentialError::ReadFile {
+    let read_error = |error| CredentialError::ReadFile {
         path: path.to_owned(),
-        source,
+        error,
     };
     let file = std::fs::File::open(path).map_err(read_error)?;
     // Wrapped at once so the untrimmed copy is zeroed however this returns. The bound keeps a

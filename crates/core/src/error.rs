@@ -7,6 +7,36 @@
 use std::fmt;
 use std::sync::Arc;
 
+/// An error and its causes on one line, `outer: inner: ...`: how an error is shown where it
+/// becomes text (a message, a notice, a field of another error).
+///
+/// Each error of this workspace owns only its own words and hands the rest to
+/// [`std::error::Error::source`], so `Display` alone says "cannot write users.csv" and `Chain`
+/// says why. Some third-party errors quote their own source (`db error: ERROR: ...`): a cause
+/// whose text the error before it already ends with, after `: `, is left out.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let text = error.to_string();
+            let quoted = shown == text
+                || shown
+                    .strip_suffix(text.as_str())
+                    .is_some_and(|head| head.ends_with(": "));
+            if !quoted {
+                write!(f, ": {text}")?;
+            }
+            shown = text;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
 /// A place in one input: what a user needs to open the file at the right spot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -34,7 +64,7 @@ impl fmt::Display for Location {
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// The input could not be opened, or its first bytes (which tell its compression) read.
-    #[error("{input}: cannot read: {source}")]
+    #[error("{input}: cannot read")]
     Io {
         /// The input's name as given on the command line (`-` shows as `<stdin>`).
         input: Arc<str>,
@@ -68,7 +98,7 @@ pub enum InputError {
     },
     /// Reading stopped part way: a corrupt or cut-off compressed file, a dropped connection.
     /// The location is where the data stopped.
-    #[error("{location}: {source}")]
+    #[error("{location}")]
     Read {
         /// Where the data stopped.
         location: Location,
@@ -133,3 +163,48 @@ impl fmt::Display for BadItem {
 }
 
 impl std::error::Error for BadItem {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_joins_each_cause_once() {
+        let error = InputError::Io {
+            input: "export.json".into(),
+            source: std::io::Error::other("disk on fire"),
+        };
+        assert_eq!(error.to_string(), "export.json: cannot read");
+        assert_eq!(
+            Chain(&error).to_string(),
+            "export.json: cannot read: disk on fire"
+        );
+        // A third-party error that quotes its own source is not repeated.
+        #[derive(Debug)]
+        struct Quoting(std::io::Error);
+        impl fmt::Display for Quoting {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "request failed: {}", self.0)
+            }
+        }
+        impl std::error::Error for Quoting {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let quoting = Quoting(std::io::Error::other("timed out"));
+        assert_eq!(Chain(&quoting).to_string(), "request failed: timed out");
+        // Only a quote after `: ` counts: "page 4" after "... from page 4" is its own text.
+        #[derive(Debug, thiserror::Error)]
+        #[error("continue from page 4")]
+        struct Outer(#[source] Page);
+        #[derive(Debug, thiserror::Error)]
+        #[error("page 4")]
+        struct Page(#[source] std::io::Error);
+        let outer = Outer(Page(std::io::Error::other("HTTP 503")));
+        assert_eq!(
+            Chain(&outer).to_string(),
+            "continue from page 4: page 4: HTTP 503"
+        );
+    }
+}

@@ -73,7 +73,7 @@ pub enum DestError {
         problem: String,
     },
     /// The file system refused.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,

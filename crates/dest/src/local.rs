@@ -1259,10 +1259,8 @@ mod tests {
                 overwrite: true,
             })
             .unwrap_err();
-        assert!(
-            error.to_string().contains("the staged file is missing"),
-            "{error}"
-        );
+        let text = zephr_core::error::Chain(&error).to_string();
+        assert!(text.contains("the staged file is missing"), "{text}");
         assert_eq!(
             fs::read_to_string(root.join(MANIFEST_NAME)).unwrap(),
             "{\"old\": true}\n"

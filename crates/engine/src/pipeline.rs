@@ -36,9 +36,9 @@ use zephr_core::source::framer::{FramerOptions, RawBatch};
 use zephr_core::table::ColumnBatch;
 use zephr_sink::{TableWriter, WriteError, WrittenFile};
 
-// The inputs live with the sources, so that `fetch` (a source of pages) never imports the
-// pipeline; re-exported for the callers that build a run.
-pub use zephr_core::source::drive::{Source, Sources};
+// The inputs live with the sources (their public home), so that `fetch` (a source of pages)
+// never imports the pipeline.
+pub(crate) use zephr_core::source::drive::{Source, Sources};
 
 /// Tuning and behaviour of a run.
 #[derive(Debug, Clone)]

@@ -134,7 +134,7 @@ pub fn fingerprint(arguments: &BTreeMap<String, String>) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ResumeError {
     /// Reading or writing the work folder failed.
-    #[error("cannot use the fetch work folder {}: {source}", path.display())]
+    #[error("cannot use the fetch work folder {}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,

@@ -29,7 +29,7 @@ pub(crate) const READ_BATCH_ROWS: usize = 8192;
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
     /// Reading a segment or writing the result failed.
-    #[error("cannot assemble {}: {source}", path.display())]
+    #[error("cannot assemble {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,

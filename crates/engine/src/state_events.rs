@@ -59,7 +59,7 @@ pub struct EventsStats {
 #[derive(Debug, thiserror::Error)]
 pub enum StateEventsError {
     /// The source could not be opened or read.
-    #[error("{input}: cannot read: {source}")]
+    #[error("{input}: cannot read")]
     Io {
         /// The source's name.
         input: String,
@@ -67,7 +67,7 @@ pub enum StateEventsError {
         source: io::Error,
     },
     /// Broken CSV (the csv crate's message names the record, line and byte).
-    #[error("{input}: {source}")]
+    #[error("{input}")]
     Csv {
         /// The source's name.
         input: String,
@@ -75,7 +75,7 @@ pub enum StateEventsError {
         source: csv::Error,
     },
     /// Broken JSON, or an event that is not a flat object.
-    #[error("{input}: event {event}: {source}")]
+    #[error("{input}: event {event}")]
     Json {
         /// The source's name.
         input: String,
@@ -513,7 +513,7 @@ pub(crate) fn spool_page(
     Ok(count)
 }
 
-pub mod pages;
+pub(crate) mod pages;
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use zephr_core::timestamp::iso_utc;
 
 /// The state file's layout version.
 pub(crate) const STATE_FILE_VERSION: u32 = 1;
@@ -32,7 +31,7 @@ pub struct RunState {
 #[derive(Debug, thiserror::Error)]
 pub enum StateFileError {
     /// Reading or writing failed.
-    #[error("cannot use state file {}: {source}", path.display())]
+    #[error("cannot use state file {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,

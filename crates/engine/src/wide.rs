@@ -4,7 +4,7 @@
 //! The columns come from Zephr's user schema (`GET /v3/schema/users`, a JSON array of fields
 //! with a `slug` and an `input-type`), or, without one, from a first pass over the input that
 //! collects every attribute key in the order they first appear (`discover_keys`).
-//! Types follow the schema's input types ([`column_type_for`]); discovered keys are strings.
+//! Types follow the schema's input types (`column_type_for`); discovered keys are strings.
 //! Names are `attr_` + the key with every character outside `[A-Za-z0-9_]` replaced by `_`,
 //! made unique case-insensitively with `_2`, `_3`, ... (see [`zephr_core::naming`]).
 //!
@@ -27,10 +27,8 @@ use zephr_core::flatten::item::Item;
 use zephr_core::source::drive::{Batches, Driven, Input, drive};
 use zephr_core::source::framer::{FramerOptions, RawBatch};
 
-/// The columns themselves live with the flattener, which fills them.
-pub use zephr_core::flatten::wide_columns::{
-    PREFIX, SchemaField, WideColumn, WideColumns, column_type_for,
-};
+// The columns themselves live with the flattener, which fills them (their public home).
+use zephr_core::flatten::wide_columns::{SchemaField, WideColumns};
 
 /// Where the Admin API serves the user schema.
 pub const USER_SCHEMA_PATH: &str = "/v3/schema/users";

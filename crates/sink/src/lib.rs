@@ -27,7 +27,7 @@ pub(crate) const FILE_BUFFER_BYTES: usize = 64 << 10;
 pub enum WriteError {
     /// Writing, flushing or syncing the staged file failed (a destination's error is carried
     /// here too, see [`dest_error`]).
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Io {
         /// The file's final name in the destination.
         path: PathBuf,
@@ -36,7 +36,7 @@ pub enum WriteError {
         source: std::io::Error,
     },
     /// The Parquet encoder refused a batch or could not write the footer.
-    #[error("cannot write Parquet file {path}: {source}")]
+    #[error("cannot write Parquet file {path}")]
     Parquet {
         /// The file's final name in the destination.
         path: PathBuf,
@@ -45,7 +45,7 @@ pub enum WriteError {
         source: ::parquet::errors::ParquetError,
     },
     /// Building or saving the workbook failed.
-    #[error("cannot write Excel workbook {path}: {source}")]
+    #[error("cannot write Excel workbook {path}")]
     Xlsx {
         /// The workbook's final name, or `TABLE.xlsx` before its file is opened.
         path: PathBuf,
@@ -110,7 +110,7 @@ pub fn dest_error(name: &str, error: DestError) -> WriteError {
         },
         other => WriteError::Io {
             path: PathBuf::from(name),
-            source: std::io::Error::other(other.to_string()),
+            source: std::io::Error::other(other),
         },
     }
 }

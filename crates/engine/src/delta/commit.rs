@@ -21,6 +21,7 @@ use super::merge::{DataFile, FileFilter, Filtered};
 use super::{APP_ID, DeltaError, DeltaRun, PENDING_NAME, RunRecord};
 use crate::export::TableMode;
 use zephr_core::schema::Table;
+use zephr_dest::local::{sync_dir, write_atomic};
 use zephr_dest::{DestError, fault};
 use zephr_sink::WrittenFile;
 
@@ -93,18 +94,9 @@ fn write_record(run: &DeltaRun) -> Result<(), DeltaError> {
     let bytes = serde_json::to_vec_pretty(&run.record).unwrap_or_default();
     match run.files.root() {
         Root::Local(dir) => {
-            let io = |path: std::path::PathBuf| move |source| DestError::Io { path, source };
-            let mut temp = tempfile::Builder::new()
-                .prefix(".zephr-etl-delta-run-")
-                .tempfile_in(dir)
-                .map_err(io(dir.clone()))?;
-            std::io::Write::write_all(&mut temp, &bytes).map_err(io(temp.path().to_path_buf()))?;
-            temp.as_file()
-                .sync_all()
-                .map_err(io(temp.path().to_path_buf()))?;
-            temp.persist(dir.join(PENDING_NAME))
-                .map_err(|e| io(dir.join(PENDING_NAME))(e.error))?;
-            sync_dir(dir)?;
+            let path = dir.join(PENDING_NAME);
+            write_atomic(&path, &bytes, ".zephr-etl-delta-run-")
+                .map_err(|source| DestError::Io { path, source })?;
         }
         Root::Object(shared) => {
             shared
@@ -116,21 +108,19 @@ fn write_record(run: &DeltaRun) -> Result<(), DeltaError> {
     Ok(())
 }
 
-fn sync_dir(dir: &std::path::Path) -> Result<(), DestError> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|source| DestError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
-}
-
 impl DeltaRun {
     /// Commits each table of `tables` as one version (in order), between the run record
     /// written first and [`DeltaRun::finish`]. A table whose `txn` already has this run's
     /// version is left as it is and this run's files for it are removed.
     pub fn commit(&mut self, tables: Vec<TableFiles>) -> Result<(), DeltaError> {
         fault("delta-files");
+        if let Root::Local(dir) = self.files.root() {
+            // Each data file was fsynced; its name in the table's folder is made durable here,
+            // before a log entry can name it (the run record's write syncs DEST itself).
+            for plan in &tables {
+                sync_dir(&dir.join(&plan.name));
+            }
+        }
         write_record(self)?;
         fault("delta-record");
         for plan in tables {
@@ -147,7 +137,7 @@ impl DeltaRun {
         fault("delta-manifest");
         match self.files.root() {
             Root::Local(dir) => match std::fs::remove_file(dir.join(PENDING_NAME)) {
-                Ok(()) => sync_dir(dir)?,
+                Ok(()) => sync_dir(dir),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => {
                     return Err(DestError::Io {

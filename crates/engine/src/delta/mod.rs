@@ -3,9 +3,9 @@
 //! `deltalake-core` crate): its log, protocol, checkpoints and conflict checks.
 //!
 //! The pipeline writes each table's rows as Parquet data files straight into the table's
-//! folder ([`files`]), recording the run's user ids on the way ([`keys`]). [`DeltaRun::commit`]
+//! folder (`files`), recording the run's user ids on the way (`keys`). [`DeltaRun::commit`]
 //! then makes each table's change ONE Delta version: create, overwrite, or a copy-on-write merge
-//! keyed by `user_id` ([`merge`]: only the files holding rows the run replaces are written
+//! keyed by `user_id` (`merge`: only the files holding rows the run replaces are written
 //! again), with a `txn` action (app id `APP_ID`, the run's sequence number as version) and
 //! the run id in the commit info.
 //!
@@ -18,10 +18,10 @@
 //! completed and none is applied twice. Another command is refused while the record stands
 //! (with `--overwrite`, which replaces every table, it is replaced).
 
-pub mod commit;
-pub mod files;
-pub mod keys;
-pub mod merge;
+mod commit;
+mod files;
+mod keys;
+mod merge;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ use zephr_sink::{TableWriter, WriteError};
 use zephr_store::store::{Store, StoreOptions};
 use zephr_store::{CloudError, Location};
 
-pub use commit::{TableFiles, TableVersion};
+pub(crate) use commit::{TableFiles, TableVersion};
 use files::{DataFiles, Root};
 use keys::{KeyTracker, RunKeys};
 
@@ -60,7 +60,7 @@ pub const TABLES: [&str; 4] = ["users", "grants", "attributes", "state_events"];
 #[derive(Debug, thiserror::Error)]
 pub enum DeltaError {
     /// delta-rs refused or failed (log, protocol, commit conflict, store).
-    #[error("Delta table {table}: {source}")]
+    #[error("Delta table {table}")]
     Table {
         /// The table (`users`).
         table: String,
@@ -69,7 +69,7 @@ pub enum DeltaError {
         source: DeltaTableError,
     },
     /// A data file could not be read.
-    #[error("cannot read data file {path}: {source}")]
+    #[error("cannot read data file {path}")]
     Parquet {
         /// The data file.
         path: String,
@@ -123,7 +123,7 @@ pub enum DeltaError {
     /// A data file could not be written.
     Write(#[from] WriteError),
     /// The runtime delta-rs runs on could not be started.
-    #[error("cannot start the Delta threads: {0}")]
+    #[error("cannot start the Delta threads")]
     Runtime(#[source] std::io::Error),
 }
 

@@ -37,6 +37,7 @@ use zephr_api::{
     Client, EVENTS_EXPORT_PATH, EventsQuery, ExportQuery, PageReading, USER_EXPORT_PATH,
     fetch_pages_with,
 };
+use zephr_core::error::Chain;
 use zephr_core::flatten::OnError;
 use zephr_core::flatten::users;
 use zephr_core::schema::Table;
@@ -186,7 +187,7 @@ impl Export {
         };
         self.assemble(work, &journal, plan.save_raw.as_deref())?;
         if let Err(e) = work.remove() {
-            progress.line(&format!("warning: {e}; delete it by hand"));
+            progress.line(&format!("warning: {}; delete it by hand", Chain(&e)));
         }
         Ok(Fetched {
             stats,

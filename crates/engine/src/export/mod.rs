@@ -1,6 +1,6 @@
 //! The export engine: from plain [`ExportOptions`] and a [`Destination`] to a committed
-//! dataset. [`Export`] owns the destination's lock, the [`layout`] of the files, the writers,
-//! the rejects, the state-events phase ([`events`]), the manifest and the commit; [`fetch`]
+//! dataset. [`Export`] owns the destination's lock, the `layout` of the files, the writers,
+//! the rejects, the state-events phase (`events`), the manifest and the commit; [`fetch`]
 //! adds the live fetch (resumable pages, or one streamed body) on top of it.
 //!
 //! A run:
@@ -15,9 +15,9 @@
 //!
 //! Dropping an [`Export`] discards what it staged but did not commit.
 
-pub mod events;
+mod events;
 pub mod fetch;
-pub mod layout;
+mod layout;
 pub mod summary;
 // Delta Lake tables (issue 22): the engine's side of `--format delta`.
 mod delta;
@@ -49,7 +49,7 @@ use zephr_sink::parquet::{ParquetOptions, ParquetWriter};
 use zephr_sink::xlsx::{XlsxOptions, XlsxWriter};
 use zephr_sink::{CreateFile, TableWriter, WriteError, WrittenFile, dest_error};
 
-pub use layout::{Format, Layout, OutputTable, REJECTS_NAME};
+pub(crate) use layout::{Format, Layout, OutputTable, REJECTS_NAME};
 pub use mode::TableMode;
 
 /// Everything that shapes a run's tables and files, as plain values.
@@ -232,7 +232,7 @@ pub enum ExportError {
     #[error(transparent)]
     Delta(Box<crate::delta::DeltaError>),
     /// The raw copy of the responses could not be written.
-    #[error("cannot write the raw copy {}: {source}", path.display())]
+    #[error("cannot write the raw copy {}", path.display())]
     Raw {
         /// The raw copy's file (or the segment folder that holds it).
         path: PathBuf,
@@ -247,7 +247,7 @@ pub enum ExportError {
         path: PathBuf,
     },
     /// The tables were committed but the raw copy could not be moved into place.
-    #[error("the tables were written, but not {}: {source}", path.display())]
+    #[error("the tables were written, but not {}", path.display())]
     RawAfterCommit {
         /// Where the raw copy should have gone.
         path: PathBuf,
@@ -266,7 +266,7 @@ pub enum ExportError {
     )]
     PagedXlsx,
     /// The fetch's thread could not be started.
-    #[error("cannot start the fetch thread: {0}")]
+    #[error("cannot start the fetch thread")]
     FetchThread(#[source] std::io::Error),
     /// A paginated fetch failed part way; pages `first..=last` are kept in the work folder
     /// `work`, and a resumed run continues from page `last + 1`.

@@ -205,10 +205,10 @@ impl RowEncoder {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CopyError {
     /// The server refused or the connection broke.
-    #[error("{0}")]
+    #[error(transparent)]
     Server(#[from] postgres::Error),
     /// Writing into the `COPY` failed (the connection broke).
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// A writer stopped before it was done (the run failed elsewhere): the `COPY` was
     /// aborted.

@@ -21,6 +21,7 @@ use super::copy::{CopyError, CopyStream, RowEncoder};
 use super::sql::{self, Statements, TableMode};
 use super::{PgError, PgTarget, SslMode, password};
 use crate::pipeline::{self, PipelineOptions, RunStats, Sources};
+use zephr_core::error::Chain;
 use zephr_core::flatten::users::{self, UsersExtension};
 use zephr_core::manifest::{self, Manifest};
 use zephr_core::schema::{ColumnType, Table};
@@ -282,7 +283,7 @@ impl PgLoad {
             .map(|d| d.columns.iter().map(|c| c.column_type).collect());
         let copy_error = |e: CopyError| PgError::Copy {
             dest: dest.clone(),
-            reason: e.to_string(),
+            reason: Chain(&e).to_string(),
         };
         let stream = CopyStream::start(client, statements.copy_stage(), Table::ALL.len())
             .map_err(|e| copy_error(CopyError::Io(e)))?;

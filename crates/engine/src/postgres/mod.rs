@@ -2,19 +2,19 @@
 //! postgresql://USER@HOST:PORT/DB?schema=S` (or `postgres://`).
 //!
 //! The parts: this module parses the URL ([`PgTarget`]) and finds the password
-//! ([`password`]: `PGPASSWORD`, then the pgpass file, never the URL); [`copy`] turns the
-//! pipeline's column batches into one binary `COPY` stream into a staging table; [`sql`] writes
-//! the statements (tables, staging, the modes, the run record); [`load`] runs them: one
+//! (`password`: `PGPASSWORD`, then the pgpass file, never the URL); `copy` turns the
+//! pipeline's column batches into one binary `COPY` stream into a staging table; `sql` writes
+//! the statements (tables, staging, the modes, the run record); `load` runs them: one
 //! connection, one transaction under an advisory lock, committed only when every table is
 //! done, so that a failure or a `kill -9` at any instant leaves the previous state.
 //!
 //! The password is kept in a [`Secret`], whose `Debug` and `Display` never show it; it goes
 //! to the client library's configuration and nowhere else.
 
-pub mod copy;
-pub mod load;
-pub mod password;
-pub mod sql;
+mod copy;
+mod load;
+mod password;
+mod sql;
 
 use std::fmt;
 
@@ -39,7 +39,7 @@ pub enum PgError {
     #[error("{0}")]
     Url(String),
     /// The pgpass file could not be read (a configuration problem).
-    #[error("cannot read the password file {path}: {source}")]
+    #[error("cannot read the password file {path}")]
     PassFile {
         /// The password file that was found.
         path: String,
@@ -49,7 +49,7 @@ pub enum PgError {
     },
     /// Connecting failed (refused, unknown host, authentication). `note` says why no
     /// password was given when the password file was ignored (empty otherwise).
-    #[error("cannot connect to {dest}: {source}{note}")]
+    #[error("cannot connect to {dest}{note}")]
     Connect {
         /// The destination as messages show it (no password).
         dest: String,
@@ -60,7 +60,7 @@ pub enum PgError {
         note: String,
     },
     /// A statement failed; `doing` says what the run was doing.
-    #[error("{dest}: {doing} failed: {source}")]
+    #[error("{dest}: {doing} failed")]
     Sql {
         /// The destination as messages show it (no password).
         dest: String,

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use arrow_array::{Array, StringArray};
 
 use super::*;
+use zephr_core::error::Chain;
 
 /// A writer that keeps what it was given.
 #[derive(Debug, Default)]
@@ -114,21 +115,26 @@ fn empty_sources() {
 
 #[test]
 fn errors_name_the_event_and_place() {
-    let e = run("[{\"a\":1},\n 5]").unwrap_err().to_string();
+    let e = run("[{\"a\":1},\n 5]").unwrap_err();
+    let e = Chain(&e).to_string();
     assert!(
         e.starts_with("events.x: event 2: invalid type: integer `5`, expected a JSON object (one state event) at line 2"),
         "{e}"
     );
-    let e = run("{\"a\":1}\n{\"a\":").unwrap_err().to_string();
+    let e = run("{\"a\":1}\n{\"a\":").unwrap_err();
+    let e = Chain(&e).to_string();
     assert!(e.starts_with("events.x: event 2: EOF while parsing"), "{e}");
-    let e = run("[{\"a\":1}] x").unwrap_err().to_string();
+    let e = run("[{\"a\":1}] x").unwrap_err();
+    let e = Chain(&e).to_string();
     assert!(
         e.starts_with("events.x: event 2: trailing characters"),
         "{e}"
     );
-    let e = run("a,b\n1,2,3\n").unwrap_err().to_string();
+    let e = run("a,b\n1,2,3\n").unwrap_err();
+    let e = Chain(&e).to_string();
     assert!(e.starts_with("events.x: CSV error: record 1"), "{e}");
-    let e = run("a,a\n").unwrap_err().to_string();
+    let e = run("a,a\n").unwrap_err();
+    let e = Chain(&e).to_string();
     assert_eq!(
         e,
         "events.x: the header names column \"a\" twice; every column must have its own name"
