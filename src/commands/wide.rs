@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use crate::progress::Progress;
 use zephr_core::flatten::users::UsersExtension;
+use zephr_core::flatten::wide_columns::{SchemaField, WideColumns};
 use zephr_core::pii::PiiKey;
 use zephr_engine::export::Export;
-use zephr_core::flatten::wide_columns::{SchemaField, WideColumns};
 use zephr_engine::wide::{self, MAX_DISCOVERED_KEYS, WideError};
 
 use super::UsageError;

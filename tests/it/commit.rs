@@ -818,10 +818,10 @@ fn side_files_that_would_be_outputs_are_refused() {
 
 #[test]
 fn the_library_runs_a_conversion_without_the_binary() {
+    use zephr_core::source::drive::{Source, Sources};
     use zephr_dest::local::LocalDir;
     use zephr_engine::export::{Export, ExportError, ExportOptions};
     use zephr_engine::input::{InputSpec, open_all};
-    use zephr_core::source::drive::{Source, Sources};
 
     let tmp = TempDir::new().unwrap();
     let dir: PathBuf = tmp.path().join("lib");

@@ -250,6 +250,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), DestError> {
 /// Compiled into debug builds only (what `cargo test` drives): a release binary has no such
 /// hook, and the variable means nothing to it.
 #[cfg(debug_assertions)]
+#[doc(hidden)]
 pub fn fault(step: &str) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
@@ -277,6 +278,7 @@ pub fn fault(step: &str) {
 
 /// The release build's fault hook: nothing (see the debug build's).
 #[cfg(not(debug_assertions))]
+#[doc(hidden)]
 #[inline(always)]
 pub fn fault(_step: &str) {}
 

@@ -32,7 +32,7 @@ use zephr_api::pages::{
 use zephr_core::source::drive::{Source, Sources};
 
 /// A page: its number and its whole body.
-pub type Page = (u32, Vec<u8>);
+pub(crate) type Page = (u32, Vec<u8>);
 
 /// The pipeline stopped taking pages (a failure elsewhere, or Ctrl-C).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -630,7 +630,7 @@ pub(crate) struct ByteBudget {
 }
 
 /// A share of a `ByteBudget`, given back when dropped.
-pub struct Held {
+pub(crate) struct Held {
     budget: Arc<ByteBudget>,
     bytes: u64,
 }

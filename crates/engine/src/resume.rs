@@ -23,13 +23,13 @@ use zephr_core::schema::PerTable;
 /// The work folder's name inside the output directory.
 pub(crate) const WORK_DIR_NAME: &str = ".zephr-etl-fetch";
 /// The journal's name inside the work folder.
-pub const JOURNAL_NAME: &str = "journal.json";
+pub(crate) const JOURNAL_NAME: &str = "journal.json";
 /// The journal layout this version writes and reads.
-pub const JOURNAL_VERSION: u32 = 1;
+pub(crate) const JOURNAL_VERSION: u32 = 1;
 
 /// One closed segment: pages `first_page..=last_page`, whose tables are in its folder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SegmentRecord {
+pub(crate) struct SegmentRecord {
     /// 1-based; the folder is `seg-{number:05}`.
     pub number: u32,
     /// The first page in the segment.
@@ -51,7 +51,7 @@ pub struct SegmentRecord {
 
 /// The state of an interrupted (or finished but not yet assembled) fetch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Journal {
+pub(crate) struct Journal {
     /// [`JOURNAL_VERSION`].
     pub version: u32,
     /// [`fingerprint`] of `arguments`.
@@ -125,7 +125,7 @@ impl Journal {
 }
 
 /// Lowercase hex SHA-256 of the arguments' canonical JSON (keys sorted).
-pub fn fingerprint(arguments: &BTreeMap<String, String>) -> String {
+pub(crate) fn fingerprint(arguments: &BTreeMap<String, String>) -> String {
     let text = serde_json::to_string(arguments).unwrap_or_default();
     hex::encode(Sha256::digest(text.as_bytes()))
 }
@@ -247,7 +247,7 @@ impl WorkDir {
     }
 
     /// The saved journal, if there is one.
-    pub fn load(&self) -> Result<Option<Journal>, ResumeError> {
+    pub(crate) fn load(&self) -> Result<Option<Journal>, ResumeError> {
         let path = self.path.join(JOURNAL_NAME);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
@@ -268,7 +268,7 @@ impl WorkDir {
     }
 
     /// Replaces the journal atomically: a crash leaves the old one or the new one, whole.
-    pub fn save(&self, journal: &Journal) -> Result<(), ResumeError> {
+    pub(crate) fn save(&self, journal: &Journal) -> Result<(), ResumeError> {
         let path = self.path.join(JOURNAL_NAME);
         let text = serde_json::to_vec_pretty(journal).map_err(|e| ResumeError::Corrupt {
             path: path.clone(),

@@ -111,7 +111,7 @@ pub(crate) type MakeWriters<'a> =
     &'a mut dyn FnMut(&[String], &SchemaRef) -> Result<Vec<Box<dyn TableWriter>>, WriteError>;
 
 /// The table's Arrow schema: one nullable Utf8 column per name.
-pub fn arrow_schema(columns: &[String]) -> SchemaRef {
+pub(crate) fn arrow_schema(columns: &[String]) -> SchemaRef {
     let fields: Vec<Field> = columns
         .iter()
         .map(|name| Field::new(name, DataType::Utf8, true))
@@ -120,7 +120,7 @@ pub fn arrow_schema(columns: &[String]) -> SchemaRef {
 }
 
 /// The format, from the first byte that is not blank or a byte-order mark.
-pub fn sniff(head: &[u8]) -> EventsFormat {
+pub(crate) fn sniff(head: &[u8]) -> EventsFormat {
     let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
     match head.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[' | b'{') => EventsFormat::Json,
@@ -325,7 +325,7 @@ type Event = Vec<(String, Box<RawValue>)>;
 
 /// A cell's text: strings unescaped, numbers as written, true/false, compact JSON for
 /// objects and arrays, `None` for null.
-pub fn cell_text(value: &RawValue) -> Option<String> {
+pub(crate) fn cell_text(value: &RawValue) -> Option<String> {
     let raw = value.get().trim();
     match raw.as_bytes().first() {
         Some(b'"') => Some(serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_owned())),

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-
 /// The state file's layout version.
 pub(crate) const STATE_FILE_VERSION: u32 = 1;
 

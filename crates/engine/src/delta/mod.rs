@@ -43,7 +43,8 @@ use zephr_sink::{TableWriter, WriteError};
 use zephr_store::store::{Store, StoreOptions};
 use zephr_store::{CloudError, Location};
 
-pub(crate) use commit::{TableFiles, TableVersion};
+pub(crate) use commit::TableFiles;
+pub use commit::TableVersion;
 use files::{DataFiles, Root};
 use keys::{KeyTracker, RunKeys};
 
@@ -54,7 +55,7 @@ pub(crate) const APP_ID: &str = "zephr-etl";
 pub(crate) const PENDING_NAME: &str = ".zephr-etl-delta-run.json";
 
 /// The tables a Delta run may keep, in commit order.
-pub const TABLES: [&str; 4] = ["users", "grants", "attributes", "state_events"];
+pub(crate) const TABLES: [&str; 4] = ["users", "grants", "attributes", "state_events"];
 
 /// Why the Delta tables could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +148,7 @@ pub struct DeltaOptions {
 
 /// The run's record in DEST while its tables are being committed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RunRecord {
+pub(crate) struct RunRecord {
     /// The run's id.
     pub run_id: String,
     /// SHA-256 of what shapes the run (source, parameters, mode): "the same command".

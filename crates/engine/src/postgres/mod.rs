@@ -8,7 +8,7 @@
 //! connection, one transaction under an advisory lock, committed only when every table is
 //! done, so that a failure or a `kill -9` at any instant leaves the previous state.
 //!
-//! The password is kept in a [`Secret`], whose `Debug` and `Display` never show it; it goes
+//! The password is kept in a `Secret`, whose `Debug` and `Display` never show it; it goes
 //! to the client library's configuration and nowhere else.
 
 mod copy;
@@ -21,7 +21,7 @@ use std::fmt;
 pub use load::{PgLoad, PgOptions, PgOutcome, PgStaged};
 
 /// The schemes that name a PostgreSQL destination.
-pub const SCHEMES: [&str; 2] = ["postgresql", "postgres"];
+pub(crate) const SCHEMES: [&str; 2] = ["postgresql", "postgres"];
 
 /// The schema used when the URL names none.
 pub(crate) const DEFAULT_SCHEMA: &str = "public";
@@ -108,7 +108,7 @@ impl PgError {
 
 /// A password: shown as `***` by `Debug`, never printed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Wraps `text`.
@@ -246,7 +246,7 @@ impl PgTarget {
 
 /// `text` with anything between `//` and `@` cut down to the user name, so that a refused URL
 /// can be named without its password.
-pub fn redacted(text: &str) -> String {
+pub(crate) fn redacted(text: &str) -> String {
     let Some((scheme, rest)) = text.split_once("://") else {
         return text.to_string();
     };
