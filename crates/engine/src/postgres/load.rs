@@ -18,8 +18,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use super::copy::{CopyError, CopyStream, RowEncoder};
-use super::sql::{self, Statements, TableMode};
+use super::sql::{self, Statements};
 use super::{PgError, PgTarget, SslMode, password};
+use crate::export::TableMode;
 use crate::pipeline::{self, PipelineOptions, RunStats, Sources};
 use zephr_core::error::Chain;
 use zephr_core::flatten::users::{self, UsersExtension};
@@ -137,20 +138,7 @@ impl PgLoad {
     fn execute(&mut self, doing: &str, sql: &str) -> Result<u64, PgError> {
         self.client
             .execute(sql, &[])
-            .map_err(|source| PgError::Sql {
-                dest: self.dest.clone(),
-                doing: doing.into(),
-                source,
-            })
-    }
-
-    fn sql_error(&self, doing: &str) -> impl Fn(postgres::Error) -> PgError + use<> {
-        let (dest, doing) = (self.dest.clone(), doing.to_string());
-        move |source| PgError::Sql {
-            dest: dest.clone(),
-            doing: doing.clone(),
-            source,
-        }
+            .map_err(sql_error(&self.dest, doing))
     }
 
     /// `BEGIN`, the lock, the tables, the mode's check and the staging table.
@@ -167,7 +155,7 @@ impl PgLoad {
                 "SELECT pg_advisory_xact_lock(hashtextextended('zephr-etl:' || $1::text, 0))",
                 &[&schema],
             )
-            .map_err(self.sql_error("taking the schema's advisory lock"))?;
+            .map_err(sql_error(&self.dest, "taking the schema's advisory lock"))?;
         fault("pg-locked");
         let exists = self
             .client
@@ -175,7 +163,7 @@ impl PgLoad {
                 "SELECT 1 FROM pg_namespace WHERE nspname = $1::text",
                 &[&schema],
             )
-            .map_err(self.sql_error("looking up the schema"))?
+            .map_err(sql_error(&self.dest, "looking up the schema"))?
             .is_some();
         if !exists {
             let sql = format!("CREATE SCHEMA {}", sql::ident(&schema));
@@ -223,7 +211,10 @@ impl PgLoad {
                 let held: bool = self
                     .client
                     .query_one(&sql, &[])
-                    .map_err(self.sql_error("checking whether the tables hold rows"))?
+                    .map_err(sql_error(
+                        &self.dest,
+                        "checking whether the tables hold rows",
+                    ))?
                     .get(0);
                 if held {
                     return Err(PgError::TablesHoldRows {
@@ -252,7 +243,7 @@ impl PgLoad {
                  AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum",
                 &[&self.opts.target.schema],
             )
-            .map_err(self.sql_error("reading the tables' columns"))?;
+            .map_err(sql_error(&self.dest, "reading the tables' columns"))?;
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for row in rows {
             out.entry(row.get(0)).or_default().push(row.get(1));
@@ -360,11 +351,7 @@ impl PgStaged {
     fn execute(&mut self, doing: &str, sql: &str) -> Result<u64, PgError> {
         self.client
             .execute(sql, &[])
-            .map_err(|source| PgError::Sql {
-                dest: self.dest.clone(),
-                doing: doing.into(),
-                source,
-            })
+            .map_err(sql_error(&self.dest, doing))
     }
 
     fn apply(
@@ -380,11 +367,7 @@ impl PgStaged {
         let distinct: i64 = self
             .client
             .query_one(&format!("SELECT count(*) FROM {}", sql::RUN_USERS), &[])
-            .map_err(|source| PgError::Sql {
-                dest: self.dest.clone(),
-                doing: "counting the run's users".into(),
-                source,
-            })?
+            .map_err(sql_error(&self.dest, "counting the run's users"))?
             .get(0);
         let repeated = stats.rows[Table::Users].saturating_sub(distinct as u64);
         // Tables this run created are empty: every mode fills them as a first run does (and
@@ -421,24 +404,16 @@ impl PgStaged {
         let counts = self
             .client
             .query_one(&statements.count_rows(), &[])
-            .map_err(|source| PgError::Sql {
-                dest: self.dest.clone(),
-                doing: "counting the tables' rows".into(),
-                source,
-            })?;
+            .map_err(sql_error(&self.dest, "counting the tables' rows"))?;
         let table_rows: [u64; 3] = [0, 1, 2].map(|i| counts.get::<_, i64>(i) as u64);
         let manifest = run_record(opts, &stats, &run_id, repeated, removed_users, &table_rows);
-        let mode_text = mode_name(opts.mode);
+        let mode_text = opts.mode.name();
         self.client
             .execute(
                 &statements.insert_run(),
                 &[&run_id, &mode_text, &manifest.to_json()],
             )
-            .map_err(|source| PgError::Sql {
-                dest: self.dest.clone(),
-                doing: "recording the run".into(),
-                source,
-            })?;
+            .map_err(sql_error(&self.dest, "recording the run"))?;
         fault("pg-commit");
         self.execute("COMMIT", "COMMIT")?;
         Ok(PgOutcome {
@@ -452,17 +427,14 @@ impl PgStaged {
     }
 }
 
-/// The mode's name in the run record.
-pub(crate) fn mode_name(mode: TableMode) -> &'static str {
-    match mode {
-        TableMode::Create => "create",
-        TableMode::Overwrite => "overwrite",
-        TableMode::Merge {
-            delete_missing: false,
-        } => "merge",
-        TableMode::Merge {
-            delete_missing: true,
-        } => "merge-delete-missing",
+/// What a failed statement becomes: the destination and what the run was doing, with the
+/// client's error as the cause.
+fn sql_error(dest: &str, doing: &str) -> impl FnOnce(postgres::Error) -> PgError + use<> {
+    let (dest, doing) = (dest.to_string(), doing.to_string());
+    move |source| PgError::Sql {
+        dest,
+        doing,
+        source,
     }
 }
 
@@ -478,7 +450,7 @@ fn run_record(
 ) -> Manifest {
     let mut parameters = opts.parameters.clone();
     parameters.insert("destination".into(), json!(opts.target.describe()));
-    parameters.insert("mode".into(), json!(mode_name(opts.mode)));
+    parameters.insert("mode".into(), json!(opts.mode.name()));
     let run_rows: BTreeMap<&str, u64> = stats.rows.iter().map(|(t, &n)| (t.name(), n)).collect();
     parameters.insert("run_rows".into(), json!(run_rows));
     parameters.insert("repeated_user_ids".into(), json!(repeated));

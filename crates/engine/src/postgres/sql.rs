@@ -26,7 +26,7 @@ pub(crate) const RUN_USERS: &str = "zephr_etl_run_users";
 pub(crate) const RUNS_TABLE: &str = "zephr_etl_runs";
 
 /// What a run does with the tables (the `--overwrite`, `--merge`, `--delete-missing` flags).
-pub use crate::export::TableMode;
+use crate::export::TableMode;
 
 /// The statements for one run's tables: the three item tables' definitions in a schema.
 #[derive(Debug, Clone)]
