@@ -5,11 +5,10 @@
 //! `secret + body + path + query + METHOD + timestamp + nonce`. Despite the scheme's name this
 //! is a plain hash, not a keyed HMAC. A retry is a new request and must be signed anew.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use sha2::{Digest, Sha256};
 
 use super::secret::{Credentials, SecretKey};
+use zephr_core::timestamp::now_ms;
 
 /// The scheme word that starts the `Authorization` header value.
 pub const SCHEME: &str = "ZEPHR-HMAC-SHA256";
@@ -74,14 +73,6 @@ pub(crate) fn authorization_header_at(
         "{SCHEME} {}:{timestamp_ms}:{nonce}:{hash}",
         creds.access_key
     )
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// A fresh nonce: 16 random bytes as 32 lowercase hex digits (unique even when the OS's

@@ -245,6 +245,14 @@ fn two_digits(value: u32) -> [u8; 2] {
     [b'0' + (value / 10) as u8, b'0' + (value % 10) as u8]
 }
 
+/// Milliseconds since the Unix epoch now (0 if the clock is before 1970): the one reading of
+/// the clock for request signatures, lock leases and Delta commit times.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// `time` as ISO-8601 UTC, whole seconds rounded down (`2024-05-01T12:00:00Z`): rounding
 /// down can only make the next `since` earlier, never skip an update.
 pub fn iso_utc(time: std::time::SystemTime) -> String {

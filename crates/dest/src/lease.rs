@@ -25,14 +25,14 @@
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use object_store::{PutMode, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
 use super::upload::Shared;
 use super::{DestError, DestLock};
-use zephr_core::timestamp::iso_utc;
+use zephr_core::timestamp::{iso_utc, now_ms};
 use zephr_store::CloudError;
 
 /// The lock object's name under the prefix.
@@ -307,7 +307,7 @@ fn release(shared: &Shared, run: &str) {
 }
 
 fn lock_body(run: &str, lease: Duration) -> Vec<u8> {
-    let expires_ms = now_ms() + u64::try_from(lease.as_millis()).unwrap_or(u64::MAX / 2);
+    let expires_ms = now_ms().saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
     let body = LockBody {
         tool: "zephr-etl".into(),
         run: run.into(),
@@ -330,12 +330,6 @@ fn put(
     mode: PutMode,
 ) -> object_store::Result<Option<UpdateVersion>> {
     shared.store.put(LOCK_NAME, body, mode)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2))
 }
 
 fn host_name() -> String {

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow_schema::SchemaRef;
 use deltalake_core::kernel::engine::arrow_conversion::TryFromArrow;
@@ -21,6 +20,7 @@ use super::merge::{DataFile, FileFilter, Filtered};
 use super::{APP_ID, DeltaError, DeltaRun, PENDING_NAME, RunRecord};
 use crate::export::TableMode;
 use zephr_core::schema::Table;
+use zephr_core::timestamp::now_ms;
 use zephr_dest::local::{sync_dir, write_atomic};
 use zephr_dest::{DestError, fault};
 use zephr_sink::WrittenFile;
@@ -53,12 +53,6 @@ pub struct TableVersion {
     pub files_added: usize,
     /// Data files the version removed.
     pub files_removed: usize,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The run record in DEST, if there is one.
@@ -256,7 +250,7 @@ impl DeltaRun {
                 }
             }
         }
-        let now = now_ms();
+        let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
         let mut actions: Vec<Action> = Vec::new();
         for f in &new {
             actions.push(Action::Add(Add {
